@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/zonelb/zonelb/proxy"
+	"github.com/zonelb/zonelb/zone"
+)
+
+const proxySynopsis = `
+Run the proxy for one upstream service with explicit endpoints and their
+zones: no Kubernetes, no root. Clients connect to --listen with cleartext
+HTTP/2 (gRPC) or HTTP/1.1; every request is balanced on its own over the
+--to endpoints. Other protocols are relayed as opaque TCP to one endpoint
+per connection. SIGTERM or SIGINT drains: GOAWAY to clients, in-flight
+requests finish within --drain-timeout.
+
+Example:
+  zonelb proxy --listen 127.0.0.1:15001 --zone zone-a \
+    --to zone-a=127.0.0.1:9001 --to zone-b=127.0.0.1:9002`
+
+// endpointFlags collects repeated --to ZONE=IP:PORT flags.
+type endpointFlags []zone.Endpoint
+
+func (e *endpointFlags) String() string {
+	parts := make([]string, len(*e))
+	for i, ep := range *e {
+		parts[i] = ep.Zone + "=" + ep.Addr.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (e *endpointFlags) Set(v string) error {
+	zoneName, addr, found := strings.Cut(v, "=")
+	if !found {
+		zoneName, addr = "", v
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return fmt.Errorf("endpoint %q: want [ZONE=]IP:PORT", v)
+	}
+	for _, ep := range *e {
+		if ep.Addr == ap {
+			return fmt.Errorf("endpoint %s given twice", ap)
+		}
+	}
+	*e = append(*e, zone.Endpoint{Addr: ap, Zone: zoneName, Ready: true, Serving: true})
+	return nil
+}
+
+func runProxy(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("proxy", proxySynopsis)
+	var (
+		listen       = fs.String("listen", "127.0.0.1:15001", "address to accept client connections on")
+		localZone    = fs.String("zone", "", "this proxy's zone: endpoints in it are preferred")
+		service      = fs.String("service", "default", "service name used in logs and metrics")
+		admin        = fs.String("admin", "", "address for /debug/pprof/ and /debug/stats (empty: off)")
+		drain        = fs.Duration("drain-timeout", 30*time.Second, "how long in-flight requests may finish after SIGTERM")
+		minConns     = fs.Int("min-conns-per-endpoint", proxy.DefaultMinConnsPerEndpoint, "upstream connections kept per endpoint (raise for servers that balance by connection)")
+		maxConns     = fs.Int("max-conns-per-endpoint", proxy.DefaultMaxConnsPerEndpoint, "upstream connections allowed per endpoint")
+		streamWindow = fs.Int("stream-window", proxy.DefaultStreamWindow, "HTTP/2 flow-control window per stream, bytes (bounds memory per stream)")
+		upstreamH1   = fs.Bool("upstream-http1", false, "speak HTTP/1.1 to endpoints instead of HTTP/2 cleartext")
+		endpoints    endpointFlags
+		logs         logFlags
+	)
+	fs.Var(&endpoints, "to", "endpoint as ZONE=IP:PORT (repeatable; ZONE may be omitted)")
+	logs.register(fs)
+	if code, done := parseFlags(fs, proxySynopsis, args, stdout, stderr); done {
+		return code
+	}
+	if len(endpoints) == 0 {
+		return usageError(stderr, "proxy", "no endpoints: give at least one --to ZONE=IP:PORT")
+	}
+	if _, err := netip.ParseAddrPort(*listen); err != nil {
+		return usageError(stderr, "proxy", "--listen %q: want IP:PORT", *listen)
+	}
+	log, err := logs.logger(stderr)
+	if err != nil {
+		return usageError(stderr, "proxy", "%v", err)
+	}
+
+	picker := proxy.NewRoundRobin(endpoints)
+	p, err := proxy.New(proxy.Config{
+		Router:              proxy.StaticRouter{Service: *service, Picker: picker},
+		Logger:              log,
+		MinConnsPerEndpoint: *minConns,
+		MaxConnsPerEndpoint: *maxConns,
+		StreamWindow:        *streamWindow,
+		UpstreamHTTP1:       *upstreamH1,
+	})
+	if err != nil {
+		return usageError(stderr, "proxy", "%v", err)
+	}
+
+	// MPTCP off: the node's BPF liveness map (a SOCKMAP) refuses MPTCP
+	// sockets, and the proxy gains nothing from it on a node.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	l, err := lc.Listen(context.Background(), "tcp", *listen)
+	if err != nil {
+		log.Error("listen failed", "addr", *listen, "err", err)
+		return 1
+	}
+	log.Info("proxy listening", "addr", l.Addr().String(), "zone", *localZone, "service", *service, "endpoints", endpoints.String())
+
+	if *admin != "" {
+		stop, err := serveAdmin(*admin, p, log)
+		if err != nil {
+			log.Error("admin listener failed", "addr", *admin, "err", err)
+			return 1
+		}
+		defer stop()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- p.Serve(l) }()
+	select {
+	case err := <-serveErr:
+		log.Error("proxy stopped", "err", err)
+		return 1
+	case <-ctx.Done():
+	}
+	log.Info("draining", "timeout", drain.String())
+	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	if err := p.Shutdown(dctx); err != nil {
+		log.Warn("drain cut short", "err", err)
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, proxy.ErrClosed) {
+		log.Warn("serve ended", "err", err)
+	}
+	log.Info("stopped", "stats", fmt.Sprintf("%+v", p.Stats()))
+	return 0
+}
+
+// serveAdmin serves pprof and the proxy's counters on addr.
+func serveAdmin(addr string, p *proxy.Proxy, log *slog.Logger) (func(), error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(p.Stats())
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("admin server stopped", "err", err)
+		}
+	}()
+	log.Info("admin listening", "addr", l.Addr().String())
+	return func() { srv.Close() }, nil
+}

@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"syscall"
+	"time"
+)
+
+// Config configures a [Proxy]. The zero value of every field but Router
+// means its documented default.
+type Config struct {
+	// Router maps each downstream connection to the service it is for.
+	// Required.
+	Router Router
+
+	// Logger receives the proxy's logs. Default: discard.
+	Logger *slog.Logger
+
+	// Now returns the current time; tests replace it. Default: time.Now.
+	Now func() time.Time
+
+	// DetectTimeout bounds the wait for a connection's first bytes, which
+	// tell HTTP/2, HTTP/1.1 and opaque TCP apart. A connection that sends
+	// nothing in that time (a server-speaks-first protocol) is relayed as
+	// opaque TCP. Default 500ms.
+	DetectTimeout time.Duration
+
+	// MaxConcurrentStreams is the HTTP/2 stream limit advertised to each
+	// downstream client. Default 1000.
+	MaxConcurrentStreams int
+
+	// StreamWindow is the HTTP/2 flow-control window per stream, in bytes,
+	// both towards clients and towards endpoints. It bounds what can sit in
+	// HTTP/2 receive buffers for one stream in each direction. Default
+	// 256 KiB; at most 4 MiB - 1.
+	StreamWindow int
+
+	// ConnWindow is the HTTP/2 flow-control window per downstream
+	// connection. Default 1 MiB; at most 4 MiB - 1.
+	ConnWindow int
+
+	// MinConnsPerEndpoint is how many upstream connections the proxy keeps
+	// open to each endpoint and spreads streams over, even when fewer
+	// would do: for servers that balance by connection, such as
+	// multi-process servers behind SO_REUSEPORT. Default 1.
+	MinConnsPerEndpoint int
+
+	// MaxConnsPerEndpoint caps upstream connections per endpoint. New
+	// connections open when every existing one is at the endpoint's
+	// MAX_CONCURRENT_STREAMS; at the cap, requests wait for a free stream.
+	// Default 16.
+	MaxConnsPerEndpoint int
+
+	// DialTimeout bounds connecting to an endpoint. Default 1s.
+	DialTimeout time.Duration
+
+	// UpstreamIdleTimeout closes upstream connections above
+	// MinConnsPerEndpoint that carried no stream for this long.
+	// Default 90s.
+	UpstreamIdleTimeout time.Duration
+
+	// ReplayLimit is how many request-body bytes are kept per request so
+	// it can be retried on another endpoint when it provably never reached
+	// the first one. A request that sent more is not retried. Default
+	// 64 KiB.
+	ReplayLimit int
+
+	// UpstreamHTTP1, when set, speaks HTTP/1.1 to endpoints instead of
+	// HTTP/2 cleartext. For non-gRPC services whose servers lack h2c.
+	UpstreamHTTP1 bool
+
+	// SocketMark, when non-zero, is set as SO_MARK on every upstream
+	// socket so that the node's redirection hooks skip the proxy's own
+	// connections. Needs CAP_NET_ADMIN.
+	SocketMark uint32
+
+	// Observer, if set, is told about every finished request.
+	Observer Observer
+}
+
+// Observer receives a record of every finished request, for metrics.
+// ObserveRequest must be cheap and must not block.
+type Observer interface {
+	ObserveRequest(RequestInfo)
+}
+
+// Defaults, exported so documentation and flags can name them.
+const (
+	DefaultDetectTimeout        = 500 * time.Millisecond
+	DefaultMaxConcurrentStreams = 1000
+	DefaultStreamWindow         = 256 << 10
+	DefaultConnWindow           = 1 << 20
+	DefaultMinConnsPerEndpoint  = 1
+	DefaultMaxConnsPerEndpoint  = 16
+	DefaultDialTimeout          = time.Second
+	DefaultUpstreamIdleTimeout  = 90 * time.Second
+	DefaultReplayLimit          = 64 << 10
+	maxWindow                   = 4<<20 - 1
+	copyBufferSize              = 32 << 10
+)
+
+// withDefaults returns c with zero fields set to their defaults, or an
+// error naming the first invalid field.
+func (c Config) withDefaults() (Config, error) {
+	if c.Router == nil {
+		return c, errors.New("proxy: Config.Router is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setDur(&c.DetectTimeout, DefaultDetectTimeout)
+	setDur(&c.DialTimeout, DefaultDialTimeout)
+	setDur(&c.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
+	setInt(&c.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	setInt(&c.StreamWindow, DefaultStreamWindow)
+	setInt(&c.ConnWindow, DefaultConnWindow)
+	setInt(&c.MinConnsPerEndpoint, DefaultMinConnsPerEndpoint)
+	setInt(&c.MaxConnsPerEndpoint, DefaultMaxConnsPerEndpoint)
+	setInt(&c.ReplayLimit, DefaultReplayLimit)
+
+	switch {
+	case c.DetectTimeout < 0, c.DialTimeout < 0, c.UpstreamIdleTimeout < 0:
+		return c, errors.New("proxy: timeouts must not be negative")
+	case c.MaxConcurrentStreams < 1:
+		return c, fmt.Errorf("proxy: MaxConcurrentStreams %d: must be at least 1", c.MaxConcurrentStreams)
+	case c.StreamWindow < 16<<10 || c.StreamWindow > maxWindow:
+		return c, fmt.Errorf("proxy: StreamWindow %d: must be between 16 KiB and 4 MiB - 1", c.StreamWindow)
+	case c.ConnWindow < 64<<10 || c.ConnWindow > maxWindow:
+		return c, fmt.Errorf("proxy: ConnWindow %d: must be between 64 KiB and 4 MiB - 1", c.ConnWindow)
+	case c.MinConnsPerEndpoint < 1:
+		return c, fmt.Errorf("proxy: MinConnsPerEndpoint %d: must be at least 1", c.MinConnsPerEndpoint)
+	case c.MaxConnsPerEndpoint < c.MinConnsPerEndpoint:
+		return c, fmt.Errorf("proxy: MaxConnsPerEndpoint %d: must be at least MinConnsPerEndpoint (%d)", c.MaxConnsPerEndpoint, c.MinConnsPerEndpoint)
+	case c.ReplayLimit < 0:
+		return c, fmt.Errorf("proxy: ReplayLimit %d: must not be negative", c.ReplayLimit)
+	}
+	return c, nil
+}
+
+// dialer returns the dialer for upstream connections: bounded in time,
+// marked when configured, and with Nagle off (gRPC frames are small and
+// latency-sensitive; Go disables Nagle by default, kept explicit here).
+func (c Config) dialer() *net.Dialer {
+	d := &net.Dialer{Timeout: c.DialTimeout, KeepAlive: 30 * time.Second}
+	if c.SocketMark != 0 {
+		mark := int(c.SocketMark)
+		d.Control = func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = setMark(fd, mark) })
+			if err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("set SO_MARK %#x on upstream socket: %w", mark, serr)
+			}
+			return nil
+		}
+	}
+	return d
+}
+
+// dialContext is the signature of the upstream dial function.
+type dialContext func(ctx context.Context, network, addr string) (net.Conn, error)

@@ -1,0 +1,74 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/zonelb/zonelb/zone"
+)
+
+// Stats are the proxy's counters since it started.
+//
+// BufferedBytes and BufferedPeak account the bytes the proxy itself holds
+// between reading them from one side and writing them to the other: at most
+// one copy buffer (32 KiB) per stream direction in flight, because every
+// copy blocks on its write. Together with the HTTP/2 receive windows, which
+// bound what the HTTP/2 layers may buffer, this gives the memory bound per
+// stream documented in docs/proxy.md:
+//
+//	2 x StreamWindow + 2 x 32 KiB + ReplayLimit (while uncommitted)
+type Stats struct {
+	Requests       int64 // HTTP requests and gRPC calls handled
+	Retries        int64 // transparent retries on another endpoint
+	UpstreamConns  int64 // upstream HTTP/2 connections opened
+	TCPConns       int64 // connections relayed as opaque TCP
+	BufferedBytes  int64 // bytes held in copy buffers right now
+	BufferedPeak   int64 // highest BufferedBytes seen
+	ActiveRequests int64 // requests in flight
+}
+
+type stats struct {
+	requests, retries, upstreamConns, tcpConns atomic.Int64
+	buffered, peak, active                     atomic.Int64
+}
+
+func (s *stats) hold(n int) {
+	v := s.buffered.Add(int64(n))
+	for {
+		p := s.peak.Load()
+		if v <= p || s.peak.CompareAndSwap(p, v) {
+			return
+		}
+	}
+}
+
+func (s *stats) release(n int) { s.buffered.Add(-int64(n)) }
+
+func (s *stats) snapshot() Stats {
+	return Stats{
+		Requests:       s.requests.Load(),
+		Retries:        s.retries.Load(),
+		UpstreamConns:  s.upstreamConns.Load(),
+		TCPConns:       s.tcpConns.Load(),
+		BufferedBytes:  s.buffered.Load(),
+		BufferedPeak:   s.peak.Load(),
+		ActiveRequests: s.active.Load(),
+	}
+}
+
+// RequestInfo describes one finished request, for an [Observer].
+type RequestInfo struct {
+	Service  string
+	Endpoint *zone.Endpoint // nil if none was reached
+	GRPC     bool
+	// Status is the HTTP status sent to the client, and GRPCStatus the
+	// gRPC status code (-1 when not gRPC or none was seen).
+	Status     int
+	GRPCStatus int
+	Outcome    zone.Outcome
+	Retried    bool
+	TTFB       time.Duration
+	Duration   time.Duration
+	BytesSent  int64 // request body bytes sent upstream
+	BytesRecv  int64 // response body bytes received from upstream
+}
