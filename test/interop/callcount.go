@@ -1,0 +1,66 @@
+package interop
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+
+	"google.golang.org/grpc"
+)
+
+// CallStats is what a server's stats endpoint answers: the calls that
+// reached its handlers, in total and per full method name. Calls to an
+// unknown service never reach a handler and are not counted.
+type CallStats struct {
+	Total   int64            `json:"total"`
+	Methods map[string]int64 `json:"methods"`
+}
+
+// CallCounter counts calls per method through gRPC interceptors and serves
+// the counts as JSON. Its zero value is ready to use; it must not be copied.
+type CallCounter struct {
+	mu      sync.Mutex
+	total   int64
+	methods map[string]int64
+}
+
+func (c *CallCounter) add(method string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.methods == nil {
+		c.methods = make(map[string]int64)
+	}
+	c.total++
+	c.methods[method]++
+}
+
+// Snapshot returns a copy of the counts.
+func (c *CallCounter) Snapshot() CallStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := CallStats{Total: c.total, Methods: make(map[string]int64, len(c.methods))}
+	for m, n := range c.methods {
+		s.Methods[m] = n
+	}
+	return s
+}
+
+// UnaryInterceptor counts each unary call before handing it on.
+func (c *CallCounter) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	c.add(info.FullMethod)
+	return handler(ctx, req)
+}
+
+// StreamInterceptor counts each streaming call before handing it on.
+func (c *CallCounter) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	c.add(info.FullMethod)
+	return handler(srv, ss)
+}
+
+// ServeHTTP answers with the current CallStats as JSON.
+func (c *CallCounter) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	// An error here means the reader went away; there is no one to tell.
+	_ = json.NewEncoder(w).Encode(c.Snapshot())
+}

@@ -1,0 +1,117 @@
+package interop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"sync"
+	"time"
+)
+
+// Cases are the interop cases that need no cloud credentials, in the order
+// of the brief (shared/brief/testing.md).
+var Cases = []string{
+	"empty_unary",
+	"large_unary",
+	"client_streaming",
+	"server_streaming",
+	"ping_pong",
+	"empty_stream",
+	"cancel_after_begin",
+	"cancel_after_first_response",
+	"timeout_on_sleeping_server",
+	"status_code_and_message",
+	"special_status_message",
+	"custom_metadata",
+	"unimplemented_method",
+	"unimplemented_service",
+	"rpc_soak",
+	"channel_soak",
+}
+
+// SoakArgs keep a soak case short: 10 iterations of the large-unary-sized
+// call (the client's default), each allowed its default 1 s, the whole case
+// 30 s instead of 10 s because this machine is shared.
+var SoakArgs = []string{
+	"--soak_iterations=10",
+	"--soak_per_iteration_max_acceptable_latency_ms=1000",
+	"--soak_overall_timeout_seconds=30",
+}
+
+// Client runs the upstream interop client binary, one process per case.
+type Client struct {
+	// Bin is the interop client binary (BuildClient).
+	Bin string
+	// Args are extra flags for every case (SoakArgs, for instance).
+	Args []string
+	// Timeout bounds one case: many cases have no deadline of their own and
+	// would hang forever on a proxy that loses a stream.
+	Timeout time.Duration
+}
+
+// Job is one case against one address.
+type Job struct {
+	Case string
+	Addr string
+}
+
+// Result is what one run of the client did.
+type Result struct {
+	Job
+	Duration time.Duration
+	// Output is the client's stdout and stderr together.
+	Output []byte
+	// Err is nil when the client exited 0.
+	Err error
+}
+
+// Run runs one case against addr (host:port).
+func (c Client) Run(ctx context.Context, job Job) Result {
+	host, port, err := net.SplitHostPort(job.Addr)
+	if err != nil {
+		return Result{Job: job, Err: fmt.Errorf("target %q: %w", job.Addr, err)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	args := append([]string{
+		"--server_host=" + host,
+		"--server_port=" + port,
+		"--test_case=" + job.Case,
+	}, c.Args...)
+	cmd := exec.CommandContext(ctx, c.Bin, args...)
+	// Info level, so a failure report shows how far the case got.
+	cmd.Env = append(childEnv(), "GRPC_GO_LOG_SEVERITY_LEVEL=info", "GRPC_GO_LOG_VERBOSITY_LEVEL=0")
+	// After the kill on timeout, do not wait forever for the pipes.
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	res := Result{Job: job, Duration: time.Since(start), Output: out}
+	switch {
+	case err == nil:
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		res.Err = fmt.Errorf("%s did not finish within %v (killed): %w", job.Case, c.Timeout, err)
+	default:
+		res.Err = fmt.Errorf("%s: %w", job.Case, err)
+	}
+	return res
+}
+
+// RunAll runs jobs with at most parallel clients at once and returns the
+// results in the order of jobs.
+func (c Client) RunAll(ctx context.Context, jobs []Job, parallel int) []Result {
+	parallel = max(parallel, 1)
+	results := make([]Result, len(jobs))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, job := range jobs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			results[i] = c.Run(ctx, job)
+		})
+	}
+	wg.Wait()
+	return results
+}

@@ -1,0 +1,139 @@
+package interop
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+)
+
+// minShare is the least share of calls each of the three servers must
+// handle; an even split gives a third, pinning gives zero.
+const minShare = 0.10
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+func testSettings(t *testing.T) Settings {
+	t.Helper()
+	s, err := SettingsFromEnv(os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestInteropThroughProxy runs every credential-free grpc-go interop case
+// through zonelb proxy in front of three interop servers, for
+// ZONELB_INTEROP_ROUNDS rounds, and checks that the calls spread over the
+// servers, also those of a single client connection.
+func TestInteropThroughProxy(t *testing.T) {
+	set := testSettings(t)
+	st := Start(t, testLogger(t), set)
+	ctx := t.Context()
+
+	before, err := st.Calls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var perRound []time.Duration
+	for round := 1; round <= set.Rounds; round++ {
+		jobs := make([]Job, len(Cases))
+		for i, c := range Cases {
+			jobs[i] = Job{Case: c, Addr: st.Target(round + i)}
+		}
+		start := time.Now()
+		results := st.Client.RunAll(ctx, jobs, set.Parallel)
+		perRound = append(perRound, time.Since(start))
+		for _, r := range results {
+			if r.Err != nil {
+				t.Errorf("round %d/%d, case %s via %s failed after %v: %v\nclient output:\n%s",
+					round, set.Rounds, r.Case, r.Addr, r.Duration.Round(time.Millisecond), r.Err, r.Output)
+			}
+		}
+		if st.Proxy != nil {
+			select {
+			case <-st.Proxy.Exited():
+				t.Errorf("proxy exited during round %d: %v", round, st.Proxy.ExitErr())
+			default:
+			}
+		}
+		if t.Failed() {
+			if st.Proxy != nil {
+				t.Logf("proxy output (tail):\n%s", st.Proxy.Output())
+			}
+			t.FailNow()
+		}
+	}
+	t.Logf("%d rounds of %d cases passed (%s); per round: %s", set.Rounds, len(Cases), mode(st), summarize(perRound))
+
+	after, err := st.Calls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := CallsBetween(before, after, "")
+	t.Logf("calls per server over all rounds: %s", FormatCalls(calls))
+	if err := CheckSpread(calls, minShare); err != nil {
+		t.Error(err)
+	}
+
+	t.Run("one connection spreads", func(t *testing.T) {
+		if st.Proxy == nil {
+			t.Skip("direct mode: one connection goes to one server by definition")
+		}
+		const n = 90
+		before, err := st.Calls(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := grpc.NewClient(st.Proxy.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithNoProxy())
+		if err != nil {
+			t.Fatalf("dial proxy %s: %v", st.Proxy.Addr, err)
+		}
+		defer conn.Close()
+		tc := testgrpc.NewTestServiceClient(conn)
+		for i := range n {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := tc.EmptyCall(cctx, &testgrpc.Empty{})
+			cancel()
+			if err != nil {
+				t.Fatalf("EmptyCall %d/%d over one connection: %v", i+1, n, err)
+			}
+		}
+		after, err := st.Calls(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := CallsBetween(before, after, testgrpc.TestService_EmptyCall_FullMethodName)
+		t.Logf("%d EmptyCalls over one connection: %s", n, FormatCalls(calls))
+		if err := CheckSpread(calls, minShare); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func mode(st *Stack) string {
+	if st.Proxy == nil {
+		return "direct, no proxy"
+	}
+	return "through zonelb proxy " + st.Proxy.Addr
+}
+
+// summarize renders durations as median, min and max.
+func summarize(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	return fmt.Sprintf("median %v, min %v, max %v", r(s[len(s)/2]), r(s[0]), r(s[len(s)-1]))
+}

@@ -1,0 +1,75 @@
+package interop
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// CollectCalls asks every server for its CallStats, keyed by server name.
+func CollectCalls(ctx context.Context, servers []*Server) (map[string]CallStats, error) {
+	all := make(map[string]CallStats, len(servers))
+	for _, s := range servers {
+		st, err := s.Calls(ctx)
+		if err != nil {
+			return nil, err
+		}
+		all[s.Name] = st
+	}
+	return all, nil
+}
+
+// CallsBetween returns, per server, how many calls of method it handled
+// between two CollectCalls snapshots; an empty method means all methods.
+func CallsBetween(before, after map[string]CallStats, method string) map[string]int64 {
+	d := make(map[string]int64, len(after))
+	for name, a := range after {
+		b := before[name]
+		if method == "" {
+			d[name] = a.Total - b.Total
+		} else {
+			d[name] = a.Methods[method] - b.Methods[method]
+		}
+	}
+	return d
+}
+
+// CheckSpread returns an error unless there were calls and every server
+// handled at least minShare (0..1) of them: a proxy that pins all calls, or
+// all calls of a connection, to one backend fails it.
+func CheckSpread(calls map[string]int64, minShare float64) error {
+	var total int64
+	for _, n := range calls {
+		total += n
+	}
+	if total == 0 {
+		return fmt.Errorf("no calls reached any of the %d servers", len(calls))
+	}
+	var low []string
+	for name, n := range calls {
+		if float64(n) < minShare*float64(total) {
+			low = append(low, fmt.Sprintf("%s handled %d (%.1f%%)", name, n, 100*float64(n)/float64(total)))
+		}
+	}
+	if len(low) > 0 {
+		sort.Strings(low)
+		return fmt.Errorf("calls not spread: each server should handle at least %.0f%% of %d calls, but %s (all: %s)",
+			100*minShare, total, strings.Join(low, ", "), FormatCalls(calls))
+	}
+	return nil
+}
+
+// FormatCalls renders per-server counts as "a=1 b=2", sorted by name.
+func FormatCalls(calls map[string]int64) string {
+	names := make([]string, 0, len(calls))
+	for n := range calls {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s=%d", n, calls[n])
+	}
+	return strings.Join(parts, " ")
+}
