@@ -20,6 +20,8 @@ type replayBody struct {
 	src   io.ReadCloser
 	limit int
 
+	readMu sync.Mutex // held while reading from src
+
 	mu        sync.Mutex
 	rec       []byte // bytes read from src so far, while recording
 	recording bool   // false once over the limit or released
@@ -68,31 +70,25 @@ type attemptBody struct {
 }
 
 func (a *attemptBody) Read(p []byte) (int, error) {
-	b := a.b
 	if a.abandoned.Load() {
 		return 0, errAttemptAbandoned
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if a.pos < len(b.rec) {
-		n := copy(p, b.rec[a.pos:])
-		a.pos += n
-		return n, nil
+	if n, err, ok := a.fromRecord(p); ok {
+		return n, err
 	}
-	if b.srcErr != nil {
-		return 0, b.srcErr
+	// Reads from the client are serialised by readMu, not mu: a read may
+	// block for as long as the client likes, and commit, canReplay and a
+	// replaying attempt must not wait for it. A reader that waited here
+	// finds what the previous one read in the record.
+	b := a.b
+	b.readMu.Lock()
+	defer b.readMu.Unlock()
+	if n, err, ok := a.fromRecord(p); ok {
+		return n, err
 	}
-	if b.committed && b.recording {
-		// Caught up with the record and no retry can follow: stop
-		// recording and free it.
-		b.recording = false
-		b.rec = nil
-		a.pos = 0
-	}
-	// Read from the client with the lock held: a concurrent reader (an
-	// abandoned attempt's goroutine) would have to wait for this data
-	// anyway, and holding the lock keeps the record in order.
 	n, err := b.src.Read(p)
+
+	b.mu.Lock()
 	b.read += int64(n)
 	if n > 0 && b.recording {
 		if len(b.rec)+n > b.limit {
@@ -108,12 +104,37 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 	if err != nil {
 		b.srcErr = err
 	}
+	b.mu.Unlock()
 	if a.abandoned.Load() {
 		// Abandoned while blocked in Read: the data is in the record for
 		// the next attempt.
 		return 0, errAttemptAbandoned
 	}
 	return n, err
+}
+
+// fromRecord serves a read from the record or the sticky source error;
+// ok is false when the caller must read from the client.
+func (a *attemptBody) fromRecord(p []byte) (n int, err error, ok bool) {
+	b := a.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if a.pos < len(b.rec) {
+		n := copy(p, b.rec[a.pos:])
+		a.pos += n
+		return n, nil, true
+	}
+	if b.srcErr != nil {
+		return 0, b.srcErr, true
+	}
+	if b.committed && b.recording {
+		// Caught up with the record and no retry can follow: stop
+		// recording and free it.
+		b.recording = false
+		b.rec = nil
+		a.pos = 0
+	}
+	return 0, nil, false
 }
 
 // Close is called by the transport when it is done with the body. It does

@@ -1,0 +1,226 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/zonelb/zonelb/proxy"
+	"github.com/zonelb/zonelb/zone"
+)
+
+// backend is a gRPC test server on loopback whose behaviour the request
+// steers: metadata "x-sleep" delays the answer until then or cancellation,
+// ResponseStatus makes it fail, "x-echo-bin" is echoed as header and
+// trailer.
+type backend struct {
+	testgrpc.UnimplementedTestServiceServer
+	name string
+	addr netip.AddrPort
+	srv  *grpc.Server
+
+	calls       atomic.Int64
+	sent        atomic.Int64 // streaming responses sent
+	canceled    atomic.Int64 // calls that saw their context end early
+	sawDeadline atomic.Int64 // remaining time (ns) the last call's context carried, -1 if none
+}
+
+func startBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{name: name, addr: netip.MustParseAddrPort(l.Addr().String())}
+	b.srv = grpc.NewServer(grpc.MaxRecvMsgSize(32<<20), grpc.MaxSendMsgSize(32<<20))
+	testgrpc.RegisterTestServiceServer(b.srv, b)
+	go b.srv.Serve(l)
+	t.Cleanup(b.srv.Stop)
+	return b
+}
+
+func (b *backend) observe(ctx context.Context) error {
+	b.calls.Add(1)
+	if dl, ok := ctx.Deadline(); ok {
+		b.sawDeadline.Store(int64(time.Until(dl)))
+	} else {
+		b.sawDeadline.Store(-1)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("x-echo-bin"); len(v) > 0 {
+		grpc.SetHeader(ctx, metadata.Pairs("x-echo-bin", v[0]))
+		grpc.SetTrailer(ctx, metadata.Pairs("x-echo-bin", v[0]))
+	}
+	if v := md.Get("x-sleep"); len(v) > 0 {
+		d, _ := time.ParseDuration(v[0])
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			b.canceled.Add(1)
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (b *backend) EmptyCall(ctx context.Context, _ *testgrpc.Empty) (*testgrpc.Empty, error) {
+	return &testgrpc.Empty{}, b.observe(ctx)
+}
+
+func (b *backend) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	if err := b.observe(ctx); err != nil {
+		return nil, err
+	}
+	if s := req.GetResponseStatus(); s != nil && s.Code != 0 {
+		return nil, status.Error(codes.Code(s.Code), s.Message)
+	}
+	return &testgrpc.SimpleResponse{
+		Hostname: b.name,
+		Payload:  &testgrpc.Payload{Body: make([]byte, req.GetResponseSize())},
+	}, nil
+}
+
+func (b *backend) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+	if err := b.observe(stream.Context()); err != nil {
+		return err
+	}
+	for _, p := range req.GetResponseParameters() {
+		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+			return err
+		}
+		b.sent.Add(1)
+	}
+	return nil
+}
+
+func (b *backend) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
+	if err := b.observe(stream.Context()); err != nil {
+		return err
+	}
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if s := req.GetResponseStatus(); s != nil && s.Code != 0 {
+			return status.Error(codes.Code(s.Code), s.Message)
+		}
+		for _, p := range req.GetResponseParameters() {
+			if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+				return err
+			}
+			b.sent.Add(1)
+		}
+	}
+}
+
+func (b *backend) StreamingInputCall(stream testgrpc.TestService_StreamingInputCallServer) error {
+	if err := b.observe(stream.Context()); err != nil {
+		return err
+	}
+	var total int
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return stream.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
+		}
+		if err != nil {
+			return err
+		}
+		total += len(req.GetPayload().GetBody())
+	}
+}
+
+// startProxy runs a proxy on loopback in front of the given picker and
+// returns its address.
+func startProxy(t *testing.T, picker proxy.Picker, mutate ...func(*proxy.Config)) (*proxy.Proxy, string) {
+	t.Helper()
+	cfg := proxy.Config{
+		Router: proxy.StaticRouter{Service: "test", Picker: picker},
+		Logger: testLogger(t),
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	p, err := proxy.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	return p, l.Addr().String()
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("ZONELB_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func endpointsOf(bs ...*backend) []zone.Endpoint {
+	eps := make([]zone.Endpoint, len(bs))
+	for i, b := range bs {
+		eps[i] = zone.Endpoint{Addr: b.addr, Zone: "zone-" + strconv.Itoa(i), Ready: true, Serving: true}
+	}
+	return eps
+}
+
+// dial opens ONE gRPC client connection to addr.
+func dial(t *testing.T, addr string, opts ...grpc.DialOption) testgrpc.TestServiceClient {
+	t.Helper()
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	cc, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return testgrpc.NewTestServiceClient(cc)
+}
+
+// eventually polls cond until it holds or the bounded wait ends. Only for
+// state that real processes or kernels must settle.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var _ = fmt.Sprint
