@@ -1,0 +1,61 @@
+# zonelb's build, test, demo and benchmark entry points.
+#
+# Every target installs what it needs on a fresh machine (Debian packages,
+# Go tools), idempotently: a package is installed only when missing.
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+CACHE    := $(CURDIR)/.cache
+BIN      := $(CURDIR)/bin
+
+# Tests run with the race detector and without the test cache. The e2e,
+# BPF and API-server tests need root; they skip off-CI and fail under CI=true.
+TEST_FLAGS ?= -race -count=1 -timeout 30m
+
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build test demo bench interop lint generate clean tools help
+
+all: build
+
+help:
+	@echo "make build     build bin/zonelb"
+	@echo "make demo      run the demo: per-request balancing over one connection, side by side with per-connection L4"
+	@echo "make test      run the whole test suite (as root for the privileged tests)"
+	@echo "make interop   run 100 rounds of the gRPC interop suite through zonelb"
+	@echo "make bench     benchmark zonelb against direct, HAProxy, nginx and Caddy"
+	@echo "make lint      go vet and staticcheck"
+	@echo "make generate  regenerate the BPF objects (installs clang and libbpf-dev)"
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/zonelb ./cmd/zonelb
+
+test: build test-deps
+	$(GO) vet ./...
+	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) ./...
+
+# What the tests need beyond Go; fragments below add to it.
+test-deps::
+
+demo: build
+	$(GO) run ./internal/demo --zonelb $(BIN)/zonelb
+
+interop: build
+	ZONELB_BIN=$(BIN)/zonelb ZONELB_INTEROP_ROUNDS=100 $(GO) test -count=1 -timeout 60m -run TestInteropThroughProxy -v ./test/interop
+
+lint:
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+generate::
+	$(GO) generate ./...
+
+clean:
+	rm -rf $(BIN)
+
+# Component fragments: BPF code generation, the Kubernetes API server used
+# by integration tests, the benchmark peers.
+-include bpf/bpf.mk
+-include tools/kube/kube.mk
+-include bench/bench.mk
