@@ -67,6 +67,10 @@ type Result struct {
 	Err error
 }
 
+// ErrCaseTimeout marks a case that did not finish within Client.Timeout:
+// usually a stream the proxy lost or deadlocked.
+var ErrCaseTimeout = errors.New("did not finish within its timeout")
+
 // Run runs one case against addr (host:port).
 func (c Client) Run(ctx context.Context, job Job) Result {
 	host, port, err := net.SplitHostPort(job.Addr)
@@ -91,7 +95,7 @@ func (c Client) Run(ctx context.Context, job Job) Result {
 	switch {
 	case err == nil:
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		res.Err = fmt.Errorf("%s did not finish within %v (killed): %w", job.Case, c.Timeout, err)
+		res.Err = fmt.Errorf("%s %w of %v (killed: %v)", job.Case, ErrCaseTimeout, c.Timeout, err)
 	default:
 		res.Err = fmt.Errorf("%s: %w", job.Case, err)
 	}

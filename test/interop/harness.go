@@ -107,21 +107,37 @@ func Start(tb testing.TB, logger *slog.Logger, s Settings) *Stack {
 		st.Servers = append(st.Servers, srv)
 		endpoints = append(endpoints, Endpoint{Zone: zone, Addr: srv.Addr})
 	}
+	st.Proxy = StartProxyFor(tb, logger, s, endpoints)
+	return st
+}
+
+// StartProxyFor builds (or takes s.ProxyBin) and starts a zonelb proxy in
+// zone Zones[0] in front of endpoints, stopped in tb.Cleanup. In direct mode
+// it returns nil: callers then talk to the endpoints themselves.
+func StartProxyFor(tb testing.TB, logger *slog.Logger, s Settings, endpoints []Endpoint) *Proxy {
+	tb.Helper()
 	if s.Direct {
-		return st
+		return nil
 	}
-	proxyBin := s.ProxyBin
-	if proxyBin == "" {
-		if proxyBin, err = BuildProxy(ctx, root, binDir); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	st.Proxy, err = StartProxy(ctx, logger, ProxyConfig{Bin: proxyBin, Zone: Zones[0], Endpoints: endpoints})
+	root, err := RepoRoot()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	stopOnCleanup(tb, st.Proxy.Process)
-	return st
+	bin := s.ProxyBin
+	if bin == "" {
+		if !HasProxy(root) {
+			testenv.SkipOrFail(tb, "cmd/zonelb does not exist yet; set ZONELB_INTEROP_TARGET=direct to run the harness without the proxy")
+		}
+		if bin, err = BuildProxy(tb.Context(), root, tb.TempDir()); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	p, err := StartProxy(tb.Context(), logger, ProxyConfig{Bin: bin, Zone: Zones[0], Endpoints: endpoints, Admin: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stopOnCleanup(tb, p.Process)
+	return p
 }
 
 // stopOnCleanup registers p.Stop; cleanups run last-in first-out, so the

@@ -2,6 +2,7 @@ package interop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -53,8 +54,10 @@ func TestInteropThroughProxy(t *testing.T) {
 		start := time.Now()
 		results := st.Client.RunAll(ctx, jobs, set.Parallel)
 		perRound = append(perRound, time.Since(start))
+		hung := false
 		for _, r := range results {
 			if r.Err != nil {
+				hung = hung || errors.Is(r.Err, ErrCaseTimeout)
 				t.Errorf("round %d/%d, case %s via %s failed after %v: %v\nclient output:\n%s",
 					round, set.Rounds, r.Case, r.Addr, r.Duration.Round(time.Millisecond), r.Err, r.Output)
 			}
@@ -69,6 +72,9 @@ func TestInteropThroughProxy(t *testing.T) {
 		if t.Failed() {
 			if st.Proxy != nil {
 				t.Logf("proxy output (tail):\n%s", st.Proxy.Output())
+				if hung {
+					t.Logf("proxy goroutines after the hang:\n%s", st.Proxy.Goroutines(ctx))
+				}
 			}
 			t.FailNow()
 		}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 )
 
@@ -23,6 +25,9 @@ type ProxyConfig struct {
 	Zone string
 	// Endpoints become one --to ZONE=ADDR each.
 	Endpoints []Endpoint
+	// Admin turns on the proxy's admin endpoint (--admin) on a loopback
+	// port, so that a hang can be explained with a goroutine dump.
+	Admin bool
 	// ExtraArgs are appended to the command line.
 	ExtraArgs []string
 }
@@ -32,6 +37,8 @@ type Proxy struct {
 	*Process
 	// Addr is the listen address, 127.0.0.1:PORT.
 	Addr string
+	// AdminAddr is the admin endpoint's address, empty without Admin.
+	AdminAddr string
 }
 
 // startAttempts bounds retries when the port picked for the proxy was taken
@@ -64,6 +71,13 @@ func startProxyOnce(ctx context.Context, logger *slog.Logger, cfg ProxyConfig, a
 	for _, e := range cfg.Endpoints {
 		args = append(args, "--to", e.Zone+"="+e.Addr)
 	}
+	var admin string
+	if cfg.Admin {
+		if admin, err = freeLoopbackAddr(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--admin", admin)
+	}
 	args = append(args, cfg.ExtraArgs...)
 	p, err := startProcess(logger, fmt.Sprintf("zonelb-proxy#%d", attempt), cfg.Bin, args, nil)
 	if err != nil {
@@ -75,7 +89,7 @@ func startProxyOnce(ctx context.Context, logger *slog.Logger, cfg ProxyConfig, a
 		_ = p.Kill()
 		return nil, err
 	}
-	return &Proxy{Process: p, Addr: addr}, nil
+	return &Proxy{Process: p, Addr: addr, AdminAddr: admin}, nil
 }
 
 // freeLoopbackAddr asks the kernel for a free port on 127.0.0.1. The port is
@@ -113,4 +127,29 @@ func waitListening(ctx context.Context, p *Process, addr string) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// Goroutines returns the proxy's goroutine dump from its admin endpoint
+// (/debug/pprof/goroutine?debug=2), or why it could not.
+func (p *Proxy) Goroutines(ctx context.Context) string {
+	if p.AdminAddr == "" {
+		return "(proxy started without --admin)"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.AdminAddr+"/debug/pprof/goroutine?debug=2", nil)
+	if err != nil {
+		return fmt.Sprintf("(goroutine dump: %v)", err)
+	}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Sprintf("(goroutine dump: %v)", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Sprintf("(goroutine dump: %v)", err)
+	}
+	return string(b)
 }
