@@ -77,7 +77,10 @@ func formatGRPCTimeout(d time.Duration) string {
 		c byte
 	}{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'}, {time.Second, 'S'}, {time.Minute, 'M'}, {time.Hour, 'H'}}
 	for _, u := range units {
-		v := (d + u.d - 1) / u.d
+		v := d / u.d
+		if d%u.d != 0 {
+			v++ // round up without overflowing near the maximum
+		}
 		if v < maxDigits {
 			return strconv.FormatInt(int64(v), 10) + string(u.c)
 		}

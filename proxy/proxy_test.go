@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -536,3 +537,89 @@ func mustConn(t *testing.T, addr string) *grpc.ClientConn {
 
 var _ = errors.New
 var _ = strings.Contains
+
+// A stream the endpoint refuses (REFUSED_STREAM) never reached its
+// application: it is retried on another endpoint, transparently.
+func TestRetryOnRefusedStream(t *testing.T) {
+	refusing := startRefusingBackend(t)
+	good := startBackend(t, "good")
+	p, addr := startProxy(t, proxy.NewRoundRobin(endpointsOf(refusing, good)))
+	client := dial(t, addr)
+	for i := 0; i < 20; i++ {
+		resp, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("body to replay")}})
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if resp.GetHostname() != "good" {
+			t.Fatalf("call %d answered by %q", i, resp.GetHostname())
+		}
+	}
+	if r := p.Stats().Retries; r < 5 {
+		t.Fatalf("%d retries; round robin should have sent about half the calls to the refusing endpoint first", r)
+	}
+}
+
+// Once response headers arrived the call is committed (gRPC A6): a reset
+// after that is not retried.
+func TestNoRetryAfterResponseHeaders(t *testing.T) {
+	var calls atomic.Int64
+	resetting := startRawH2Backend(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	})
+	good := startBackend(t, "good")
+	p, addr := startProxy(t, proxy.NewRoundRobin(endpointsOf(resetting, good)))
+	client := dial(t, addr)
+	_, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testgrpc.SimpleRequest{})
+	if err == nil {
+		t.Fatal("a call reset after its response headers succeeded: it was retried")
+	}
+	if calls.Load() != 1 || good.calls.Load() != 0 || p.Stats().Retries != 0 {
+		t.Fatalf("resetting endpoint %d calls, good endpoint %d, retries %d; want 1, 0, 0", calls.Load(), good.calls.Load(), p.Stats().Retries)
+	}
+}
+
+// startRefusingBackend speaks just enough HTTP/2 to refuse every stream.
+func startRefusingBackend(t *testing.T) *backend {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				preface := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(c, preface); err != nil {
+					return
+				}
+				fr := http2.NewFramer(c, c)
+				fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							fr.WriteSettingsAck()
+						}
+					case *http2.HeadersFrame:
+						fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+					}
+				}
+			}()
+		}
+	}()
+	return &backend{name: "refusing", addr: mustAddrPort(l.Addr().String())}
+}
