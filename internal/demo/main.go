@@ -243,4 +243,3 @@ func startProxy(ctx context.Context, bin, localZone string, backends []*testserv
 	cleanup()
 	return "", nil, errors.New("zonelb proxy did not start listening")
 }
-
