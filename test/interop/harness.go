@@ -25,13 +25,13 @@ type Settings struct {
 	// (ZONELB_INTEROP_PARALLEL, default 4).
 	Parallel int
 	// ProxyBin is a prebuilt zonelb binary to use instead of building
-	// cmd/zonelb (ZONELB_INTEROP_PROXY_BIN).
+	// cmd/zonelb (ZONELB_BIN, as the Makefile sets it).
 	ProxyBin string
 }
 
 // SettingsFromEnv reads Settings through getenv (os.Getenv in tests).
 func SettingsFromEnv(getenv func(string) string) (Settings, error) {
-	s := Settings{Rounds: 3, Parallel: 4, ProxyBin: getenv("ZONELB_INTEROP_PROXY_BIN")}
+	s := Settings{Rounds: 3, Parallel: 4, ProxyBin: getenv("ZONELB_BIN")}
 	for _, knob := range []struct {
 		name string
 		dst  *int
