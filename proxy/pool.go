@@ -42,7 +42,7 @@ func newUpstreams(cfg Config, opened *atomic.Int64) *upstreams {
 	// by the per-stream windows.
 	t1 := &http.Transport{HTTP2: &http.HTTP2Config{
 		MaxReceiveBufferPerStream: cfg.StreamWindow,
-		MaxReadFrameSize:          1 << 20,
+		MaxReadFrameSize:          min(1<<20, cfg.StreamWindow),
 	}}
 	t2, err := http2.ConfigureTransports(t1)
 	if err != nil {

@@ -68,7 +68,7 @@ func New(cfg Config) (*Proxy, error) {
 			MaxConcurrentStreams:          cfg.MaxConcurrentStreams,
 			MaxReceiveBufferPerStream:     cfg.StreamWindow,
 			MaxReceiveBufferPerConnection: cfg.ConnWindow,
-			MaxReadFrameSize:              1 << 20,
+			MaxReadFrameSize:              min(1<<20, cfg.StreamWindow), // a frame never exceeds a window
 		},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
