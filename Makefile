@@ -35,8 +35,15 @@ test: build test-deps
 	$(GO) vet ./...
 	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) ./...
 
-# What the tests need beyond Go; fragments below add to it.
-test-deps::
+# What the tests need beyond Go; fragments below add to it. Tools go to
+# .cache/bin, which the tests find on PATH.
+export PATH := $(CACHE)/bin:$(PATH)
+
+test-deps:: $(CACHE)/bin/h2spec
+
+# h2spec v2.2.1 (the module has no go.mod, hence +incompatible).
+$(CACHE)/bin/h2spec:
+	GOBIN=$(CACHE)/bin $(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 
 demo: build
 	$(GO) run ./internal/demo --zonelb $(BIN)/zonelb

@@ -1,0 +1,170 @@
+// Package h2spec runs the h2spec HTTP/2 conformance suite against the real
+// zonelb binary with an h2c backend behind it.
+package h2spec
+
+import (
+	"bufio"
+	"context"
+	"encoding/xml"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zonelb/zonelb/internal/testenv"
+)
+
+// knownFailures are the cases Go's own HTTP/2 server fails (Go 1.26): the
+// proxy inherits them from net/http and must fail no others.
+var knownFailures = map[string]bool{
+	"http2/3.5/2":     true, // invalid preface: relayed as opaque TCP instead of a GOAWAY
+	"http2/4.2/3":     true,
+	"http2/6.5.3/1":   true,
+	"http2/8.1.2.2/1": true,
+	"http2/8.1.2.2/2": true,
+}
+
+func TestH2Spec(t *testing.T) {
+	h2spec := findTool(t, "h2spec")
+	bin := os.Getenv("ZONELB_BIN")
+	if bin == "" {
+		testenv.SkipOrFail(t, "ZONELB_BIN not set: run through `make test`")
+	}
+
+	// The backend answers GET / with 200 and a body, as h2spec needs.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	protos.SetHTTP1(true)
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "hello from the backend\n")
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	addr := startProxy(t, bin, l.Addr().String())
+	host, port, _ := net.SplitHostPort(addr)
+	report := filepath.Join(t.TempDir(), "report.xml")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, h2spec, "-h", host, "-p", port, "-o", "5", "-j", report).CombinedOutput()
+
+	failed := failures(t, report)
+	var unexpected []string
+	for _, id := range failed {
+		if !knownFailures[id] {
+			unexpected = append(unexpected, id)
+		}
+	}
+	t.Logf("h2spec: %d failures, all known: %v", len(failed), failed)
+	if len(unexpected) > 0 {
+		t.Fatalf("h2spec cases failing beyond Go's own server's: %v\n%s", unexpected, out)
+	}
+}
+
+// failures parses h2spec's JUnit report into case ids like "http2/4.2/1".
+func failures(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("h2spec wrote no report: %v", err)
+	}
+	var suites struct {
+		Suites []struct {
+			Package string `xml:"package,attr"`
+			Cases   []struct {
+				Failure *struct{} `xml:"failure"`
+				Error   *struct{} `xml:"error"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(data, &suites); err != nil {
+		t.Fatalf("parse h2spec report: %v", err)
+	}
+	total := 0
+	var ids []string
+	for _, s := range suites.Suites {
+		for i, c := range s.Cases {
+			total++
+			if c.Failure != nil || c.Error != nil {
+				// h2spec names a case by its section and its position.
+				ids = append(ids, s.Package+"/"+strconv.Itoa(i+1))
+			}
+		}
+	}
+	if total < 100 {
+		t.Fatalf("h2spec report holds %d cases; the suite did not run", total)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func startProxy(t *testing.T, bin, backend string) string {
+	t.Helper()
+	cmd := exec.Command(bin, "proxy", "--listen", "127.0.0.1:0", "--to", backend)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	re := regexp.MustCompile(`msg="proxy listening" addr=(\S+)`)
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+			}
+		}
+	}()
+	select {
+	case a := <-found:
+		return a
+	case <-time.After(10 * time.Second):
+		t.Fatal("zonelb proxy did not start")
+	}
+	return ""
+}
+
+// findTool looks for a test tool in the repository's tool cache (where the
+// Makefile installs it), then on PATH.
+func findTool(t *testing.T, name string) string {
+	t.Helper()
+	if out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output(); err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), ".cache", "bin", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	testenv.SkipOrFail(t, name+" not installed: run `make test`, which installs it")
+	return ""
+}
