@@ -78,6 +78,17 @@ type Config struct {
 	// connections. Needs CAP_NET_ADMIN.
 	SocketMark uint32
 
+	// StalledWriteTimeout resets a stream whose response write has been
+	// blocked this long because the client does not read (its window stays
+	// shut). A quiet stream is not stalled: only a blocked write counts.
+	// Default 5m; negative disables.
+	StalledWriteTimeout time.Duration
+
+	// DisableFloodGuard turns off the guard that closes HTTP/2 client
+	// connections sending floods of control or empty frames, or resetting
+	// most of their streams (rapid reset). See docs/proxy.md.
+	DisableFloodGuard bool
+
 	// Observer, if set, is told about every finished request.
 	Observer Observer
 }
@@ -99,6 +110,7 @@ const (
 	DefaultDialTimeout          = time.Second
 	DefaultUpstreamIdleTimeout  = 90 * time.Second
 	DefaultReplayLimit          = 64 << 10
+	DefaultStalledWriteTimeout  = 5 * time.Minute
 	maxWindow                   = 4<<20 - 1
 	copyBufferSize              = 32 << 10
 )
@@ -128,6 +140,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDur(&c.DetectTimeout, DefaultDetectTimeout)
 	setDur(&c.DialTimeout, DefaultDialTimeout)
 	setDur(&c.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
+	setDur(&c.StalledWriteTimeout, DefaultStalledWriteTimeout)
 	setInt(&c.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
 	setInt(&c.StreamWindow, DefaultStreamWindow)
 	setInt(&c.ConnWindow, DefaultConnWindow)

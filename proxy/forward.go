@@ -232,7 +232,7 @@ func (f *forwarding) respond(ctx context.Context, resp *http.Response) (zone.Out
 	// first message, and the client may be waiting for them.
 	flush()
 
-	n, err := f.p.copyBuffer(w, resp.Body, flush)
+	n, err := f.p.copyBuffer(w, resp.Body, flush, newStallWatch(rc, f.p.cfg.StalledWriteTimeout))
 	if err != nil {
 		var we errWrite
 		switch {

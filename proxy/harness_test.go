@@ -37,6 +37,7 @@ type backend struct {
 	calls       atomic.Int64
 	sent        atomic.Int64 // streaming responses sent
 	canceled    atomic.Int64 // calls that saw their context end early
+	streamErrs  atomic.Int64 // streaming sends that failed
 	sawDeadline atomic.Int64 // remaining time (ns) the last call's context carried, -1 if none
 }
 
@@ -101,6 +102,7 @@ func (b *backend) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, 
 	}
 	for _, p := range req.GetResponseParameters() {
 		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+			b.streamErrs.Add(1)
 			return err
 		}
 		b.sent.Add(1)

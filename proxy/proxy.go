@@ -149,6 +149,13 @@ func (p *Proxy) handleConn(c net.Conn) {
 	sc := &sniffedConn{Conn: c, r: br, route: route}
 	switch proto {
 	case protoHTTP:
+		if !p.cfg.DisableFloodGuard && isH2Preface(br) {
+			remote := c.RemoteAddr().String()
+			sc.guard = newFloodGuard(c, func(reason string) {
+				p.stats.floods.Add(1)
+				p.log.Warn("closing abusive client connection", "remote", remote, "reason", reason)
+			})
+		}
 		if err := p.h2conns.deliver(sc); err != nil {
 			c.Close()
 		}
@@ -211,14 +218,34 @@ func sniff(c net.Conn, br *bufio.Reader, timeout time.Duration) protocol {
 	return protoOpaque
 }
 
+func isH2Preface(br *bufio.Reader) bool {
+	b, err := br.Peek(len(h2Preface))
+	return err == nil && bytes.Equal(b, h2Preface)
+}
+
 // sniffedConn is a downstream connection whose first bytes were peeked.
 type sniffedConn struct {
 	net.Conn
 	r     *bufio.Reader
 	route Route
+	guard *floodGuard // HTTP/2 connections only
 }
 
-func (c *sniffedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *sniffedConn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.guard != nil && n > 0 {
+		c.guard.read(p[:n])
+	}
+	return n, err
+}
+
+func (c *sniffedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.guard != nil {
+		c.guard.wrote(n)
+	}
+	return n, err
+}
 
 // connListener hands sorted connections to the HTTP server.
 type connListener struct {
@@ -296,8 +323,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 }
 
 // copyBuffer copies src to dst through a pooled buffer, accounting the
-// bytes held between read and write in held.
-func (p *Proxy) copyBuffer(dst io.Writer, src io.Reader, flush func()) (int64, error) {
+// bytes held between read and write. stall, if not nil, watches each write.
+func (p *Proxy) copyBuffer(dst io.Writer, src io.Reader, flush func(), stall *stallWatch) (int64, error) {
 	bufp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bufp)
 	buf := *bufp
@@ -306,10 +333,12 @@ func (p *Proxy) copyBuffer(dst io.Writer, src io.Reader, flush func()) (int64, e
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			p.stats.hold(n)
+			stall.arm()
 			w, werr := dst.Write(buf[:n])
 			if werr == nil && flush != nil {
 				flush()
 			}
+			stall.disarm()
 			p.stats.release(n)
 			written += int64(w)
 			if werr != nil {

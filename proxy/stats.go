@@ -25,11 +25,12 @@ type Stats struct {
 	BufferedBytes  int64 // bytes held in copy buffers right now
 	BufferedPeak   int64 // highest BufferedBytes seen
 	ActiveRequests int64 // requests in flight
+	FloodsClosed   int64 // client connections closed by the flood guard
 }
 
 type stats struct {
 	requests, retries, upstreamConns, tcpConns atomic.Int64
-	buffered, peak, active                     atomic.Int64
+	buffered, peak, active, floods             atomic.Int64
 }
 
 func (s *stats) hold(n int) {
@@ -53,6 +54,7 @@ func (s *stats) snapshot() Stats {
 		BufferedBytes:  s.buffered.Load(),
 		BufferedPeak:   s.peak.Load(),
 		ActiveRequests: s.active.Load(),
+		FloodsClosed:   s.floods.Load(),
 	}
 }
 

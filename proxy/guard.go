@@ -1,0 +1,194 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Defences the HTTP/2 layer underneath lacks (see docs/proxy.md, "Abuse"):
+// Go's HTTP/2 server answers every PING, SETTINGS, WINDOW_UPDATE and
+// PRIORITY it is sent and has no notion of a client that floods them while
+// it keeps reading, nor of a client that opens a stream and never reads the
+// response. A proxy in front of every pod on a node must not be tied up by
+// one misbehaving client.
+
+// Flood guard limits, per downstream HTTP/2 connection.
+const (
+	// floodBurst is the credit a connection starts with and can save up:
+	// this many cheap frames in a row are fine.
+	floodBurst = 1000
+	// A frame that carries a request (HEADERS) or request bytes (non-empty
+	// DATA) earns this much credit; every control or empty frame costs one.
+	floodEarnPerFrame = 4
+	// floodEarnBytes written to the client earn one credit: a client that
+	// receives data legitimately sends WINDOW_UPDATE and PING in return.
+	floodEarnBytes = 1024
+	// Rapid reset: after resetMinStreams streams, a connection whose
+	// client reset more than half of them is closed (CVE-2023-44487).
+	resetMinStreams = 500
+)
+
+// floodGuard watches the frames a client sends, without decoding them, and
+// closes the connection when cheap frames outrun useful ones. It sits on the
+// connection's reads (parsing frame headers as they pass) and writes
+// (earning credit for data sent).
+type floodGuard struct {
+	conn    net.Conn
+	onFlood func(reason string)
+
+	mu      sync.Mutex
+	skip    int // bytes of the client preface still to pass
+	hdr     [9]byte
+	hdrN    int
+	payload int // payload bytes of the current frame still to pass
+	credit  int
+	written int
+	streams int
+	resets  int
+	tripped bool
+}
+
+func newFloodGuard(c net.Conn, onFlood func(string)) *floodGuard {
+	return &floodGuard{conn: c, onFlood: onFlood, skip: len(h2Preface), credit: floodBurst}
+}
+
+// read observes bytes the server read from the client.
+func (g *floodGuard) read(b []byte) {
+	if reason := g.observe(b); reason != "" {
+		g.onFlood(reason)
+		g.conn.Close()
+	}
+}
+
+// wrote observes n bytes written to the client.
+func (g *floodGuard) wrote(n int) {
+	g.mu.Lock()
+	g.written += n
+	if g.written >= floodEarnBytes {
+		g.credit = min(g.credit+g.written/floodEarnBytes, floodBurst)
+		g.written %= floodEarnBytes
+	}
+	g.mu.Unlock()
+}
+
+// observe walks the frame headers in b; it returns why the connection
+// must close, or "".
+func (g *floodGuard) observe(b []byte) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.tripped {
+		return ""
+	}
+	for len(b) > 0 {
+		switch {
+		case g.skip > 0:
+			n := min(g.skip, len(b))
+			g.skip -= n
+			b = b[n:]
+		case g.payload > 0:
+			n := min(g.payload, len(b))
+			g.payload -= n
+			b = b[n:]
+		default:
+			n := copy(g.hdr[g.hdrN:], b)
+			g.hdrN += n
+			b = b[n:]
+			if g.hdrN < len(g.hdr) {
+				return ""
+			}
+			g.hdrN = 0
+			length := int(g.hdr[0])<<16 | int(g.hdr[1])<<8 | int(g.hdr[2])
+			g.payload = length
+			if reason := g.frame(g.hdr[3], g.hdr[4], length, binary.BigEndian.Uint32(g.hdr[5:])&(1<<31-1)); reason != "" {
+				g.tripped = true
+				return reason
+			}
+		}
+	}
+	return ""
+}
+
+// HTTP/2 frame types and flags the guard looks at.
+const (
+	frameData         = 0x0
+	frameHeaders      = 0x1
+	framePriority     = 0x2
+	frameRSTStream    = 0x3
+	frameSettings     = 0x4
+	framePing         = 0x6
+	frameWindowUpdate = 0x8
+	frameContinuation = 0x9
+	flagAck           = 0x1
+	flagEndStream     = 0x1
+)
+
+func (g *floodGuard) frame(typ, flags byte, length int, stream uint32) string {
+	useful := false
+	switch typ {
+	case frameData:
+		useful = length > 0 || flags&flagEndStream != 0
+	case frameHeaders:
+		g.streams++
+		useful = true
+	case frameRSTStream:
+		g.resets++
+		if g.streams >= resetMinStreams && 2*g.resets > g.streams {
+			return "rapid reset: most streams reset by the client"
+		}
+	case frameSettings, framePing:
+		if flags&flagAck != 0 {
+			return "" // answers to ours cost us nothing
+		}
+	case frameContinuation:
+		useful = length > 0
+	}
+	if useful {
+		g.credit = min(g.credit+floodEarnPerFrame, floodBurst)
+		return ""
+	}
+	g.credit--
+	if g.credit < 0 {
+		return "flood of control or empty frames"
+	}
+	return ""
+}
+
+// stallWatch resets a stream whose response write stays blocked for too
+// long: a client that opens a stream and never reads (its flow-control
+// window stays shut) would otherwise hold the stream, a goroutine and the
+// upstream stream forever. Only a blocked write counts: a stream that is
+// merely quiet (a long-lived watch) is left alone.
+type stallWatch struct {
+	timeout time.Duration
+	timer   *time.Timer
+	fired   bool
+}
+
+func newStallWatch(rc *http.ResponseController, timeout time.Duration) *stallWatch {
+	if timeout <= 0 {
+		return nil
+	}
+	w := &stallWatch{timeout: timeout}
+	w.timer = time.AfterFunc(time.Hour, func() {
+		// A deadline in the past resets the stream at once, which fails
+		// the blocked write.
+		rc.SetWriteDeadline(time.Unix(1, 0))
+	})
+	w.timer.Stop()
+	return w
+}
+
+func (w *stallWatch) arm() {
+	if w != nil {
+		w.timer.Reset(w.timeout)
+	}
+}
+
+func (w *stallWatch) disarm() {
+	if w != nil {
+		w.timer.Stop()
+	}
+}
