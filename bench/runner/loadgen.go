@@ -51,7 +51,7 @@ type loadResult struct {
 // open-loop (each tick fires a request whether or not earlier ones returned);
 // --duration-stop=wait lets requests in flight at the end finish so they are
 // counted instead of reported as cancelled.
-func ghzArgs(s loadSpec, protoset, dataFile string) []string {
+func ghzArgs(s loadSpec, protoset, dataFile, output string) []string {
 	args := []string{
 		"--insecure",
 		"--protoset", protoset,
@@ -65,6 +65,7 @@ func ghzArgs(s loadSpec, protoset, dataFile string) []string {
 		"--disable-template-functions",
 		"--disable-template-data",
 		"--format", "json",
+		"--output", output,
 	}
 	if s.RPS > 0 {
 		// Workers only hand ticks to goroutines in async mode; a few per
@@ -131,7 +132,8 @@ func h2loadArgs(s loadSpec, logFile string) []string {
 		"--threads", strconv.Itoa(max(s.Threads, 1)),
 		"--clients", strconv.Itoa(s.Connections),
 		"--max-concurrent-streams", strconv.Itoa(s.StreamsPerConn),
-		"--duration", strconv.FormatFloat(s.Duration.Seconds(), 'f', -1, 64),
+		// h2load takes whole numbers with a unit suffix, not fractions.
+		"--duration", strconv.FormatInt(s.Duration.Milliseconds(), 10) + "ms",
 		"--log-file", logFile,
 	}
 	if s.RPS > 0 {

@@ -93,7 +93,7 @@ func TestParseGHZFlagsTruncatedDetails(t *testing.T) {
 }
 
 func TestGHZArgsOpenLoopAtFixedRateClosedLoopOtherwise(t *testing.T) {
-	fixed := ghzArgs(loadSpec{Target: "127.0.0.1:1", RPS: 1000, Duration: 5 * time.Second, Connections: 4, StreamsPerConn: 100, Threads: 1}, "p", "d")
+	fixed := ghzArgs(loadSpec{Target: "127.0.0.1:1", RPS: 1000, Duration: 5 * time.Second, Connections: 4, StreamsPerConn: 100, Threads: 1}, "p", "d", "o")
 	joined := strings.Join(fixed, " ")
 	for _, want := range []string{"--async", "--rps 1000", "--duration 5s", "--connections 4", "--call " + GRPCMethod} {
 		if !strings.Contains(joined, want) {
@@ -103,7 +103,7 @@ func TestGHZArgsOpenLoopAtFixedRateClosedLoopOtherwise(t *testing.T) {
 	if fixed[len(fixed)-1] != "127.0.0.1:1" {
 		t.Fatalf("target must be the last argument: %q", joined)
 	}
-	sat := strings.Join(ghzArgs(loadSpec{Target: "127.0.0.1:1", Duration: time.Second, Connections: 4, StreamsPerConn: 32}, "p", "d"), " ")
+	sat := strings.Join(ghzArgs(loadSpec{Target: "127.0.0.1:1", Duration: time.Second, Connections: 4, StreamsPerConn: 32}, "p", "d", "o"), " ")
 	if strings.Contains(sat, "--rps") || strings.Contains(sat, "--async") || !strings.Contains(sat, "--concurrency 128") {
 		t.Fatalf("saturation args %q: want closed loop with 128 in flight", sat)
 	}
@@ -111,7 +111,7 @@ func TestGHZArgsOpenLoopAtFixedRateClosedLoopOtherwise(t *testing.T) {
 
 func TestH2loadArgsSplitsRateOverConnections(t *testing.T) {
 	args := strings.Join(h2loadArgs(loadSpec{Target: "127.0.0.1:2", RPS: 5000, Duration: 1500 * time.Millisecond, Connections: 4, StreamsPerConn: 100}, "log"), " ")
-	for _, want := range []string{"--rps 1250", "--clients 4", "--duration 1.5", "--log-file log", "http://127.0.0.1:2/"} {
+	for _, want := range []string{"--rps 1250", "--clients 4", "--duration 1500ms", "--log-file log", "http://127.0.0.1:2/"} {
 		if !strings.Contains(args, want) {
 			t.Fatalf("args %q lack %q", args, want)
 		}

@@ -1,0 +1,373 @@
+package runner
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Meta describes where and how a benchmark ran, for the report's header.
+type Meta struct {
+	Command  string
+	Machine  string
+	Versions []string
+	// LoadBefore and LoadAfter are /proc/loadavg at start and end: other work
+	// on the machine shows there.
+	LoadBefore, LoadAfter string
+}
+
+// Targets are issue 2's goals for zonelb, checked in the report.
+const (
+	targetAddedP99At1k = 150 * time.Microsecond
+	targetRSSAt1kMB    = 20.0
+)
+
+// Report is the computed summary of Results.
+type report struct {
+	res   *Results
+	cfg   Config
+	peers []string
+}
+
+// Markdown renders the results as the generated part of docs/benchmarks.md.
+func Markdown(res *Results, meta Meta) string {
+	rp := report{res: res, cfg: res.Config, peers: res.Config.Peers}
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	cfg := rp.cfg
+	w("Measured %s to %s (UTC) on %s.\n\n", res.Started.UTC().Format("2006-01-02 15:04"), res.Finished.UTC().Format("15:04"), meta.Machine)
+	w("Command: `%s`\n\n", meta.Command)
+	w("Settings: %d run(s) side by side, peers in rotating order; per peer and workload a %v warm-up, then %s open-loop for %v each, then saturation (closed loop, %d connections x %d streams) for %v. ",
+		cfg.Runs, cfg.Warmup, joinRates(cfg.Rates), cfg.RatePhase, cfg.Connections, cfg.SatStreams, cfg.SatPhase)
+	w("Load generators use %d connections. Proxy pinned to CPU %s, backends (%d instances) and load generator to CPU %s. Proxy CPU from %s.\n\n",
+		cfg.Connections, orNone(cfg.ProxyCPUs), cfg.Backends, orNone(cfg.LoadCPUs), res.CPUSource)
+	w("Load average before / after: %s / %s.\n\n", meta.LoadBefore, meta.LoadAfter)
+	if len(meta.Versions) > 0 {
+		w("Versions: %s.\n\n", strings.Join(meta.Versions, "; "))
+	}
+	w("Cells are the median over runs with (min..max) when there was more than one run. Added latency is the peer's percentile minus direct's, in the same run, then the median over runs.\n\n")
+
+	for _, workload := range cfg.Workloads {
+		rp.workloadSection(&b, workload)
+	}
+	rp.targetsSection(&b)
+	rp.failuresSection(&b)
+	rp.profilesSection(&b)
+	return b.String()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none (not pinned)"
+	}
+	return s
+}
+
+func joinRates(rates []int) string {
+	parts := make([]string, len(rates))
+	for i, r := range rates {
+		parts[i] = strconv.Itoa(r) + " req/s"
+	}
+	return strings.Join(parts, " and ")
+}
+
+func workloadTitle(workload string) string {
+	if workload == WorkloadGRPC {
+		return fmt.Sprintf("gRPC unary, %d B request and response (ghz)", PayloadSize)
+	}
+	return "h2c GET, 1 KiB response (h2load)"
+}
+
+// samples returns the successful samples of one peer and workload.
+func (rp report) samples(peer, workload string) []Sample {
+	var out []Sample
+	for _, s := range rp.res.Samples {
+		if s.Peer == peer && s.Workload == workload && s.Err == "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// figure summarises f over the runs of one peer (NaN where f is undefined).
+func (rp report) figure(peer, workload string, f func(Sample) float64) Spread {
+	var v []float64
+	for _, s := range rp.samples(peer, workload) {
+		v = append(v, f(s))
+	}
+	return summarise(v)
+}
+
+func phaseFigure(rps int, f func(PhaseResult) float64) func(Sample) float64 {
+	return func(s Sample) float64 {
+		p, ok := s.Phase(rps)
+		if !ok {
+			return math.NaN()
+		}
+		return f(p)
+	}
+}
+
+// added is a peer's latency percentile minus direct's from the same run.
+func (rp report) added(peer, workload string, rps int, pick func(Percentiles) time.Duration) Spread {
+	var v []float64
+	for _, s := range rp.samples(peer, workload) {
+		p, ok := s.Phase(rps)
+		if !ok {
+			continue
+		}
+		for _, d := range rp.samples(PeerDirect, workload) {
+			if d.Run != s.Run {
+				continue
+			}
+			if dp, ok := d.Phase(rps); ok {
+				v = append(v, float64(pick(p.Latency)-pick(dp.Latency))/float64(time.Microsecond))
+			}
+		}
+	}
+	return summarise(v)
+}
+
+func cpuPerReq(p PhaseResult) float64 { return p.CPUPerRequest() }
+func hwmMB(p PhaseResult) float64 {
+	if p.ProxyHWMKB == 0 {
+		return math.NaN()
+	}
+	return float64(p.ProxyHWMKB) / 1024
+}
+
+func (rp report) workloadSection(b *strings.Builder, workload string) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	rates := rp.cfg.Rates
+	w("### %s\n\n", workloadTitle(workload))
+
+	// CPU and memory.
+	w("| peer |")
+	for _, r := range rates {
+		w(" CPU us/req @%d |", r)
+	}
+	w(" vCPU per 1000 req/s (@%d) | x HAProxy CPU | x Caddy CPU | saturation req/s | proxy CPU busy at saturation | RSS after %d req/s (MB) | peak RSS (MB) | backend shares |\n", rates[0], rates[0])
+	w("|---|")
+	for range rates {
+		w("---|")
+	}
+	w("---|---|---|---|---|---|---|---|\n")
+	for _, peer := range rp.peers {
+		w("| %s |", peerLabel(peer))
+		for _, r := range rates {
+			w(" %s |", fmtSpread(rp.figure(peer, workload, phaseFigure(r, cpuPerReq)), 1))
+		}
+		vcpu := rp.figure(peer, workload, phaseFigure(rates[0], func(p PhaseResult) float64 { return p.CPUPerRequest() / 1000 }))
+		w(" %s |", fmtSpread(vcpu, 3))
+		w(" %s | %s |", rp.cpuRatio(peer, PeerHAProxy, workload), rp.cpuRatio(peer, PeerCaddy, workload))
+		w(" %s |", fmtSpread(rp.figure(peer, workload, phaseFigure(0, func(p PhaseResult) float64 { return p.AchievedRPS })), 0))
+		busy := rp.figure(peer, workload, phaseFigure(0, func(p PhaseResult) float64 { return 100 * p.ProxyBusy() }))
+		w(" %s |", fmtPercent(busy))
+		w(" %s |", fmtSpread(rp.figure(peer, workload, phaseFigure(rates[0], hwmMB)), 1))
+		w(" %s |", fmtSpread(rp.figure(peer, workload, phaseFigure(0, hwmMB)), 1))
+		w(" %s |\n", rp.shares(peer, workload))
+	}
+	w("\n")
+
+	for _, r := range rates {
+		w("Latency at %d req/s offered (open loop), microseconds:\n\n", r)
+		w("| peer | achieved req/s | p50 | p90 | p99 | p99.9 | added p50 | added p90 | added p99 | added p99.9 | failed |\n")
+		w("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, peer := range rp.peers {
+			lat := func(pick func(Percentiles) time.Duration) string {
+				return fmtSpread(rp.figure(peer, workload, phaseFigure(r, func(p PhaseResult) float64 {
+					return float64(pick(p.Latency)) / float64(time.Microsecond)
+				})), 0)
+			}
+			add := func(pick func(Percentiles) time.Duration) string {
+				if peer == PeerDirect {
+					return "-"
+				}
+				return fmtSpread(rp.added(peer, workload, r, pick), 0)
+			}
+			failed := 0.0
+			for _, s := range rp.samples(peer, workload) {
+				if p, ok := s.Phase(r); ok {
+					failed += float64(p.Failed)
+				}
+			}
+			w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f |\n", peerLabel(peer),
+				fmtSpread(rp.figure(peer, workload, phaseFigure(r, func(p PhaseResult) float64 { return p.AchievedRPS })), 0),
+				lat(p50), lat(p90), lat(p99), lat(p999), add(p50), add(p90), add(p99), add(p999), failed)
+		}
+		w("\n")
+	}
+}
+
+func p50(p Percentiles) time.Duration  { return p.P50 }
+func p90(p Percentiles) time.Duration  { return p.P90 }
+func p99(p Percentiles) time.Duration  { return p.P99 }
+func p999(p Percentiles) time.Duration { return p.P999 }
+
+// cpuRatio is peer's median CPU per request over ref's, at each rate.
+func (rp report) cpuRatio(peer, ref, workload string) string {
+	if peer == PeerDirect || !slices.Contains(rp.peers, ref) {
+		return "-"
+	}
+	var parts []string
+	for _, r := range rp.cfg.Rates {
+		a := rp.figure(peer, workload, phaseFigure(r, cpuPerReq)).Median
+		b := rp.figure(ref, workload, phaseFigure(r, cpuPerReq)).Median
+		if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
+			parts = append(parts, "-")
+			continue
+		}
+		parts = append(parts, strconv.FormatFloat(a/b, 'f', 2, 64))
+	}
+	return strings.Join(parts, " / ")
+}
+
+// shares sums what each backend answered over all runs, as percentages.
+func (rp report) shares(peer, workload string) string {
+	var total []int64
+	for _, s := range rp.samples(peer, workload) {
+		if total == nil {
+			total = make([]int64, len(s.BackendShares))
+		}
+		for i, n := range s.BackendShares {
+			if i < len(total) {
+				total[i] += n
+			}
+		}
+	}
+	var sum int64
+	for _, n := range total {
+		sum += n
+	}
+	if sum == 0 {
+		return "-"
+	}
+	parts := make([]string, len(total))
+	for i, n := range total {
+		parts[i] = strconv.FormatFloat(100*float64(n)/float64(sum), 'f', 0, 64)
+	}
+	return strings.Join(parts, "/") + " %"
+}
+
+func (rp report) targetsSection(b *strings.Builder) {
+	if !slices.Contains(rp.peers, PeerZonelb) {
+		return
+	}
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("### zonelb against the targets of issue 2\n\n")
+	w("| workload | target | zonelb | reference | met? |\n|---|---|---|---|---|\n")
+	verdict := func(ok bool, known bool) string {
+		switch {
+		case !known:
+			return "n/a"
+		case ok:
+			return "yes"
+		}
+		return "**no**"
+	}
+	for _, workload := range rp.cfg.Workloads {
+		title := workload
+		for _, r := range rp.cfg.Rates {
+			z := rp.figure(PeerZonelb, workload, phaseFigure(r, cpuPerReq)).Median
+			h := rp.figure(PeerHAProxy, workload, phaseFigure(r, cpuPerReq)).Median
+			c := rp.figure(PeerCaddy, workload, phaseFigure(r, cpuPerReq)).Median
+			w("| %s | CPU/req <= HAProxy @%d | %s us | %s us | %s |\n", title, r, fmtFloat(z, 1), fmtFloat(h, 1), verdict(z <= h, !math.IsNaN(z) && !math.IsNaN(h)))
+			w("| %s | CPU/req <= 1/2 Caddy @%d | %s us | %s us (half: %s) | %s |\n", title, r, fmtFloat(z, 1), fmtFloat(c, 1), fmtFloat(c/2, 1), verdict(z <= c/2, !math.IsNaN(z) && !math.IsNaN(c)))
+		}
+		r0 := rp.cfg.Rates[0]
+		add := rp.added(PeerZonelb, workload, r0, p99).Median
+		w("| %s | added p99 @%d < %d us | %s us | | %s |\n", title, r0, targetAddedP99At1k.Microseconds(), fmtFloat(add, 0), verdict(add < float64(targetAddedP99At1k.Microseconds()), !math.IsNaN(add)))
+		rss := rp.figure(PeerZonelb, workload, phaseFigure(r0, hwmMB)).Median
+		w("| %s | RSS @%d < %.0f MB | %s MB | | %s |\n", title, r0, targetRSSAt1kMB, fmtFloat(rss, 1), verdict(rss < targetRSSAt1kMB, !math.IsNaN(rss)))
+	}
+	w("\n")
+}
+
+func (rp report) failuresSection(b *strings.Builder) {
+	var lines []string
+	for _, s := range rp.res.Samples {
+		if s.Err != "" {
+			lines = append(lines, fmt.Sprintf("- run %d, %s, %s: %s", s.Run, s.Workload, s.Peer, s.Err))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "### Failed measurements (left out of the tables)\n\n%s\n\n", strings.Join(lines, "\n"))
+}
+
+func (rp report) profilesSection(b *strings.Builder) {
+	for _, p := range rp.res.Profiles {
+		fmt.Fprintf(b, "### zonelb CPU profile, %s at %d req/s for %v\n\n", p.Workload, p.RPS, p.Seconds)
+		if p.Err != "" {
+			fmt.Fprintf(b, "Profiling failed: %s\n\n", p.Err)
+			continue
+		}
+		fmt.Fprintf(b, "<details><summary>go tool pprof -top (flat)</summary>\n\n```\n%s```\n\n</details>\n\n", trimPprofHeader(p.Top))
+		fmt.Fprintf(b, "<details><summary>go tool pprof -top -cum</summary>\n\n```\n%s```\n\n</details>\n\n", trimPprofHeader(p.TopCum))
+	}
+}
+
+// trimPprofHeader drops pprof's file and build-id lines, which name local
+// paths and change every run.
+func trimPprofHeader(top string) string {
+	var keep []string
+	for line := range strings.Lines(top) {
+		if strings.HasPrefix(line, "File:") || strings.HasPrefix(line, "Build ID:") || strings.HasPrefix(line, "Type:") || strings.HasPrefix(line, "Time:") {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "")
+}
+
+func fmtFloat(v float64, decimals int) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', decimals, 64)
+}
+
+func fmtSpread(s Spread, decimals int) string {
+	if s.N == 0 {
+		return "-"
+	}
+	if s.N == 1 {
+		return fmtFloat(s.Median, decimals)
+	}
+	return fmt.Sprintf("%s (%s..%s)", fmtFloat(s.Median, decimals), fmtFloat(s.Min, decimals), fmtFloat(s.Max, decimals))
+}
+
+func fmtPercent(s Spread) string {
+	if s.N == 0 {
+		return "-"
+	}
+	return fmtFloat(s.Median, 0) + " %"
+}
+
+// Markers delimit the generated part of docs/benchmarks.md; text outside
+// them is written by hand and kept.
+const (
+	BeginMarker = "<!-- bench:begin (generated by make bench; edits inside are overwritten) -->"
+	EndMarker   = "<!-- bench:end -->"
+)
+
+// Splice puts generated between the markers of doc, keeping the rest. A doc
+// without markers gets them, with the generated text, appended.
+func Splice(doc, generated string) string {
+	block := BeginMarker + "\n" + generated + EndMarker + "\n"
+	start := strings.Index(doc, BeginMarker)
+	end := strings.Index(doc, EndMarker)
+	if start < 0 || end < start {
+		if doc != "" && !strings.HasSuffix(doc, "\n") {
+			doc += "\n"
+		}
+		return doc + block
+	}
+	rest := doc[end+len(EndMarker):]
+	rest = strings.TrimPrefix(rest, "\n")
+	return doc[:start] + block + rest
+}
