@@ -149,7 +149,7 @@ func (rp report) workloadSection(b *strings.Builder, workload string) {
 	for _, r := range rates {
 		w(" CPU us/req @%d |", r)
 	}
-	w(" vCPU per 1000 req/s (@%d) | x HAProxy CPU | x Caddy CPU | saturation req/s | proxy CPU busy at saturation | RSS after %d req/s (MB) | peak RSS (MB) | backend shares |\n", rates[0], rates[0])
+	w(" vCPU per 1000 req/s (@%d) | x HAProxy CPU | x Caddy CPU | saturation req/s | CPU busy at saturation: proxy / load side | RSS after %d req/s (MB) | peak RSS (MB) | backend shares |\n", rates[0], rates[0])
 	w("|---|")
 	for range rates {
 		w("---|")
@@ -165,7 +165,8 @@ func (rp report) workloadSection(b *strings.Builder, workload string) {
 		w(" %s | %s |", rp.cpuRatio(peer, PeerHAProxy, workload), rp.cpuRatio(peer, PeerCaddy, workload))
 		w(" %s |", fmtSpread(rp.figure(peer, workload, phaseFigure(0, func(p PhaseResult) float64 { return p.AchievedRPS })), 0))
 		busy := rp.figure(peer, workload, phaseFigure(0, func(p PhaseResult) float64 { return 100 * p.ProxyBusy() }))
-		w(" %s |", fmtPercent(busy))
+		loadBusy := rp.figure(peer, workload, phaseFigure(0, func(p PhaseResult) float64 { return 100 * p.LoadBusy() }))
+		w(" %s / %s |", fmtPercent(busy), fmtPercent(loadBusy))
 		w(" %s |", fmtSpread(rp.figure(peer, workload, phaseFigure(rates[0], hwmMB)), 1))
 		w(" %s |", fmtSpread(rp.figure(peer, workload, phaseFigure(0, hwmMB)), 1))
 		w(" %s |\n", rp.shares(peer, workload))
@@ -174,8 +175,8 @@ func (rp report) workloadSection(b *strings.Builder, workload string) {
 
 	for _, r := range rates {
 		w("Latency at %d req/s offered (open loop), microseconds:\n\n", r)
-		w("| peer | achieved req/s | p50 | p90 | p99 | p99.9 | added p50 | added p90 | added p99 | added p99.9 | failed |\n")
-		w("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		w("| peer | achieved req/s | p50 | p90 | p99 | p99.9 | added p50 | added p90 | added p99 | added p99.9 | failed | load side CPU busy |\n")
+		w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, peer := range rp.peers {
 			lat := func(pick func(Percentiles) time.Duration) string {
 				return fmtSpread(rp.figure(peer, workload, phaseFigure(r, func(p PhaseResult) float64 {
@@ -194,9 +195,10 @@ func (rp report) workloadSection(b *strings.Builder, workload string) {
 					failed += float64(p.Failed)
 				}
 			}
-			w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f |\n", peerLabel(peer),
+			loadBusy := rp.figure(peer, workload, phaseFigure(r, func(p PhaseResult) float64 { return 100 * p.LoadBusy() }))
+			w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f | %s |\n", peerLabel(peer),
 				fmtSpread(rp.figure(peer, workload, phaseFigure(r, func(p PhaseResult) float64 { return p.AchievedRPS })), 0),
-				lat(p50), lat(p90), lat(p99), lat(p999), add(p50), add(p90), add(p99), add(p999), failed)
+				lat(p50), lat(p90), lat(p99), lat(p999), add(p50), add(p90), add(p99), add(p999), failed, fmtPercent(loadBusy))
 		}
 		w("\n")
 	}

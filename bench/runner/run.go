@@ -69,8 +69,11 @@ type PhaseResult struct {
 	ProxyCPUStat time.Duration `json:"proxy_cpu_stat_ns"`
 	CPUSource    string        `json:"cpu_source"`
 	// ProxyHWMKB is the proxy's peak resident set (VmHWM) at the phase's end.
-	ProxyHWMKB int64  `json:"proxy_hwm_kb"`
-	FirstError string `json:"first_error,omitempty"`
+	ProxyHWMKB int64 `json:"proxy_hwm_kb"`
+	// LoadCPU is the CPU time of the backends and the load generator over
+	// the phase (zero without cgroups).
+	LoadCPU    time.Duration `json:"load_cpu_ns"`
+	FirstError string        `json:"first_error,omitempty"`
 }
 
 // CPUPerRequest is proxy CPU microseconds per completed request (NaN when
@@ -88,6 +91,14 @@ func (p PhaseResult) ProxyBusy() float64 {
 		return math.NaN()
 	}
 	return float64(p.ProxyCPU) / float64(p.Wall)
+}
+
+// LoadBusy is the share of one CPU the backends and load generator used.
+func (p PhaseResult) LoadBusy() float64 {
+	if p.Wall <= 0 || p.LoadCPU <= 0 {
+		return math.NaN()
+	}
+	return float64(p.LoadCPU) / float64(p.Wall)
 }
 
 // Sample is everything measured for one peer and workload in one run.
@@ -139,9 +150,12 @@ type runner struct {
 	log       *slog.Logger
 	sup       *supervisor
 	cgroupDir string // parent cgroup for proxies; empty: /proc/PID/stat only
-	backends  backend.Addresses
-	protoset  string
-	callData  string
+	// loadCgroup holds the backends and every load generator run, so the
+	// report can show whether the load side, not the proxy, was the limit.
+	loadCgroup *cgroup
+	backends   backend.Addresses
+	protoset   string
+	callData   string
 }
 
 // Run performs the benchmark. It returns what it measured so far together
@@ -194,6 +208,15 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		defer func() {
 			if err := os.Remove(parent); err != nil {
 				r.log.Warn("remove cgroup", "path", parent, "err", err)
+			}
+		}()
+		if r.loadCgroup, err = newCgroup(parent, "load"); err != nil {
+			return nil, err
+		}
+		// Removed after the backends stop (defers run last-in first-out).
+		defer func() {
+			if err := r.loadCgroup.remove(); err != nil {
+				r.log.Warn("remove load cgroup", "err", err)
 			}
 		}()
 	}
@@ -302,7 +325,7 @@ func (r *runner) startBackends(ctx context.Context) (stop func(), err error) {
 	defer pr.Close()
 	p, err := r.sup.start(procSpec{
 		Name: "backends", Path: r.cfg.Bin.Backend, Args: []string{"-n", strconv.Itoa(r.cfg.Backends)},
-		CPUs: r.cfg.LoadCPUs, Stdout: pw, LogPath: filepath.Join(r.cfg.WorkDir, "backends.log"),
+		CPUs: r.cfg.LoadCPUs, Stdout: pw, LogPath: filepath.Join(r.cfg.WorkDir, "backends.log"), Cgroup: r.loadCgroup,
 	})
 	_ = pw.Close()
 	if err != nil {
@@ -463,7 +486,13 @@ func phaseName(rps int) string {
 // phase runs one load and reads the proxy's CPU time around it.
 func (r *runner) phase(ctx context.Context, dir, workload string, spec loadSpec, rp *runningProxy) (PhaseResult, error) {
 	pr := PhaseResult{Name: phaseName(spec.RPS), OfferedRPS: spec.RPS}
-	var cgBefore, statBefore time.Duration
+	var cgBefore, statBefore, loadBefore time.Duration
+	if r.loadCgroup != nil {
+		var err error
+		if loadBefore, err = r.loadCgroup.usage(); err != nil {
+			return pr, err
+		}
+	}
 	if rp != nil {
 		var err error
 		if statBefore, err = procCPU(r.cfg.ProcRoot, rp.proc.Pid()); err != nil {
@@ -484,6 +513,13 @@ func (r *runner) phase(ctx context.Context, dir, workload string, spec loadSpec,
 		pr.AchievedRPS = float64(res.Completed) / res.Wall.Seconds()
 	}
 	pr.Latency = computePercentiles(res.Latencies)
+	if r.loadCgroup != nil {
+		loadAfter, err := r.loadCgroup.usage()
+		if err != nil {
+			return pr, err
+		}
+		pr.LoadCPU = loadAfter - loadBefore
+	}
 	if rp == nil {
 		return pr, nil
 	}
@@ -515,7 +551,7 @@ func (r *runner) load(ctx context.Context, dir, name, workload string, spec load
 	if workload == WorkloadGRPC {
 		out := filepath.Join(dir, name+".ghz.json")
 		args := ghzArgs(spec, r.protoset, r.callData, out)
-		if err := r.sup.run(ctx, procSpec{Name: "ghz", Path: r.cfg.Bin.GHZ, Args: args, CPUs: r.cfg.LoadCPUs, LogPath: logPath}); err != nil {
+		if err := r.sup.run(ctx, procSpec{Name: "ghz", Path: r.cfg.Bin.GHZ, Args: args, CPUs: r.cfg.LoadCPUs, LogPath: logPath, Cgroup: r.loadCgroup}); err != nil {
 			return loadResult{}, err
 		}
 		f, err := os.Open(out)
@@ -526,7 +562,7 @@ func (r *runner) load(ctx context.Context, dir, name, workload string, spec load
 		return parseGHZ(f)
 	}
 	reqLog := filepath.Join(dir, name+".h2load.tsv")
-	if err := r.sup.run(ctx, procSpec{Name: "h2load", Path: r.cfg.Bin.H2load, Args: h2loadArgs(spec, reqLog), CPUs: r.cfg.LoadCPUs, LogPath: logPath}); err != nil {
+	if err := r.sup.run(ctx, procSpec{Name: "h2load", Path: r.cfg.Bin.H2load, Args: h2loadArgs(spec, reqLog), CPUs: r.cfg.LoadCPUs, LogPath: logPath, Cgroup: r.loadCgroup}); err != nil {
 		return loadResult{}, err
 	}
 	out, err := os.ReadFile(logPath)
@@ -579,6 +615,9 @@ func progressLine(cfg Config, s Sample) string {
 		}
 		if cpu := p.CPUPerRequest(); !math.IsNaN(cpu) {
 			line += fmt.Sprintf(" %.1f us/req", cpu)
+		}
+		if busy := p.LoadBusy(); p.OfferedRPS == 0 && !math.IsNaN(busy) {
+			line += fmt.Sprintf(" load side %.0f%%", 100*busy)
 		}
 		if p.Failed > 0 {
 			line += fmt.Sprintf(" (%d failed)", p.Failed)
