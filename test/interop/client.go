@@ -32,12 +32,24 @@ var Cases = []string{
 }
 
 // SoakArgs keep a soak case short: 10 iterations of the large-unary-sized
-// call (the client's default), each allowed its default 1 s, the whole case
-// 30 s instead of 10 s because this machine is shared.
+// call (the client's default). The per-iteration latency bound is raised
+// from 1 s to 5 s and the case's from 10 s to 60 s: tests check behaviour,
+// not timing, and `make test` runs every package at once with -race on two
+// shared cores. Latency is what the benchmarks measure.
 var SoakArgs = []string{
 	"--soak_iterations=10",
-	"--soak_per_iteration_max_acceptable_latency_ms=1000",
-	"--soak_overall_timeout_seconds=30",
+	"--soak_per_iteration_max_acceptable_latency_ms=5000",
+	"--soak_overall_timeout_seconds=60",
+}
+
+// StressJobs go beyond the suite's defaults with the client's own flags:
+// messages near gRPC's default 4 MiB limit in both directions, and many
+// concurrent calls on one connection and on fresh ones. Iterations must
+// divide evenly by threads, or the client runs fewer and fails.
+var StressJobs = []Job{
+	{Case: "rpc_soak", Args: []string{"--soak_iterations=10", "--soak_request_size=4000000", "--soak_response_size=4000000"}},
+	{Case: "rpc_soak", Args: []string{"--soak_iterations=320", "--soak_num_threads=16"}},
+	{Case: "channel_soak", Args: []string{"--soak_iterations=96", "--soak_num_threads=16"}},
 }
 
 // Client runs the upstream interop client binary, one process per case.
@@ -47,7 +59,8 @@ type Client struct {
 	// Args are extra flags for every case (SoakArgs, for instance).
 	Args []string
 	// Timeout bounds one case: many cases have no deadline of their own and
-	// would hang forever on a proxy that loses a stream.
+	// would hang forever on a proxy that loses a stream. It must exceed the
+	// soak cases' overall timeout.
 	Timeout time.Duration
 }
 
@@ -55,6 +68,9 @@ type Client struct {
 type Job struct {
 	Case string
 	Addr string
+	// Args are flags for this job only, after (and so overriding)
+	// Client.Args.
+	Args []string
 }
 
 // Result is what one run of the client did.
@@ -84,6 +100,7 @@ func (c Client) Run(ctx context.Context, job Job) Result {
 		"--server_port=" + port,
 		"--test_case=" + job.Case,
 	}, c.Args...)
+	args = append(args, job.Args...)
 	cmd := exec.CommandContext(ctx, c.Bin, args...)
 	// Info level, so a failure report shows how far the case got.
 	cmd.Env = append(childEnv(), "GRPC_GO_LOG_SEVERITY_LEVEL=info", "GRPC_GO_LOG_VERBOSITY_LEVEL=0")

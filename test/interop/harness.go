@@ -96,7 +96,7 @@ func Start(tb testing.TB, logger *slog.Logger, s Settings) *Stack {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	st := &Stack{Client: Client{Bin: clientBin, Args: SoakArgs, Timeout: time.Minute}}
+	st := &Stack{Client: Client{Bin: clientBin, Args: SoakArgs, Timeout: 90 * time.Second}}
 	var endpoints []Endpoint
 	for _, zone := range Zones {
 		srv, err := StartServer(ctx, logger, serverBin, "server-"+zone)

@@ -59,7 +59,7 @@ func TestInteropThroughProxy(t *testing.T) {
 			if r.Err != nil {
 				hung = hung || errors.Is(r.Err, ErrCaseTimeout)
 				t.Errorf("round %d/%d, case %s via %s failed after %v: %v\nclient output:\n%s",
-					round, set.Rounds, r.Case, r.Addr, r.Duration.Round(time.Millisecond), r.Err, r.Output)
+					round, set.Rounds, r.Case, r.Addr, r.Duration.Round(time.Millisecond), r.Err, tail(r.Output, 16<<10))
 			}
 		}
 		if st.Proxy != nil {
@@ -124,6 +124,90 @@ func TestInteropThroughProxy(t *testing.T) {
 			t.Error(err)
 		}
 	})
+}
+
+// TestInteropStressThroughProxy runs the soak cases once with big messages
+// and many concurrent calls (StressJobs) through the proxy.
+func TestInteropStressThroughProxy(t *testing.T) {
+	set := testSettings(t)
+	st := Start(t, testLogger(t), set)
+	jobs := slices.Clone(StressJobs)
+	for i := range jobs {
+		jobs[i].Addr = st.Target(i)
+	}
+	// One at a time: each job is concurrent enough by itself.
+	for _, r := range st.Client.RunAll(t.Context(), jobs, 1) {
+		if r.Err != nil {
+			t.Errorf("%s %v via %s failed after %v: %v\nclient output (tail):\n%s",
+				r.Case, r.Args, r.Addr, r.Duration.Round(time.Millisecond), r.Err, tail(r.Output, 8<<10))
+			if st.Proxy != nil && errors.Is(r.Err, ErrCaseTimeout) {
+				t.Logf("proxy goroutines after the hang:\n%s", st.Proxy.Goroutines(t.Context()))
+			}
+			continue
+		}
+		t.Logf("%s %v: passed in %v", r.Case, r.Args, r.Duration.Round(time.Millisecond))
+	}
+	if t.Failed() && st.Proxy != nil {
+		t.Logf("proxy output (tail):\n%s", st.Proxy.Output())
+	}
+}
+
+// TestInteropSurvivesBackendLoss kills one server between rounds: with two
+// servers left, every case must still pass through the proxy, and the dead
+// one must get nothing more.
+func TestInteropSurvivesBackendLoss(t *testing.T) {
+	set := testSettings(t)
+	if set.Direct {
+		t.Skip("direct mode: no proxy to route around a dead server")
+	}
+	st := Start(t, testLogger(t), set)
+	ctx := t.Context()
+	runRound := func(label string) {
+		t.Helper()
+		jobs := make([]Job, len(Cases))
+		for i, c := range Cases {
+			jobs[i] = Job{Case: c, Addr: st.Proxy.Addr}
+		}
+		for _, r := range st.Client.RunAll(ctx, jobs, set.Parallel) {
+			if r.Err != nil {
+				t.Errorf("%s: case %s failed after %v: %v\nclient output:\n%s", label, r.Case, r.Duration.Round(time.Millisecond), r.Err, tail(r.Output, 16<<10))
+			}
+		}
+		if t.Failed() {
+			t.Logf("proxy output (tail):\n%s", st.Proxy.Output())
+			t.FailNow()
+		}
+	}
+	runRound("all three servers up")
+
+	dead, alive := st.Servers[len(st.Servers)-1], st.Servers[:len(st.Servers)-1]
+	if err := dead.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := CollectCalls(ctx, alive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		runRound(fmt.Sprintf("round %d after killing %s", i, dead.Name))
+	}
+	after, err := CollectCalls(ctx, alive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := CallsBetween(before, after, "")
+	t.Logf("calls after killing %s: %s", dead.Name, FormatCalls(calls))
+	if err := CheckSpread(calls, minShare); err != nil {
+		t.Error(err)
+	}
+}
+
+// tail returns the last n bytes of b: the thread soaks log every iteration.
+func tail(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return b[len(b)-n:]
 }
 
 func mode(st *Stack) string {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -29,6 +30,9 @@ type Process struct {
 
 	done    chan struct{} // closed when Wait returned
 	waitErr error         // set before done is closed
+	// killed is set by Kill: an exit by SIGKILL was then asked for and is
+	// no failure.
+	killed atomic.Bool
 }
 
 // startProcess starts bin with args. Its stdout and stderr go to a bounded
@@ -101,8 +105,10 @@ func (p *Process) Stop(grace time.Duration) error {
 	return fmt.Errorf("%s (pid %d) %w within %v", p.Name, p.Pid(), ErrKilled, grace)
 }
 
-// Kill ends the process with SIGKILL at once and waits for it.
+// Kill ends the process with SIGKILL at once and waits for it. A later
+// Stop then reports no error: the death was intended.
 func (p *Process) Kill() error {
+	p.killed.Store(true)
 	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("kill %s (pid %d): %w", p.Name, p.Pid(), err)
 	}
@@ -111,7 +117,7 @@ func (p *Process) Kill() error {
 }
 
 func (p *Process) exitResult() error {
-	if p.waitErr != nil {
+	if p.waitErr != nil && !p.killed.Load() {
 		return fmt.Errorf("%s (pid %d) exited: %w", p.Name, p.Pid(), p.waitErr)
 	}
 	return nil
