@@ -1,0 +1,157 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"time"
+)
+
+// Defaults applied by Config.withDefaults.
+const (
+	DefaultPinDir              = "/sys/fs/bpf/zonelb"
+	DefaultInterface           = "zonelb0"
+	DefaultSocketMark          = 0x5a4c // "ZL"
+	DefaultOriginalDstAttempts = 4
+	DefaultOriginalDstBackoff  = 250 * time.Microsecond
+)
+
+// ErrUnsupported is returned on systems without the kernel features (or
+// the operating system) that redirection needs.
+var ErrUnsupported = errors.New("bpf redirection is unsupported on this system")
+
+// ErrNotRedirected is returned by OriginalDst for a connection that the
+// hooks did not redirect (a client that dialled the proxy directly, or an
+// entry already gone because the client closed).
+var ErrNotRedirected = errors.New("connection was not redirected by zonelb")
+
+// Config says where the programs attach, where state is pinned and where
+// the proxy listens. The zero value of every optional field means its
+// default.
+type Config struct {
+	// PinDir is the bpffs directory for maps and links. Default
+	// /sys/fs/bpf/zonelb. bpffs is mounted at its parent when missing.
+	PinDir string
+	// CgroupPath is the cgroup-v2 directory the hooks attach to; every
+	// process below it is covered. Default: the cgroup2 mount point from
+	// /proc/mounts.
+	CgroupPath string
+	// ProxyAddr4 is where redirected IPv4 (and v4-mapped) connects go.
+	// Required; normally a link-local address on the zonelb0 dummy
+	// interface so that pods route to it and it means nothing elsewhere.
+	ProxyAddr4 netip.AddrPort
+	// ProxyAddr6 is where redirected native IPv6 connects go. Optional:
+	// when unset, IPv6 services are not redirected (counted as
+	// no_ipv6_proxy). Use a ULA (routable from pods), not fe80::.
+	ProxyAddr6 netip.AddrPort
+	// SocketMark is the SO_MARK the proxy sets on its upstream sockets;
+	// sockets carrying all of its bits are never redirected. Default
+	// 0x5a4c. Must not be 0.
+	SocketMark uint32
+	// Interface is the dummy interface that holds the proxy addresses.
+	// Default zonelb0.
+	Interface string
+	// InterfaceNetns is the network namespace (a path such as
+	// /proc/1/ns/net or /run/netns/x) in which Interface lives. Default:
+	// the caller's.
+	InterfaceNetns string
+	// HostNetns is the node's network namespace (a path), which is never
+	// redirected even when enrolled; the initial namespace never is either.
+	// Default: the caller's, /proc/self/ns/net (the agent runs with
+	// hostNetwork).
+	HostNetns string
+	// SkipInterface leaves interfaces alone (the proxy address is then an
+	// address the node already has).
+	SkipInterface bool
+	// SockMsgShortcut adds pod<->proxy socket pairs to a SOCKHASH whose
+	// sk_msg program hands data straight to the peer socket.
+	SockMsgShortcut bool
+	// OriginalDstAttempts and OriginalDstBackoff bound OriginalDst's retry
+	// on a 4-tuple miss (the entry is written before the client's final
+	// handshake ACK, so a miss should not happen on one host; the retry is
+	// cheap insurance). Defaults 4 and 250µs.
+	OriginalDstAttempts int
+	OriginalDstBackoff  time.Duration
+	// Logger receives load, migration and attach events. Default: discard.
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with defaults filled in. cgroupRoot
+// finds the cgroup2 mount when CgroupPath is empty.
+func (c Config) withDefaults(cgroupRoot func() (string, error)) (Config, error) {
+	if c.PinDir == "" {
+		c.PinDir = DefaultPinDir
+	}
+	if c.Interface == "" {
+		c.Interface = DefaultInterface
+	}
+	if c.SocketMark == 0 {
+		c.SocketMark = DefaultSocketMark
+	}
+	if c.OriginalDstAttempts <= 0 {
+		c.OriginalDstAttempts = DefaultOriginalDstAttempts
+	}
+	if c.OriginalDstBackoff <= 0 {
+		c.OriginalDstBackoff = DefaultOriginalDstBackoff
+	}
+	if c.HostNetns == "" {
+		c.HostNetns = "/proc/self/ns/net"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.CgroupPath == "" && cgroupRoot != nil {
+		root, err := cgroupRoot()
+		if err != nil {
+			return c, fmt.Errorf("find cgroup2 mount: %w", err)
+		}
+		c.CgroupPath = root
+	}
+	return c, nil
+}
+
+// validate rejects configurations the hooks cannot honour.
+func (c Config) validate() error {
+	if !filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) == "/" {
+		return fmt.Errorf("pin dir %q: must be an absolute path below a bpffs mount", c.PinDir)
+	}
+	if c.CgroupPath != "" && !filepath.IsAbs(c.CgroupPath) {
+		return fmt.Errorf("cgroup path %q: must be absolute", c.CgroupPath)
+	}
+	if !c.ProxyAddr4.IsValid() || !c.ProxyAddr4.Addr().Unmap().Is4() || c.ProxyAddr4.Port() == 0 {
+		return fmt.Errorf("proxy IPv4 address %v: want an IPv4 address with a port", c.ProxyAddr4)
+	}
+	if c.ProxyAddr4.Addr().Unmap().IsUnspecified() {
+		return fmt.Errorf("proxy IPv4 address %v: must not be unspecified", c.ProxyAddr4)
+	}
+	if c.ProxyAddr6.IsValid() {
+		a := c.ProxyAddr6.Addr()
+		if !a.Is6() || a.Is4In6() || a.IsUnspecified() || c.ProxyAddr6.Port() == 0 {
+			return fmt.Errorf("proxy IPv6 address %v: want a native IPv6 address with a port", c.ProxyAddr6)
+		}
+		if a.IsLinkLocalUnicast() {
+			return fmt.Errorf("proxy IPv6 address %v: link-local addresses are not routable from pods; use a ULA", c.ProxyAddr6)
+		}
+	}
+	if c.SocketMark == 0 {
+		return errors.New("socket mark must not be 0")
+	}
+	if !c.SkipInterface && (c.Interface == "" || len(c.Interface) > 15) {
+		return fmt.Errorf("interface name %q: want 1 to 15 characters", c.Interface)
+	}
+	return nil
+}
+
+// Original is where a redirected connection was going.
+type Original struct {
+	// Addr is the address and port the application dialled, as it dialled
+	// it (an IPv4 service dialled as ::ffff:a.b.c.d is reported as IPv4).
+	Addr netip.AddrPort
+	// ServiceID is the id given to SetService for that address.
+	ServiceID uint32
+	// V4Mapped is true when the application dialled the IPv4 service
+	// through an IPv6 socket.
+	V4Mapped bool
+}

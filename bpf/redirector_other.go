@@ -1,0 +1,55 @@
+//go:build !linux
+
+package bpf
+
+import (
+	"net"
+	"net/netip"
+	"syscall"
+)
+
+// Redirector is unavailable on this system; every method reports
+// ErrUnsupported.
+type Redirector struct{}
+
+// Load reports ErrUnsupported.
+func Load(Config) (*Redirector, error) { return nil, ErrUnsupported }
+
+// Open reports ErrUnsupported.
+func Open(Config) (*Redirector, error) { return nil, ErrUnsupported }
+
+// Uninstall reports ErrUnsupported.
+func Uninstall(Config) error { return ErrUnsupported }
+
+// CgroupV2Root reports ErrUnsupported.
+func CgroupV2Root() (string, error) { return "", ErrUnsupported }
+
+// NetnsCookieFromPath reports ErrUnsupported.
+func NetnsCookieFromPath(string) (uint64, error) { return 0, ErrUnsupported }
+
+// NetnsCookieFromPID reports ErrUnsupported.
+func NetnsCookieFromPID(int) (uint64, error) { return 0, ErrUnsupported }
+
+// ListenConfig returns a ListenConfig with MPTCP off, as on Linux.
+func ListenConfig() *net.ListenConfig {
+	lc := &net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	return lc
+}
+
+// MarkControl returns a Control function that fails: SO_MARK is Linux's.
+func MarkControl(uint32) func(network, address string, c syscall.RawConn) error {
+	return func(string, string, syscall.RawConn) error { return ErrUnsupported }
+}
+
+func (*Redirector) Close() error                                 { return nil }
+func (*Redirector) SetService(netip.AddrPort, uint32) error      { return ErrUnsupported }
+func (*Redirector) DeleteService(netip.AddrPort) error           { return ErrUnsupported }
+func (*Redirector) Services() (map[netip.AddrPort]uint32, error) { return nil, ErrUnsupported }
+func (*Redirector) EnrollNetns(uint64) error                     { return ErrUnsupported }
+func (*Redirector) UnenrollNetns(uint64) error                   { return ErrUnsupported }
+func (*Redirector) EnrolledNetns() ([]uint64, error)             { return nil, ErrUnsupported }
+func (*Redirector) RegisterListener(*net.TCPListener) error      { return ErrUnsupported }
+func (*Redirector) ListenersUp() (v4, v6 bool, err error)        { return false, false, ErrUnsupported }
+func (*Redirector) OriginalDst(net.Conn) (Original, error)       { return Original{}, ErrUnsupported }
+func (*Redirector) Counters() (Counters, error)                  { return Counters{}, ErrUnsupported }
