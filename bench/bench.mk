@@ -10,6 +10,8 @@
 #   BENCH_PEERS=a,b    subset of direct,zonelb,haproxy,nginx,caddy
 #   BENCH_WORKLOADS=w  grpc, http or both
 #   BENCH_PROFILE=0    skip the zonelb CPU profile
+#   BENCH_NICE=-10     run proxy, backends and load at that niceness, ahead
+#                      of other work on a shared machine (default: 0)
 #   BENCH_ARGS=...     extra benchrun flags, e.g. BENCH_ARGS='-doc ""' to only print
 #
 # Installs what it needs when missing (root: apt-get, cgroup for CPU accounting).
@@ -27,7 +29,7 @@ bench: bench-deps bench-tools build
 	$(BENCH_CACHE)/benchrun \
 		-ghz $(BENCH_GHZ) -ghz-version $(BENCH_GHZ_VERSION) \
 		-zonelb $(or $(BIN),bin)/zonelb -backend $(BENCH_CACHE)/benchbackend \
-		-command 'make bench$(if $(BENCH_QUICK), BENCH_QUICK=$(BENCH_QUICK))$(if $(BENCH_RUNS), BENCH_RUNS=$(BENCH_RUNS))$(if $(BENCH_PEERS), BENCH_PEERS=$(BENCH_PEERS))$(if $(BENCH_WORKLOADS), BENCH_WORKLOADS=$(BENCH_WORKLOADS))' \
+		-command 'make bench$(if $(BENCH_QUICK), BENCH_QUICK=$(BENCH_QUICK))$(if $(BENCH_RUNS), BENCH_RUNS=$(BENCH_RUNS))$(if $(BENCH_PEERS), BENCH_PEERS=$(BENCH_PEERS))$(if $(BENCH_WORKLOADS), BENCH_WORKLOADS=$(BENCH_WORKLOADS))$(if $(BENCH_NICE), BENCH_NICE=$(BENCH_NICE))' \
 		$(BENCH_ARGS)
 
 bench-quick:

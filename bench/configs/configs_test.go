@@ -56,7 +56,7 @@ func TestRenderPutsEveryUpstreamAndTheRightProtocol(t *testing.T) {
 func TestRenderedConfigsPassTheProxiesOwnCheck(t *testing.T) {
 	for _, tc := range []struct {
 		name, tmpl, bin string
-		args           func(path, dir string) []string
+		args            func(path, dir string) []string
 	}{
 		{"haproxy", HAProxy, "haproxy", func(path, _ string) []string { return []string{"-c", "-q", "-f", path} }},
 		{"nginx", Nginx, "nginx", func(path, dir string) []string { return []string{"-t", "-q", "-c", path, "-p", dir, "-e", "stderr"} }},

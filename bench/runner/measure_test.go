@@ -96,7 +96,7 @@ func TestCgroupAccountsAChildsCPU(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	sup := newSupervisor(testLogger(t), "taskset")
+	sup := newSupervisor(testLogger(t), "taskset", "nice")
 	t.Cleanup(func() { sup.stopAll(time.Second) })
 	// A bounded busy loop in a shell: about 20k iterations.
 	err = sup.run(t.Context(), procSpec{Name: "busy", Path: "sh", Args: []string{"-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"}, Cgroup: cg, LogPath: filepath.Join(t.TempDir(), "busy.log")})

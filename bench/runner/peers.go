@@ -19,6 +19,7 @@ type Binaries struct {
 	Zonelb  string
 	Backend string
 	Taskset string
+	Nice    string
 	Go      string
 }
 

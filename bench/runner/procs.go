@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -23,6 +24,9 @@ type procSpec struct {
 	Env []string
 	// CPUs is a taskset CPU list ("0", "1"); empty means no pinning.
 	CPUs string
+	// Nice, when not zero, runs the process under `nice -n Nice` (every
+	// thread inherits it, unlike a setpriority on the pid afterwards).
+	Nice int
 	// Cgroup, when set, is where the process starts (so its CPU time,
 	// threads included, is accounted from its first instruction).
 	Cgroup *cgroup
@@ -63,19 +67,23 @@ func (p *proc) Exited() bool {
 type supervisor struct {
 	logger  *slog.Logger
 	taskset string
+	nice    string
 
 	mu   sync.Mutex
 	live map[int]*proc
 }
 
-func newSupervisor(logger *slog.Logger, taskset string) *supervisor {
-	return &supervisor{logger: logger, taskset: taskset, live: map[int]*proc{}}
+func newSupervisor(logger *slog.Logger, taskset, nice string) *supervisor {
+	return &supervisor{logger: logger, taskset: taskset, nice: nice, live: map[int]*proc{}}
 }
 
 func (s *supervisor) start(spec procSpec) (*proc, error) {
 	path, args := spec.Path, spec.Args
 	if spec.CPUs != "" {
-		path, args = s.taskset, append([]string{"--cpu-list", spec.CPUs, spec.Path}, spec.Args...)
+		path, args = s.taskset, append([]string{"--cpu-list", spec.CPUs, path}, args...)
+	}
+	if spec.Nice != 0 {
+		path, args = s.nice, append([]string{"-n", strconv.Itoa(spec.Nice), path}, args...)
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), spec.Env...)

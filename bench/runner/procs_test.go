@@ -4,7 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -14,7 +17,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 func TestStopAllEndsEveryStartedProcess(t *testing.T) {
-	sup := newSupervisor(testLogger(t), "taskset")
+	sup := newSupervisor(testLogger(t), "taskset", "nice")
 	dir := t.TempDir()
 	var procs []*proc
 	for i, name := range []string{"a", "b"} {
@@ -36,7 +39,7 @@ func TestStopAllEndsEveryStartedProcess(t *testing.T) {
 }
 
 func TestRunStopsTheProcessWhenContextEnds(t *testing.T) {
-	sup := newSupervisor(testLogger(t), "taskset")
+	sup := newSupervisor(testLogger(t), "taskset", "nice")
 	t.Cleanup(func() { sup.stopAll(time.Second) })
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
@@ -69,7 +72,7 @@ func TestRunStopsTheProcessWhenContextEnds(t *testing.T) {
 }
 
 func TestRunReportsAFailingProcess(t *testing.T) {
-	sup := newSupervisor(testLogger(t), "taskset")
+	sup := newSupervisor(testLogger(t), "taskset", "nice")
 	err := sup.run(t.Context(), procSpec{Name: "false", Path: "false", LogPath: filepath.Join(t.TempDir(), "f.log")})
 	if err == nil {
 		t.Fatal("run of a failing command returned nil")
@@ -77,7 +80,7 @@ func TestRunReportsAFailingProcess(t *testing.T) {
 }
 
 func TestWaitListeningSeesAnExitedProcess(t *testing.T) {
-	sup := newSupervisor(testLogger(t), "taskset")
+	sup := newSupervisor(testLogger(t), "taskset", "nice")
 	p, err := sup.start(procSpec{Name: "quitter", Path: "true", LogPath: filepath.Join(t.TempDir(), "q.log")})
 	if err != nil {
 		t.Fatal(err)
@@ -96,5 +99,24 @@ func TestWaitListeningSeesAnExitedProcess(t *testing.T) {
 	defer l.Close()
 	if err := waitListening(t.Context(), p, addr, 10*time.Second); err != nil {
 		t.Fatalf("waitListening on a listening port: %v", err)
+	}
+}
+
+func TestNiceAppliesToTheStartedProgram(t *testing.T) {
+	sup := newSupervisor(testLogger(t), "taskset", "nice")
+	var out strings.Builder
+	// `nice` without arguments prints its own niceness: it must be 3 above
+	// the test's.
+	base, err := exec.Command("nice").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = sup.run(t.Context(), procSpec{Name: "nice", Path: "nice", Nice: 3, CPUs: "0", Stdout: &out, LogPath: filepath.Join(t.TempDir(), "n.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := strconv.Atoi(strings.TrimSpace(string(base)))
+	if got := strings.TrimSpace(out.String()); got != strconv.Itoa(min(b+3, 19)) {
+		t.Fatalf("niceness %q, want %d", got, min(b+3, 19))
 	}
 }

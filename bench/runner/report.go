@@ -44,7 +44,12 @@ func Markdown(res *Results, meta Meta) string {
 		cfg.Runs, cfg.Warmup, joinRates(cfg.Rates), cfg.RatePhase, cfg.Connections, cfg.SatStreams, cfg.SatPhase)
 	w("Load generators use %d connections. Proxy pinned to CPU %s, backends (%d instances) and load generator to CPU %s. Proxy CPU from %s.\n\n",
 		cfg.Connections, orNone(cfg.ProxyCPUs), cfg.Backends, orNone(cfg.LoadCPUs), res.CPUSource)
-	w("Load average before / after: %s / %s.\n\n", meta.LoadBefore, meta.LoadAfter)
+	w("Load average before / after: %s / %s. ", meta.LoadBefore, meta.LoadAfter)
+	if cfg.Nice != 0 {
+		w("Proxy, backends and load generators ran at nice %d, ahead of the machine's other work.\n\n", cfg.Nice)
+	} else {
+		w("Proxy, backends and load generators ran at the default priority, sharing the CPUs with the machine's other work.\n\n")
+	}
 	if len(meta.Versions) > 0 {
 		w("Versions: %s.\n\n", strings.Join(meta.Versions, "; "))
 	}

@@ -38,7 +38,11 @@ type Config struct {
 	// ProxyCPUs and LoadCPUs are taskset CPU lists; empty disables pinning.
 	ProxyCPUs string
 	LoadCPUs  string
-	Bin       Binaries
+	// Nice is the niceness of the proxy, backends and load generators (0:
+	// inherit). A negative value shields the measurement from other work on
+	// a shared machine; the report says which was used.
+	Nice int
+	Bin  Binaries
 	// WorkDir receives configs, logs and raw load generator output.
 	WorkDir string
 	// ProfileFor is how long zonelb is CPU-profiled per workload at the
@@ -175,7 +179,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return nil, err
 	}
 	res := &Results{Config: cfg, Started: cfg.Now()}
-	r := &runner{cfg: cfg, log: cfg.Logger, sup: newSupervisor(cfg.Logger, cfg.Bin.Taskset)}
+	r := &runner{cfg: cfg, log: cfg.Logger, sup: newSupervisor(cfg.Logger, cfg.Bin.Taskset, cfg.Bin.Nice)}
 	defer r.sup.stopAll(5 * time.Second)
 
 	// Absolute, because proxies such as nginx resolve paths against their
@@ -325,7 +329,7 @@ func (r *runner) startBackends(ctx context.Context) (stop func(), err error) {
 	defer pr.Close()
 	p, err := r.sup.start(procSpec{
 		Name: "backends", Path: r.cfg.Bin.Backend, Args: []string{"-n", strconv.Itoa(r.cfg.Backends)},
-		CPUs: r.cfg.LoadCPUs, Stdout: pw, LogPath: filepath.Join(r.cfg.WorkDir, "backends.log"), Cgroup: r.loadCgroup,
+		CPUs: r.cfg.LoadCPUs, Nice: r.cfg.Nice, Stdout: pw, LogPath: filepath.Join(r.cfg.WorkDir, "backends.log"), Cgroup: r.loadCgroup,
 	})
 	_ = pw.Close()
 	if err != nil {
@@ -390,7 +394,7 @@ func (r *runner) startProxy(ctx context.Context, peer, workload, dir, admin stri
 	if err != nil {
 		return nil, err
 	}
-	spec.CPUs = r.cfg.ProxyCPUs
+	spec.CPUs, spec.Nice = r.cfg.ProxyCPUs, r.cfg.Nice
 	rp := &runningProxy{listen: listen}
 	if r.cgroupDir != "" {
 		if rp.cgroup, err = newCgroup(r.cgroupDir, filepath.Base(dir)); err != nil {
@@ -551,7 +555,7 @@ func (r *runner) load(ctx context.Context, dir, name, workload string, spec load
 	if workload == WorkloadGRPC {
 		out := filepath.Join(dir, name+".ghz.json")
 		args := ghzArgs(spec, r.protoset, r.callData, out)
-		if err := r.sup.run(ctx, procSpec{Name: "ghz", Path: r.cfg.Bin.GHZ, Args: args, CPUs: r.cfg.LoadCPUs, LogPath: logPath, Cgroup: r.loadCgroup}); err != nil {
+		if err := r.sup.run(ctx, procSpec{Name: "ghz", Path: r.cfg.Bin.GHZ, Args: args, CPUs: r.cfg.LoadCPUs, Nice: r.cfg.Nice, LogPath: logPath, Cgroup: r.loadCgroup}); err != nil {
 			return loadResult{}, err
 		}
 		f, err := os.Open(out)
@@ -562,7 +566,7 @@ func (r *runner) load(ctx context.Context, dir, name, workload string, spec load
 		return parseGHZ(f)
 	}
 	reqLog := filepath.Join(dir, name+".h2load.tsv")
-	if err := r.sup.run(ctx, procSpec{Name: "h2load", Path: r.cfg.Bin.H2load, Args: h2loadArgs(spec, reqLog), CPUs: r.cfg.LoadCPUs, LogPath: logPath, Cgroup: r.loadCgroup}); err != nil {
+	if err := r.sup.run(ctx, procSpec{Name: "h2load", Path: r.cfg.Bin.H2load, Args: h2loadArgs(spec, reqLog), CPUs: r.cfg.LoadCPUs, Nice: r.cfg.Nice, LogPath: logPath, Cgroup: r.loadCgroup}); err != nil {
 		return loadResult{}, err
 	}
 	out, err := os.ReadFile(logPath)

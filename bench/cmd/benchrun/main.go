@@ -67,6 +67,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		satStreams = fs.Int("sat-streams", 32, "requests in flight per connection at saturation")
 		proxyCPUs  = fs.String("proxy-cpus", "0", "CPU list the proxy is pinned to (empty: no pinning)")
 		loadCPUs   = fs.String("load-cpus", "1", "CPU list for backends and load generators (empty: no pinning)")
+		nice       = fs.Int("nice", atoiOr(envDefault(getenv, "BENCH_NICE", "0"), 0), "niceness of proxy, backends and load generators; negative shields them from other work (env BENCH_NICE)")
 		workDir    = fs.String("workdir", "", "directory for configs, logs and raw output (default .cache/bench/<time>)")
 		doc        = fs.String("doc", "docs/benchmarks.md", "markdown file whose generated block receives the tables (empty: do not write)")
 		command    = fs.String("command", "", "the command line to record in the report (default: this one)")
@@ -81,6 +82,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	fs.StringVar(&bin.Zonelb, "zonelb", "bin/zonelb", "zonelb binary")
 	fs.StringVar(&bin.Backend, "backend", ".cache/bench/benchbackend", "benchbackend binary")
 	fs.StringVar(&bin.Taskset, "taskset", "taskset", "taskset binary")
+	fs.StringVar(&bin.Nice, "nice-bin", "nice", "nice binary")
 	fs.StringVar(&bin.Go, "go", "go", "go tool (for pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -118,7 +120,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	cfg := runner.Config{
 		Runs: *runs, Warmup: *warmup, RatePhase: *ratePhase, SatPhase: *satPhase, Rates: rateList,
 		Peers: peerList, Workloads: splitList(*workloads), Backends: *backends, Connections: *conns,
-		OpenLoopStreams: *olStreams, SatStreams: *satStreams, ProxyCPUs: *proxyCPUs, LoadCPUs: *loadCPUs,
+		OpenLoopStreams: *olStreams, SatStreams: *satStreams, ProxyCPUs: *proxyCPUs, LoadCPUs: *loadCPUs, Nice: *nice,
 		Bin: bin, WorkDir: *workDir, ProfileFor: *profileFor, Logger: logger, Progress: stderr, Now: now,
 	}
 	meta := runner.Meta{Command: *command, Machine: machine(), LoadBefore: loadAvg()}
