@@ -10,25 +10,27 @@ import (
 	"time"
 )
 
-// Cases are the interop cases that need no cloud credentials, in the order
-// of the brief (shared/brief/testing.md).
-var Cases = []string{
-	"empty_unary",
-	"large_unary",
-	"client_streaming",
-	"server_streaming",
-	"ping_pong",
-	"empty_stream",
-	"cancel_after_begin",
-	"cancel_after_first_response",
-	"timeout_on_sleeping_server",
-	"status_code_and_message",
-	"special_status_message",
-	"custom_metadata",
-	"unimplemented_method",
-	"unimplemented_service",
-	"rpc_soak",
-	"channel_soak",
+// Cases returns the interop cases that need no cloud credentials, in the
+// order of the brief (shared/brief/testing.md).
+func Cases() []string {
+	return []string{
+		"empty_unary",
+		"large_unary",
+		"client_streaming",
+		"server_streaming",
+		"ping_pong",
+		"empty_stream",
+		"cancel_after_begin",
+		"cancel_after_first_response",
+		"timeout_on_sleeping_server",
+		"status_code_and_message",
+		"special_status_message",
+		"custom_metadata",
+		"unimplemented_method",
+		"unimplemented_service",
+		"rpc_soak",
+		"channel_soak",
+	}
 }
 
 // SoakArgs keep a soak case short: 10 iterations of the large-unary-sized
@@ -36,20 +38,24 @@ var Cases = []string{
 // from 1 s to 5 s and the case's from 10 s to 60 s: tests check behaviour,
 // not timing, and `make test` runs every package at once with -race on two
 // shared cores. Latency is what the benchmarks measure.
-var SoakArgs = []string{
-	"--soak_iterations=10",
-	"--soak_per_iteration_max_acceptable_latency_ms=5000",
-	"--soak_overall_timeout_seconds=60",
+func SoakArgs() []string {
+	return []string{
+		"--soak_iterations=10",
+		"--soak_per_iteration_max_acceptable_latency_ms=5000",
+		"--soak_overall_timeout_seconds=60",
+	}
 }
 
 // StressJobs go beyond the suite's defaults with the client's own flags:
 // messages near gRPC's default 4 MiB limit in both directions, and many
 // concurrent calls on one connection and on fresh ones. Iterations must
 // divide evenly by threads, or the client runs fewer and fails.
-var StressJobs = []Job{
-	{Case: "rpc_soak", Args: []string{"--soak_iterations=10", "--soak_request_size=4000000", "--soak_response_size=4000000"}},
-	{Case: "rpc_soak", Args: []string{"--soak_iterations=320", "--soak_num_threads=16"}},
-	{Case: "channel_soak", Args: []string{"--soak_iterations=96", "--soak_num_threads=16"}},
+func StressJobs() []Job {
+	return []Job{
+		{Case: "rpc_soak", Args: []string{"--soak_iterations=10", "--soak_request_size=4000000", "--soak_response_size=4000000"}},
+		{Case: "rpc_soak", Args: []string{"--soak_iterations=320", "--soak_num_threads=16"}},
+		{Case: "channel_soak", Args: []string{"--soak_iterations=96", "--soak_num_threads=16"}},
+	}
 }
 
 // Client runs the upstream interop client binary, one process per case.

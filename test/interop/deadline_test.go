@@ -66,6 +66,7 @@ type observer struct {
 	now     func() time.Time
 	seen    chan observation
 	dropped atomic.Int64
+	calls   atomic.Int64 // for newCallID
 }
 
 func (o *observer) observe(ctx context.Context) observation {
@@ -175,10 +176,11 @@ func startObservers(t *testing.T, n int) (*observer, []string) {
 func deadlineTarget(t *testing.T) (*observer, string, bool) {
 	t.Helper()
 	set := testSettings(t)
-	o, addrs := startObservers(t, len(Zones))
+	zones := Zones()
+	o, addrs := startObservers(t, len(zones))
 	var eps []Endpoint
 	for i, a := range addrs {
-		eps = append(eps, Endpoint{Zone: Zones[i], Addr: a})
+		eps = append(eps, Endpoint{Zone: zones[i], Addr: a})
 	}
 	p := StartProxyFor(t, testLogger(t), set, eps)
 	if p == nil {
@@ -197,10 +199,9 @@ func testServiceClient(t *testing.T, addr string) testgrpc.TestServiceClient {
 	return testgrpc.NewTestServiceClient(conn)
 }
 
-var callSeq atomic.Int64
-
-func newCallID(t *testing.T) string {
-	return fmt.Sprintf("%s-%d", t.Name(), callSeq.Add(1))
+// newCallID names a call uniquely among those this observer sees.
+func (o *observer) newCallID(t *testing.T) string {
+	return fmt.Sprintf("%s-%d", t.Name(), o.calls.Add(1))
 }
 
 // TestGRPCTimeoutPropagated checks that a call with a deadline reaches the
@@ -213,7 +214,7 @@ func TestGRPCTimeoutPropagated(t *testing.T) {
 	// Several calls, so that with a balancing proxy more than one
 	// endpoint (and upstream connection) is likely exercised.
 	for range 6 {
-		id := newCallID(t)
+		id := o.newCallID(t)
 		ctx, cancel := context.WithTimeout(t.Context(), clientTimeout)
 		ctx = metadata.AppendToOutgoingContext(ctx, callIDHeader, id)
 		_, err := tc.EmptyCall(ctx, &testgrpc.Empty{})
@@ -251,7 +252,7 @@ func TestGRPCTimeoutDecremented(t *testing.T) {
 	// answers; that attempt tells nothing, so try again a bounded number
 	// of times.
 	for attempt := 1; ; attempt++ {
-		id := newCallID(t)
+		id := o.newCallID(t)
 		st, _ := rawCall(t, addr, "EmptyCall", sent, id, false)
 		if st == strconv.Itoa(int(codes.DeadlineExceeded)) && attempt < 5 {
 			continue
@@ -288,7 +289,7 @@ func TestDeadlineExpiresWhileServerSleeps(t *testing.T) {
 		{"server ignores grpc-timeout", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			id := newCallID(t)
+			id := o.newCallID(t)
 			md := []string{callIDHeader, id}
 			if tt.ignoreTimeout {
 				md = append(md, ignoreTimeoutHeader, "1")
@@ -320,7 +321,7 @@ func TestProxyAnswersExpiredDeadline(t *testing.T) {
 	if !proxied {
 		t.Skip("direct mode: no proxy to enforce the deadline")
 	}
-	id := newCallID(t)
+	id := o.newCallID(t)
 	st, msg := rawCall(t, addr, "UnaryCall", "300m", id, true)
 	if st != strconv.Itoa(int(codes.DeadlineExceeded)) {
 		t.Fatalf("call with grpc-timeout 300m on a sleeping server: grpc-status %q (%q), want %d (DEADLINE_EXCEEDED)", st, msg, codes.DeadlineExceeded)

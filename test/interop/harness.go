@@ -15,7 +15,7 @@ import (
 // Settings are the knobs `make test` and `make interop` turn through the
 // environment.
 type Settings struct {
-	// Rounds of all Cases (ZONELB_INTEROP_ROUNDS, default 3).
+	// Rounds of all Cases() (ZONELB_INTEROP_ROUNDS, default 3).
 	Rounds int
 	// Direct runs the client against the servers with no proxy in between
 	// (ZONELB_INTEROP_TARGET=direct): it proves the harness itself, and
@@ -56,9 +56,9 @@ func SettingsFromEnv(getenv func(string) string) (Settings, error) {
 	return s, nil
 }
 
-// Zones are the zones of the three servers a Stack starts, one each; the
-// proxy runs in the first.
-var Zones = []string{"zone-a", "zone-b", "zone-c"}
+// Zones returns the zones of the three servers a Stack starts, one each;
+// the proxy runs in the first.
+func Zones() []string { return []string{"zone-a", "zone-b", "zone-c"} }
 
 // Stack is a running set of interop servers, one per zone, and (unless
 // direct) a zonelb proxy in front of them, plus a client ready to run.
@@ -96,9 +96,9 @@ func Start(tb testing.TB, logger *slog.Logger, s Settings) *Stack {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	st := &Stack{Client: Client{Bin: clientBin, Args: SoakArgs, Timeout: 90 * time.Second}}
+	st := &Stack{Client: Client{Bin: clientBin, Args: SoakArgs(), Timeout: 90 * time.Second}}
 	var endpoints []Endpoint
-	for _, zone := range Zones {
+	for _, zone := range Zones() {
 		srv, err := StartServer(ctx, logger, serverBin, "server-"+zone)
 		if err != nil {
 			tb.Fatal(err)
@@ -112,7 +112,7 @@ func Start(tb testing.TB, logger *slog.Logger, s Settings) *Stack {
 }
 
 // StartProxyFor builds (or takes s.ProxyBin) and starts a zonelb proxy in
-// zone Zones[0] in front of endpoints, stopped in tb.Cleanup. In direct mode
+// zone Zones()[0] in front of endpoints, stopped in tb.Cleanup. In direct mode
 // it returns nil: callers then talk to the endpoints themselves.
 func StartProxyFor(tb testing.TB, logger *slog.Logger, s Settings, endpoints []Endpoint) *Proxy {
 	tb.Helper()
@@ -132,7 +132,7 @@ func StartProxyFor(tb testing.TB, logger *slog.Logger, s Settings, endpoints []E
 			tb.Fatal(err)
 		}
 	}
-	p, err := StartProxy(tb.Context(), logger, ProxyConfig{Bin: bin, Zone: Zones[0], Endpoints: endpoints, Admin: true})
+	p, err := StartProxy(tb.Context(), logger, ProxyConfig{Bin: bin, Zone: Zones()[0], Endpoints: endpoints, Admin: true})
 	if err != nil {
 		tb.Fatal(err)
 	}

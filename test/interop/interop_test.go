@@ -46,9 +46,10 @@ func TestInteropThroughProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	var perRound []time.Duration
+	cases := Cases()
 	for round := 1; round <= set.Rounds; round++ {
-		jobs := make([]Job, len(Cases))
-		for i, c := range Cases {
+		jobs := make([]Job, len(cases))
+		for i, c := range cases {
 			jobs[i] = Job{Case: c, Addr: st.Target(round + i)}
 		}
 		start := time.Now()
@@ -79,7 +80,7 @@ func TestInteropThroughProxy(t *testing.T) {
 			t.FailNow()
 		}
 	}
-	t.Logf("%d rounds of %d cases passed (%s); per round: %s", set.Rounds, len(Cases), mode(st), summarize(perRound))
+	t.Logf("%d rounds of %d cases passed (%s); per round: %s", set.Rounds, len(cases), mode(st), summarize(perRound))
 
 	after, err := st.Calls(ctx)
 	if err != nil {
@@ -131,7 +132,7 @@ func TestInteropThroughProxy(t *testing.T) {
 func TestInteropStressThroughProxy(t *testing.T) {
 	set := testSettings(t)
 	st := Start(t, testLogger(t), set)
-	jobs := slices.Clone(StressJobs)
+	jobs := StressJobs()
 	for i := range jobs {
 		jobs[i].Addr = st.Target(i)
 	}
@@ -164,8 +165,9 @@ func TestInteropSurvivesBackendLoss(t *testing.T) {
 	ctx := t.Context()
 	runRound := func(label string) {
 		t.Helper()
-		jobs := make([]Job, len(Cases))
-		for i, c := range Cases {
+		cases := Cases()
+		jobs := make([]Job, len(cases))
+		for i, c := range cases {
 			jobs[i] = Job{Case: c, Addr: st.Proxy.Addr}
 		}
 		for _, r := range st.Client.RunAll(ctx, jobs, set.Parallel) {
