@@ -22,32 +22,39 @@ func (r *Redirector) SetService(addr netip.AddrPort, id uint32) error {
 		return fmt.Errorf("set service %v: want an address with a port", addr)
 	}
 	k := serviceKey(addr)
-	if err := r.maps.services.Update(&k, id, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("set service %v: %w", addr, err)
-	}
-	return nil
+	return r.use(func(m *mapSet) error {
+		if err := m.services.Update(&k, id, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("set service %v: %w", addr, err)
+		}
+		return nil
+	})
 }
 
 // DeleteService stops redirecting addr. Deleting an absent service is not
 // an error.
 func (r *Redirector) DeleteService(addr netip.AddrPort) error {
 	k := serviceKey(addr)
-	if err := r.maps.services.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete service %v: %w", addr, err)
-	}
-	return nil
+	return r.use(func(m *mapSet) error {
+		if err := m.services.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete service %v: %w", addr, err)
+		}
+		return nil
+	})
 }
 
 // Services returns the selected services and their ids.
 func (r *Redirector) Services() (map[netip.AddrPort]uint32, error) {
 	out := map[netip.AddrPort]uint32{}
-	var k zonelbSvcKey
-	var id uint32
-	it := r.maps.services.Iterate()
-	for it.Next(&k, &id) {
-		out[k.addrPort()] = id
-	}
-	if err := it.Err(); err != nil {
+	err := r.use(func(m *mapSet) error {
+		var k zonelbSvcKey
+		var id uint32
+		it := m.services.Iterate()
+		for it.Next(&k, &id) {
+			out[k.addrPort()] = id
+		}
+		return it.Err()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("list services: %w", err)
 	}
 	return out, nil
@@ -56,30 +63,37 @@ func (r *Redirector) Services() (map[netip.AddrPort]uint32, error) {
 // EnrollNetns lets connects from the network namespace with this cookie be
 // redirected. The host namespace is never redirected, enrolled or not.
 func (r *Redirector) EnrollNetns(cookie uint64) error {
-	if err := r.maps.netns.Update(cookie, uint8(1), ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("enroll netns %d: %w", cookie, err)
-	}
-	return nil
+	return r.use(func(m *mapSet) error {
+		if err := m.netns.Update(cookie, uint8(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("enroll netns %d: %w", cookie, err)
+		}
+		return nil
+	})
 }
 
 // UnenrollNetns stops redirecting the namespace. Absent is not an error.
 func (r *Redirector) UnenrollNetns(cookie uint64) error {
-	if err := r.maps.netns.Delete(cookie); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("unenroll netns %d: %w", cookie, err)
-	}
-	return nil
+	return r.use(func(m *mapSet) error {
+		if err := m.netns.Delete(cookie); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("unenroll netns %d: %w", cookie, err)
+		}
+		return nil
+	})
 }
 
 // EnrolledNetns lists the enrolled namespace cookies.
 func (r *Redirector) EnrolledNetns() ([]uint64, error) {
 	var out []uint64
-	var cookie uint64
-	var v uint8
-	it := r.maps.netns.Iterate()
-	for it.Next(&cookie, &v) {
-		out = append(out, cookie)
-	}
-	if err := it.Err(); err != nil {
+	err := r.use(func(m *mapSet) error {
+		var cookie uint64
+		var v uint8
+		it := m.netns.Iterate()
+		for it.Next(&cookie, &v) {
+			out = append(out, cookie)
+		}
+		return it.Err()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("list enrolled netns: %w", err)
 	}
 	return out, nil
@@ -115,22 +129,25 @@ func (r *Redirector) RegisterListener(l *net.TCPListener) error {
 	if err != nil {
 		return fmt.Errorf("register listener %s: %w", local, err)
 	}
-	var updErr error
+	var updErr, ctlErr error
 	// Control, not File().Fd(): the latter would switch the socket to
 	// blocking mode and break the runtime's poller.
-	ctlErr := rc.Control(func(fd uintptr) {
-		if proto, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL); err == nil && proto == unix.IPPROTO_MPTCP {
-			updErr = errors.New("listener is MPTCP, which a SOCKMAP refuses: create it with bpf.ListenConfig() or SetMultipathTCP(false)")
-			return
-		}
-		for _, slot := range slots {
-			if err := r.maps.listeners.Update(slot, uint64(fd), ebpf.UpdateAny); err != nil {
-				updErr = fmt.Errorf("slot %d: %w", slot, err)
+	useErr := r.use(func(m *mapSet) error {
+		ctlErr = rc.Control(func(fd uintptr) {
+			if proto, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL); err == nil && proto == unix.IPPROTO_MPTCP {
+				updErr = errors.New("listener is MPTCP, which a SOCKMAP refuses: create it with bpf.ListenConfig() or SetMultipathTCP(false)")
 				return
 			}
-		}
+			for _, slot := range slots {
+				if err := m.listeners.Update(slot, uint64(fd), ebpf.UpdateAny); err != nil {
+					updErr = fmt.Errorf("slot %d: %w", slot, err)
+					return
+				}
+			}
+		})
+		return nil
 	})
-	if err := errors.Join(ctlErr, updErr); err != nil {
+	if err := errors.Join(useErr, ctlErr, updErr); err != nil {
 		return fmt.Errorf("register listener %s: %w", local, err)
 	}
 	r.log.Info("proxy listener registered", "addr", local, "slots", slots)
@@ -168,7 +185,7 @@ func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) e
 func (r *Redirector) ListenersUp() (v4, v6 bool, err error) {
 	up := func(slot uint32) (bool, error) {
 		var cookie uint64
-		err := r.maps.listeners.Lookup(slot, &cookie)
+		err := r.use(func(m *mapSet) error { return m.listeners.Lookup(slot, &cookie) })
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return false, nil
 		}
@@ -204,7 +221,7 @@ func (r *Redirector) lookupOriginal(client, proxy netip.AddrPort, sleep func(tim
 	key := tupleKey(client, proxy)
 	var od zonelbOrigDst
 	for attempt := 1; ; attempt++ {
-		err := r.maps.tuples.Lookup(&key, &od)
+		err := r.use(func(m *mapSet) error { return m.tuples.Lookup(&key, &od) })
 		if err == nil {
 			return od.original(), nil
 		}
@@ -223,7 +240,7 @@ func (r *Redirector) Counters() (Counters, error) {
 	var c Counters
 	for i, f := range c.fields() {
 		var perCPU []uint64
-		if err := r.maps.counters.Lookup(uint32(i), &perCPU); err != nil {
+		if err := r.use(func(m *mapSet) error { return m.counters.Lookup(uint32(i), &perCPU) }); err != nil {
 			return Counters{}, fmt.Errorf("read counter %d: %w", i, err)
 		}
 		for _, v := range perCPU {

@@ -35,6 +35,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/zonelb/zonelb/bpf/nodeaddr"
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
@@ -74,8 +75,8 @@ type testEnv struct {
 	cgroup string
 	cgFD   *os.File
 	// plainCgroup is a sibling cgroup with no programs (benchmarks).
-	plainCgroup string
-	plainFD     *os.File
+	plainCgroup      string
+	plainFD          *os.File
 	node, pod1, pod2 string // netns paths
 	cfg              Config
 }
@@ -387,13 +388,19 @@ func proxyReply(r *Redirector, c net.Conn) string {
 // startProxy runs an in-process proxy in the node namespace on both proxy
 // addresses and registers its listeners.
 func (e *testEnv) startProxy(r *Redirector) []*net.TCPListener {
+	return e.startProxyWith(r, func() *Redirector { return r })
+}
+
+// startProxyWith registers with reg and answers with whatever current
+// returns (the agent can restart under a running proxy).
+func (e *testEnv) startProxyWith(reg *Redirector, current func() *Redirector) []*net.TCPListener {
 	var lns []*net.TCPListener
 	for _, a := range []struct{ network, addr string }{{"tcp4", proxy4.String()}, {"tcp6", proxy6.String()}} {
 		ln := listenIn(e.t, e.node, a.network, a.addr)
-		if err := r.RegisterListener(ln); err != nil {
+		if err := reg.RegisterListener(ln); err != nil {
 			e.t.Fatalf("register listener: %v", err)
 		}
-		serve(ln, func(c net.Conn) string { return proxyReply(r, c) })
+		serve(ln, func(c net.Conn) string { return proxyReply(current(), c) })
 		lns = append(lns, ln)
 	}
 	return lns
@@ -435,8 +442,11 @@ func startChild(t testing.TB, role string, cgroup *os.File, netnsPath string, ar
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperRoleEnv+"="+role, helperNetnsEnv+"="+netnsPath, helperArgsEnv+"="+string(js))
+	// Pdeathsig: a helper must not outlive a crashed test binary.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if cgroup != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgroup.Fd())}
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(cgroup.Fd())
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -597,6 +607,9 @@ func readLine(fd int) (string, error) {
 	n := 0
 	for n < len(buf) {
 		m, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue // a signal for the helper (SIGTERM ends the loop client)
+		}
 		if err != nil {
 			return "", fmt.Errorf("read: %w", err)
 		}
@@ -671,6 +684,9 @@ func helperLoopClient(args helperArgs) error {
 		default:
 		}
 		res := oneConnection(args, dst)
+		if strings.Contains(res.Err, unix.EINTR.Error()) {
+			continue // interrupted by the stop signal itself, not a failure
+		}
 		if res.Err != "" || res.Reply == "" {
 			sum.Failed++
 			if sum.FirstErr == "" {
@@ -783,4 +799,12 @@ func helperRRBench(args helperArgs) error {
 	}
 	fmt.Println(time.Since(start).Nanoseconds())
 	return nil
+}
+
+func nodeAddrExists(cfg Config) (bool, error) {
+	c, err := cfg.withDefaults(nil)
+	if err != nil {
+		return false, err
+	}
+	return nodeaddr.Exists(c.Interface, c.InterfaceNetns)
 }

@@ -54,8 +54,10 @@ type Redirector struct {
 	// logs use them to see an upgrade happen).
 	progIDs map[string]ebpf.ProgramID
 
-	closeOnce sync.Once
-	closeErr  error
+	// mu guards maps and links against Close: methods hold it for reading
+	// so that a concurrent Close cannot pull a map from under a lookup.
+	mu     sync.RWMutex
+	closed bool
 }
 
 // mapSet holds the maps the Go side reads and writes.
@@ -260,17 +262,33 @@ func Open(cfg Config) (_ *Redirector, err error) {
 // Close releases this handle's file descriptors. Pinned maps and links
 // stay, so redirection continues without the agent.
 func (r *Redirector) Close() error {
-	r.closeOnce.Do(func() {
-		var errs []error
-		for name, l := range r.links {
-			if err := l.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close link %s: %w", name, err))
-			}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	var errs []error
+	for name, l := range r.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close link %s: %w", name, err))
 		}
-		errs = append(errs, r.maps.close())
-		r.closeErr = errors.Join(errs...)
-	})
-	return r.closeErr
+	}
+	errs = append(errs, r.maps.close())
+	return errors.Join(errs...)
+}
+
+// ErrClosed is returned by methods of a closed Redirector.
+var ErrClosed = errors.New("bpf redirector is closed")
+
+// use runs fn with the maps held open, or reports ErrClosed.
+func (r *Redirector) use(fn func(m *mapSet) error) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return ErrClosed
+	}
+	return fn(&r.maps)
 }
 
 // writeConfig stores the proxy addresses, mark and flags for the programs.

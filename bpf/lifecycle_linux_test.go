@@ -1,0 +1,331 @@
+package bpf
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+)
+
+// waitFor polls cond until it holds or limit passes (a real kernel or
+// process must settle; bounded).
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (c *child) waitReady(t testing.TB) {
+	t.Helper()
+	line := make(chan string, 1)
+	go func() {
+		s, _ := c.stdout.ReadString('\n')
+		line <- s
+	}()
+	select {
+	case s := <-line:
+		if strings.TrimSpace(s) != "ready" {
+			t.Fatalf("helper said %q, stderr: %s", s, c.stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("helper not ready after 10s, stderr: %s", c.stderr.String())
+	}
+}
+
+func TestFailOpenWhenProxyKilled(t *testing.T) {
+	e := newTestEnv(t)
+	r := e.load(loadOptions{})
+	svc := netip.AddrPortFrom(vip4, servicePort)
+	if err := r.SetService(svc, svcID4); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.EnrollNetns(e.cookie(e.pod1)); err != nil {
+		t.Fatal(err)
+	}
+	e.startBackends()
+	cfg := e.cfg
+	wantProxy := fmt.Sprintf("proxy %s %d false", svc, svcID4)
+
+	startProxy := func() *child {
+		p := startChild(t, "proxy", nil, e.node, helperArgs{Config: &cfg, Listen: proxy4.String()})
+		p.waitReady(t)
+		return p
+	}
+	expectAll := func(prefix string, n int) {
+		t.Helper()
+		for i, res := range e.runClient(e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4", Count: n}) {
+			if res.Err != "" || !strings.HasPrefix(res.Reply, prefix) {
+				t.Fatalf("connection %d: reply %q err %q, want %q", i, res.Reply, res.Err, prefix)
+			}
+		}
+	}
+
+	p := startProxy()
+	expectAll(wantProxy, 20)
+
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil { // our own child, by pid
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	p.cmd.Wait()
+
+	// New connections must reach the original destination within a
+	// second; the kernel dropped the SOCKMAP entry when the socket died.
+	attempts := 0
+	for {
+		attempts++
+		res := e.runClient(e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4"})[0]
+		if res.Err == "" && strings.HasPrefix(res.Reply, "backend ") {
+			break
+		}
+		if time.Since(killed) > time.Second {
+			t.Fatalf("still not reaching the backend %v after SIGKILL (last reply %q err %q)", time.Since(killed), res.Reply, res.Err)
+		}
+	}
+	t.Logf("first connection after SIGKILL reached the backend on attempt %d, %v after the kill", attempts, time.Since(killed))
+	if v4, _, err := r.ListenersUp(); err != nil || v4 {
+		t.Errorf("listener still registered after the proxy died (up=%v err=%v)", v4, err)
+	}
+	expectAll("backend ", 20)
+	if c, _ := r.Counters(); c.SkipProxyDown == 0 {
+		t.Errorf("proxy_down counter did not move: %+v", c)
+	}
+
+	startProxy()
+	expectAll(wantProxy, 20)
+}
+
+// pinnedIDs reads the ids of every pinned link and map in dir.
+func pinnedIDs(t testing.TB, dir string) (links []link.ID, maps []ebpf.MapID) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("read pins: %v", err)
+	}
+	for _, ent := range entries {
+		path := filepath.Join(dir, ent.Name())
+		if strings.HasPrefix(ent.Name(), "link_") {
+			l, err := link.LoadPinnedLink(path, nil)
+			if err != nil {
+				t.Fatalf("open %s: %v", path, err)
+			}
+			info, err := l.Info()
+			l.Close()
+			if err != nil {
+				t.Fatalf("info %s: %v", path, err)
+			}
+			links = append(links, info.ID)
+			continue
+		}
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if err != nil {
+			t.Fatalf("open %s: %v", path, err)
+		}
+		info, err := m.Info()
+		m.Close()
+		if err != nil {
+			t.Fatalf("info %s: %v", path, err)
+		}
+		id, _ := info.ID()
+		maps = append(maps, id)
+	}
+	return links, maps
+}
+
+// changedPrograms makes every program differ from the shipped one (a
+// leading "r0 = 0"), standing in for a new zonelb version.
+func changedPrograms(spec *ebpf.CollectionSpec) error {
+	for name, p := range spec.Programs {
+		first := p.Instructions[0]
+		if first.IsLoadFromMap() || first.IsFunctionCall() || first.Reference() != "" {
+			return fmt.Errorf("program %s starts with a reference; cannot prepend", name)
+		}
+		nop := asm.Mov.Imm(asm.R0, 0).WithMetadata(first.Metadata)
+		first = first.WithMetadata(asm.Metadata{})
+		p.Instructions = append(asm.Instructions{nop, first}, p.Instructions[1:]...)
+	}
+	return nil
+}
+
+func progTag(t testing.TB, id ebpf.ProgramID) string {
+	t.Helper()
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		t.Fatalf("program %d: %v", id, err)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		t.Fatalf("program %d info: %v", id, err)
+	}
+	return info.Tag
+}
+
+func TestRestartUpgradeUninstall(t *testing.T) {
+	e := newTestEnv(t)
+	r1 := e.load(loadOptions{})
+	svc := netip.AddrPortFrom(vip4, servicePort)
+	if err := r1.SetService(svc, svcID4); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.EnrollNetns(e.cookie(e.pod1)); err != nil {
+		t.Fatal(err)
+	}
+	e.startBackends()
+	var current atomic.Pointer[Redirector]
+	current.Store(r1)
+	e.startProxyWith(r1, current.Load)
+	links1, maps1 := pinnedIDs(t, e.cfg.PinDir)
+	prog1 := r1.progIDs[zonelbProgZlbConnect4]
+
+	loop := startChild(t, "loop-client", e.cgFD, e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4", Loop: 60 * time.Second})
+	progress := func(r *Redirector, what string) {
+		t.Helper()
+		start, err := r.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, what, func() bool {
+			c, err := r.Counters()
+			return err == nil && c.Redirected >= start.Redirected+50
+		})
+	}
+	progress(r1, "connections before the restart")
+
+	// Restart: the agent goes away and comes back; pins are reused.
+	if err := r1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	gap := mustOpen(t, e.cfg) // the proxy keeps answering from the pins alone
+	current.Store(gap)
+	progress(gap, "connections with no agent running")
+	r2, err := load(e.cfg, loadOptions{})
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	t.Cleanup(func() { r2.Close() })
+	current.Store(r2)
+	gap.Close()
+	if got, err := r2.Services(); err != nil || got[svc] != svcID4 {
+		t.Errorf("services after restart: %v (err %v), want %v -> %d kept from the pins", got, err, svc, svcID4)
+	}
+	links2, maps2 := pinnedIDs(t, e.cfg.PinDir)
+	if fmt.Sprint(links1) != fmt.Sprint(links2) || fmt.Sprint(maps1) != fmt.Sprint(maps2) {
+		t.Errorf("restart did not reuse pinned state: links %v -> %v, maps %v -> %v", links1, links2, maps1, maps2)
+	}
+	prog2 := r2.progIDs[zonelbProgZlbConnect4]
+	if prog2 == prog1 {
+		t.Errorf("restart kept program %d; want the new load behind the old link", prog1)
+	}
+	tag2 := progTag(t, prog2)
+	progress(r2, "connections after the restart")
+
+	// Upgrade: a changed program replaces the old one behind the same link.
+	r3, err := load(e.cfg, loadOptions{specHook: changedPrograms})
+	if err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	t.Cleanup(func() { r3.Close() })
+	current.Store(r3)
+	r2.Close()
+	links3, _ := pinnedIDs(t, e.cfg.PinDir)
+	prog3 := r3.progIDs[zonelbProgZlbConnect4]
+	if fmt.Sprint(links3) != fmt.Sprint(links1) {
+		t.Errorf("upgrade replaced links %v with %v; want an in-place program update", links1, links3)
+	}
+	if tag3 := progTag(t, prog3); tag2 == tag3 {
+		t.Errorf("upgraded program has the old tag %s", tag2)
+	}
+	progress(r3, "connections after the upgrade")
+
+	if err := loop.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var sum loopSummary
+	if err := json.Unmarshal(loop.wait(t, 10*time.Second), &sum); err != nil {
+		t.Fatalf("loop summary: %v", err)
+	}
+	t.Logf("loop client across restart and upgrade: %+v", sum)
+	if sum.Failed != 0 || sum.Replies["proxy"] != sum.OK {
+		t.Errorf("connections failed or missed the proxy across restart/upgrade: %+v", sum)
+	}
+
+	// Uninstall leaves nothing behind.
+	r3.Close()
+	if err := Uninstall(e.cfg); err != nil {
+		t.Fatalf("uninstall: %v", err)
+	}
+	if _, err := os.Stat(e.cfg.PinDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pin dir still there: %v", err)
+	}
+	for _, id := range links1 {
+		if l, err := link.NewFromID(id); err == nil {
+			l.Close()
+			t.Errorf("link %d survived uninstall", id)
+		}
+	}
+	progIDs := []ebpf.ProgramID{prog1, prog2, prog3}
+	waitFor(t, 10*time.Second, "programs and maps to be freed", func() bool {
+		for _, id := range progIDs {
+			if p, err := ebpf.NewProgramFromID(id); err == nil {
+				p.Close()
+				return false
+			}
+		}
+		for _, id := range maps1 {
+			if m, err := ebpf.NewMapFromID(id); err == nil {
+				m.Close()
+				return false
+			}
+		}
+		return true
+	})
+	cg, err := os.Open(e.cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	for _, hook := range cgroupHooks {
+		q, err := link.QueryPrograms(link.QueryOptions{Target: int(cg.Fd()), Attach: hook.attach})
+		if err != nil {
+			t.Fatalf("query %s: %v", hook.prog, err)
+		}
+		if len(q.Programs) != 0 {
+			t.Errorf("cgroup still has %d %s programs", len(q.Programs), hook.prog)
+		}
+	}
+	if ok, err := nodeAddrExists(e.cfg); err != nil || ok {
+		t.Errorf("interface %s still present (err %v)", e.cfg.Interface, err)
+	}
+	// And connections now go straight to their destination.
+	res := e.runClient(e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4"})[0]
+	if !strings.HasPrefix(res.Reply, "backend ") {
+		t.Errorf("after uninstall: reply %q err %q, want the backend", res.Reply, res.Err)
+	}
+}
+
+func mustOpen(t testing.TB, cfg Config) *Redirector {
+	t.Helper()
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("open pins: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
