@@ -19,6 +19,9 @@ import (
 // handle; an even split gives a third, pinning gives zero.
 const minShare = 0.10
 
+// idleBound is how long servers get to see the last streams of a round end.
+const idleBound = 10 * time.Second
+
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
@@ -68,6 +71,13 @@ func TestInteropThroughProxy(t *testing.T) {
 			case <-st.Proxy.Exited():
 				t.Errorf("proxy exited during round %d: %v", round, st.Proxy.ExitErr())
 			default:
+			}
+		}
+		if !t.Failed() {
+			// Every stream the proxy opened upstream must have ended:
+			// finished, or cancelled when the client cancelled.
+			if err := WaitIdle(ctx, st.Servers, idleBound); err != nil {
+				t.Errorf("after round %d: %v", round, err)
 			}
 		}
 		if t.Failed() {
@@ -147,6 +157,11 @@ func TestInteropStressThroughProxy(t *testing.T) {
 			continue
 		}
 		t.Logf("%s %v: passed in %v", r.Case, r.Args, r.Duration.Round(time.Millisecond))
+	}
+	if !t.Failed() {
+		if err := WaitIdle(t.Context(), st.Servers, idleBound); err != nil {
+			t.Error(err)
+		}
 	}
 	if t.Failed() && st.Proxy != nil {
 		t.Logf("proxy output (tail):\n%s", st.Proxy.Output())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // CollectCalls asks every server for its CallStats, keyed by server name.
@@ -18,6 +19,37 @@ func CollectCalls(ctx context.Context, servers []*Server) (map[string]CallStats,
 		all[s.Name] = st
 	}
 	return all, nil
+}
+
+// WaitIdle polls the servers until none has a call in a handler, or fails
+// after within with the calls still open: a stream the proxy left open
+// upstream (a lost cancellation) never ends. Polling is the only way to see
+// another process settle.
+func WaitIdle(ctx context.Context, servers []*Server, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		open := make(map[string]map[string]int64)
+		for _, s := range servers {
+			st, err := s.Calls(ctx)
+			if err != nil {
+				return err
+			}
+			if st.ActiveTotal() > 0 {
+				open[s.Name] = st.Active
+			}
+		}
+		if len(open) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("calls still open on the servers %v after the clients finished: %v", within, open)
+		case <-tick.C:
+		}
+	}
 }
 
 // CallsBetween returns, per server, how many calls of method it handled
