@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,7 +71,7 @@ func TestMain(m *testing.M) {
 
 // testEnv is one test's private world.
 type testEnv struct {
-	t      *testing.T
+	t      testing.TB
 	id     string
 	cgroup string
 	cgFD   *os.File
@@ -90,7 +91,7 @@ func randomID(t testing.TB) string {
 }
 
 // newTestEnv builds cgroups and namespaces; it does not load anything.
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
 	testenv.RequireRoot(t)
 	e := &testEnv{t: t, id: randomID(t)}
@@ -414,6 +415,7 @@ type helperArgs struct {
 	Mark    uint32        `json:",omitempty"`
 	Loop    time.Duration `json:",omitempty"` // client: repeat until SIGTERM or this long
 	Size    int           `json:",omitempty"` // rr bench: message size
+	Conns   int           `json:",omitempty"` // rr bench: connections, one after the other
 	Config  *Config       `json:",omitempty"` // proxy: how to open the pins
 	Listen  string        `json:",omitempty"` // proxy: address
 	Echo    bool          `json:",omitempty"` // proxy: echo instead of one line
@@ -729,8 +731,19 @@ func helperProxy(args helperArgs) error {
 		go func() {
 			defer c.Close()
 			if args.Echo {
-				io.Copy(c, c)
-				return
+				// A plain read/write loop. io.Copy between TCPConns would
+				// splice(2), and splice reads the TCP receive queue directly,
+				// missing data that sk_msg delivered to the psock queue.
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
 			}
 			io.WriteString(c, proxyReply(r, c)+"\n")
 		}()
@@ -738,13 +751,14 @@ func helperProxy(args helperArgs) error {
 }
 
 // helperConnectBench times args.Count blocking connects to args.Dst and
-// prints the total nanoseconds spent in connect().
+// prints "total_ns median_ns p99_ns" of the time spent in connect().
 func helperConnectBench(args helperArgs) error {
 	dst, err := netip.ParseAddrPort(args.Dst)
 	if err != nil {
 		return err
 	}
 	family, sa := sockaddrOf(args.Network, dst)
+	samples := make([]time.Duration, 0, args.Count)
 	var total time.Duration
 	for range args.Count {
 		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -753,7 +767,9 @@ func helperConnectBench(args helperArgs) error {
 		}
 		start := time.Now()
 		err = unix.Connect(fd, sa)
-		total += time.Since(start)
+		d := time.Since(start)
+		total += d
+		samples = append(samples, d)
 		// RST instead of FIN: no TIME_WAIT piling up across thousands of
 		// connects from one address.
 		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
@@ -762,32 +778,61 @@ func helperConnectBench(args helperArgs) error {
 			return fmt.Errorf("connect %v: %w", dst, err)
 		}
 	}
-	fmt.Println(total.Nanoseconds())
+	slices.Sort(samples)
+	fmt.Println(total.Nanoseconds(), samples[len(samples)/2].Nanoseconds(), samples[len(samples)*99/100].Nanoseconds())
 	return nil
 }
 
-// helperRRBench opens one connection and times args.Count request/response
-// round trips of args.Size bytes against an echo server.
+// helperRRBench opens args.Conns connections (at least one) one after the
+// other and times args.Count request/response round trips of args.Size
+// bytes on each against an echo server. It prints "total_ns stalls": a
+// stall is a connection whose echo did not come back within the socket's
+// 2 s receive timeout.
 func helperRRBench(args helperArgs) error {
 	dst, err := netip.ParseAddrPort(args.Dst)
 	if err != nil {
 		return err
 	}
-	fd, err := rawConnect(args.Network, dst, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	conns := max(args.Conns, 1)
 	msg := make([]byte, args.Size)
 	buf := make([]byte, args.Size)
-	start := time.Now()
-	for range args.Count {
+	var total time.Duration
+	stalls := 0
+	for range conns {
+		fd, err := rawConnect(args.Network, dst, 0)
+		if err != nil {
+			return err
+		}
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		start := time.Now()
+		err = rrRounds(fd, args.Count, msg, buf)
+		total += time.Since(start)
+		unix.Close(fd)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			stalls++
+		case err != nil:
+			return err
+		}
+	}
+	if args.Conns == 0 && stalls > 0 {
+		return fmt.Errorf("read: %w", unix.EAGAIN)
+	}
+	fmt.Println(total.Nanoseconds(), stalls)
+	return nil
+}
+
+func rrRounds(fd, count int, msg, buf []byte) error {
+	for i := range count {
+		msg[0] = byte(i) // the echo must carry this round's bytes
 		if _, err := unix.Write(fd, msg); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
 		for got := 0; got < len(buf); {
 			n, err := unix.Read(fd, buf[got:])
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("read: %w", err)
 			}
@@ -796,8 +841,10 @@ func helperRRBench(args helperArgs) error {
 			}
 			got += n
 		}
+		if buf[0] != msg[0] {
+			return fmt.Errorf("round %d: echo carried %d, want %d", i, buf[0], msg[0])
+		}
 	}
-	fmt.Println(time.Since(start).Nanoseconds())
 	return nil
 }
 
