@@ -26,11 +26,13 @@ func CollectCalls(ctx context.Context, servers []*Server) (map[string]CallStats,
 // upstream (a lost cancellation) never ends. Polling is the only way to see
 // another process settle.
 func WaitIdle(ctx context.Context, servers []*Server, within time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		// Each poll gets the full stats timeout: a slow answer under load
+		// must not be mistaken for an open call.
 		open := make(map[string]map[string]int64)
 		for _, s := range servers {
 			st, err := s.Calls(ctx)
@@ -46,6 +48,8 @@ func WaitIdle(ctx context.Context, servers []*Server, within time.Duration) erro
 		}
 		select {
 		case <-ctx.Done():
+			return fmt.Errorf("wait for servers to be idle: %w (open: %v)", ctx.Err(), open)
+		case <-deadline.C:
 			return fmt.Errorf("calls still open on the servers %v after the clients finished: %v", within, open)
 		case <-tick.C:
 		}
