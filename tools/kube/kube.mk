@@ -17,11 +17,17 @@ KUBE_TOOLS_MOD := $(KUBE_TOOLS_DIR)/go.mod $(KUBE_TOOLS_DIR)/go.sum
 .PHONY: kube-bins kube-bins-clean
 kube-bins: $(KUBE_ETCD_BIN) $(KUBE_APISERVER_BIN)
 
+# The version is stamped in, as Kubernetes' own build does, so that clients
+# see v1.37.2 rather than v0.0.0-master.
 # Build to a temporary name and rename, so an interrupted build never leaves a
 # truncated binary that a later run would take as up to date.
 $(KUBE_APISERVER_BIN): $(KUBE_TOOLS_MOD)
 	@mkdir -p $(KUBE_BIN_DIR)
-	cd $(KUBE_TOOLS_DIR) && go build -trimpath -o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver
+	cd $(KUBE_TOOLS_DIR) && v=$$(go list -m -f '{{.Version}}' k8s.io/kubernetes) && \
+		minor=$$(echo $$v | cut -d. -f2) && \
+		go build -trimpath -ldflags "-X k8s.io/component-base/version.gitVersion=$$v \
+			-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$minor" \
+			-o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver
 	mv -f $@.tmp $@
 
 $(KUBE_ETCD_BIN): $(KUBE_TOOLS_MOD)

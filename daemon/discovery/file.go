@@ -1,0 +1,337 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"time"
+
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/yaml"
+
+	"github.com/zonelb/zonelb/zone"
+)
+
+// DefaultPollInterval is how often the file source looks for a change.
+const DefaultPollInterval = 500 * time.Millisecond
+
+// File is the on-disk form of a snapshot, in YAML or JSON. Every service
+// and port in the file is taken over: the file is explicit, so the
+// selection rules of the Kubernetes source do not apply. Example:
+//
+//	node: node-a            # optional
+//	zone: zone-a            # the node's own zone
+//	services:
+//	- namespace: default    # optional, default "default"
+//	  name: greeter
+//	  clusterIPs: [127.0.0.10]
+//	  ports:
+//	  - name: grpc          # optional when the service has one port
+//	    port: 8080
+//	    appProtocol: grpc   # optional, informational
+//	    endpoints:
+//	    - address: 127.0.0.1:9001
+//	      zone: zone-a
+//	      node: node-1      # optional
+//	      weight: 2         # optional, default 1
+//	      ready: true       # optional, default true
+//	      serving: true     # optional, default: as ready
+//	      terminating: false
+type File struct {
+	Node     string        `json:"node,omitempty"`
+	Zone     string        `json:"zone,omitempty"`
+	Services []FileService `json:"services"`
+}
+
+// FileService is one service of a [File].
+type FileService struct {
+	Namespace  string     `json:"namespace,omitempty"`
+	Name       string     `json:"name"`
+	ClusterIPs []string   `json:"clusterIPs"`
+	Ports      []FilePort `json:"ports"`
+}
+
+// FilePort is one port of a [FileService] and its endpoints.
+type FilePort struct {
+	Name        string         `json:"name,omitempty"`
+	Port        int            `json:"port"`
+	Protocol    string         `json:"protocol,omitempty"` // only TCP; default TCP
+	AppProtocol string         `json:"appProtocol,omitempty"`
+	Endpoints   []FileEndpoint `json:"endpoints"`
+}
+
+// FileEndpoint is one endpoint of a [FilePort].
+type FileEndpoint struct {
+	Address     string `json:"address"` // ip:port, [ipv6]:port
+	Zone        string `json:"zone,omitempty"`
+	Node        string `json:"node,omitempty"`
+	Weight      uint32 `json:"weight,omitempty"`
+	Ready       *bool  `json:"ready,omitempty"`
+	Serving     *bool  `json:"serving,omitempty"`
+	Terminating bool   `json:"terminating,omitempty"`
+}
+
+// ParseFile decodes a YAML or JSON document and checks it. Unknown fields
+// are errors (a misspelt key must not be silently ignored), and every
+// problem found is reported with the path of the field at fault, for
+// example "services[0].ports[1].endpoints[2].address".
+func ParseFile(data []byte) (*Snapshot, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("empty document")
+	}
+	var f File
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	return f.Snapshot()
+}
+
+// LoadFile reads and parses the file at path. The daemon calls it at start
+// so that a bad file stops it with a clear error.
+func LoadFile(path string) (*Snapshot, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read discovery file: %w", err)
+	}
+	snap, err := ParseFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("discovery file %s: %w", path, err)
+	}
+	return snap, nil
+}
+
+// Snapshot validates f and converts it to the model.
+func (f *File) Snapshot() (*Snapshot, error) {
+	var errs []error
+	fail := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+
+	services := make(map[ServiceName]*Service, len(f.Services))
+	owner := make(map[netip.AddrPort]string) // frontend -> field that claimed it
+	for i, fs := range f.Services {
+		at := fmt.Sprintf("services[%d]", i)
+		name := ServiceName{Namespace: fs.Namespace, Name: fs.Name}
+		if name.Namespace == "" {
+			name.Namespace = "default"
+		}
+		if fs.Name == "" {
+			fail(at+".name", "required")
+		} else if _, dup := services[name]; dup {
+			fail(at+".name", "service %s is listed twice", name)
+		}
+		svc := &Service{Name: name}
+
+		if len(fs.ClusterIPs) == 0 {
+			fail(at+".clusterIPs", "at least one address is required")
+		}
+		for j, s := range fs.ClusterIPs {
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				fail(fmt.Sprintf("%s.clusterIPs[%d]", at, j), "%q is not an IP address", s)
+				continue
+			}
+			svc.ClusterIPs = append(svc.ClusterIPs, ip.Unmap())
+		}
+
+		if len(fs.Ports) == 0 {
+			fail(at+".ports", "at least one port is required")
+		}
+		portNames := make(map[string]bool)
+		for j, fp := range fs.Ports {
+			pat := fmt.Sprintf("%s.ports[%d]", at, j)
+			if fp.Name == "" && len(fs.Ports) > 1 {
+				fail(pat+".name", "required when a service has more than one port")
+			}
+			if portNames[fp.Name] {
+				fail(pat+".name", "port name %q is used twice", fp.Name)
+			}
+			portNames[fp.Name] = true
+			if fp.Port < 1 || fp.Port > 65535 {
+				fail(pat+".port", "%d is not a port number (1-65535)", fp.Port)
+			}
+			if fp.Protocol != "" && fp.Protocol != "TCP" {
+				fail(pat+".protocol", "%q is not supported: zonelb takes over TCP only", fp.Protocol)
+			}
+			sp := ServicePort{
+				Name:        fp.Name,
+				Port:        uint16(fp.Port),
+				Protocol:    "TCP",
+				AppProtocol: fp.AppProtocol,
+				SelectedBy:  "file",
+			}
+			for _, ip := range svc.ClusterIPs {
+				if sp.Port == 0 || fp.Port > 65535 {
+					break // reported above
+				}
+				key := netip.AddrPortFrom(ip, sp.Port)
+				if prev, taken := owner[key]; taken {
+					fail(pat+".port", "frontend %s is already used by %s", key, prev)
+					continue
+				}
+				owner[key] = pat
+			}
+			seen := make(map[netip.AddrPort]bool)
+			for k, fe := range fp.Endpoints {
+				eat := fmt.Sprintf("%s.endpoints[%d]", pat, k)
+				addr, err := netip.ParseAddrPort(fe.Address)
+				if err != nil {
+					fail(eat+".address", "%q is not ip:port ([ipv6]:port for IPv6)", fe.Address)
+					continue
+				}
+				if addr.Port() == 0 {
+					fail(eat+".address", "%q has port 0", fe.Address)
+					continue
+				}
+				addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+				if seen[addr] {
+					fail(eat+".address", "%s is listed twice for this port", addr)
+					continue
+				}
+				seen[addr] = true
+				ready := fe.Ready == nil || *fe.Ready
+				serving := ready
+				if fe.Serving != nil {
+					serving = *fe.Serving
+				}
+				sp.Endpoints = append(sp.Endpoints, zone.Endpoint{
+					Addr:        addr,
+					Zone:        fe.Zone,
+					Node:        fe.Node,
+					Weight:      fe.Weight,
+					Ready:       ready,
+					Serving:     serving,
+					Terminating: fe.Terminating,
+				})
+			}
+			sortEndpoints(sp.Endpoints)
+			svc.Ports = append(svc.Ports, sp)
+		}
+		services[name] = svc
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &Snapshot{Node: f.Node, Zone: f.Zone, Services: services, Frontends: frontendsOf(services)}, nil
+}
+
+// FileConfig configures a [FileSource]. Optional fields mean their default
+// when zero.
+type FileConfig struct {
+	// Path of the YAML or JSON file. Required.
+	Path string
+	// Logger receives reload errors. Default: discard.
+	Logger *slog.Logger
+	// PollInterval is how often the file's identity, size and
+	// modification time are checked. Default DefaultPollInterval.
+	PollInterval time.Duration
+	// Clock times the polling. Default: the real clock.
+	Clock clock.WithTicker
+}
+
+// FileSource publishes the snapshot a file describes, and a new one each
+// time the file changes. It polls the file's metadata rather than using
+// inotify: that needs no dependency, and it follows the symlink swaps with
+// which Kubernetes updates a mounted ConfigMap. A file that fails to read
+// or validate is logged and skipped: the last good snapshot stays.
+type FileSource struct {
+	cfg FileConfig
+	log *slog.Logger
+}
+
+// NewFileSource checks cfg and fills in defaults.
+func NewFileSource(cfg FileConfig) (*FileSource, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("discovery: FileConfig.Path is required")
+	}
+	if cfg.PollInterval < 0 {
+		return nil, fmt.Errorf("discovery: FileConfig.PollInterval %v is negative", cfg.PollInterval)
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &FileSource{cfg: cfg, log: log.With("source", "file", "path", cfg.Path)}, nil
+}
+
+// Run loads the file and publishes its snapshot, then polls for changes
+// and publishes each new valid version, until ctx ends. It fails at once
+// if the first load fails. publish is called from one goroutine, one call
+// at a time.
+func (s *FileSource) Run(ctx context.Context, publish func(*Snapshot)) error {
+	stamp, err := statFile(s.cfg.Path)
+	if err != nil {
+		return fmt.Errorf("discovery file: %w", err)
+	}
+	current, err := LoadFile(s.cfg.Path)
+	if err != nil {
+		return err
+	}
+	publish(current)
+
+	ticker := s.cfg.Clock.NewTicker(s.cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C():
+		}
+		next, err := statFile(s.cfg.Path)
+		if err != nil {
+			if !stamp.failed {
+				s.log.Error("discovery file unreadable; keeping the last good snapshot", "err", err)
+			}
+			stamp.failed = true
+			continue
+		}
+		if next.same(stamp) {
+			continue
+		}
+		stamp = next
+		snap, err := LoadFile(s.cfg.Path)
+		if err != nil {
+			s.log.Error("discovery file invalid; keeping the last good snapshot", "err", err)
+			continue
+		}
+		reuseUnchanged(current.Services, snap.Services)
+		if snap.Node == current.Node && sameSnapshot(current, snap) {
+			continue
+		}
+		current = snap
+		s.log.Info("discovery file reloaded", "services", len(snap.Services), "frontends", len(snap.Frontends))
+		publish(current)
+	}
+}
+
+// fileStamp is what the poller compares to notice a change.
+type fileStamp struct {
+	info   os.FileInfo
+	failed bool // the last stat failed: log once, not every poll
+}
+
+func statFile(path string) (fileStamp, error) {
+	info, err := os.Stat(path) // follows symlinks: a ConfigMap swap changes the target
+	if err != nil {
+		return fileStamp{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return fileStamp{info: info}, nil
+}
+
+// same reports whether the file looks unchanged: the same file (device and
+// inode), size and modification time. A failed stat in between counts as a
+// change, so a file that comes back is read again.
+func (a fileStamp) same(b fileStamp) bool {
+	return !b.failed && b.info != nil && os.SameFile(a.info, b.info) &&
+		a.info.Size() == b.info.Size() && a.info.ModTime().Equal(b.info.ModTime())
+}
