@@ -665,6 +665,7 @@ type loopSummary struct {
 	OK, Failed int
 	Replies    map[string]int
 	FirstErr   string
+	FirstOdd   string // first reply that did not come from the proxy's happy path
 }
 
 // helperLoopClient connects back to back until SIGTERM (or args.Loop) and
@@ -697,7 +698,11 @@ func helperLoopClient(args helperArgs) error {
 			continue
 		}
 		sum.OK++
-		sum.Replies[strings.Fields(res.Reply)[0]]++
+		kind := strings.Fields(res.Reply)[0]
+		sum.Replies[kind]++
+		if kind != "proxy" && sum.FirstOdd == "" {
+			sum.FirstOdd = res.Reply
+		}
 	}
 	return json.NewEncoder(os.Stdout).Encode(sum)
 }

@@ -208,12 +208,14 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 	}
 	progress(r1, "connections before the restart")
 
-	// Restart: the agent goes away and comes back; pins are reused.
+	// Restart: the agent goes away and comes back; pins are reused. The
+	// proxy switches to its own handle on the pins first (in production it
+	// owns one; here it shares the agent's).
+	gap := mustOpen(t, e.cfg)
+	current.Store(gap)
 	if err := r1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	gap := mustOpen(t, e.cfg) // the proxy keeps answering from the pins alone
-	current.Store(gap)
 	progress(gap, "connections with no agent running")
 	r2, err := load(e.cfg, loadOptions{})
 	if err != nil {
@@ -221,7 +223,9 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 	}
 	t.Cleanup(func() { r2.Close() })
 	current.Store(r2)
-	gap.Close()
+	// Old handles are closed only after the loop: a proxy goroutine may
+	// still be using the handle it loaded a moment ago (a real proxy owns
+	// its handle; this swap exists only in the test).
 	if got, err := r2.Services(); err != nil || got[svc] != svcID4 {
 		t.Errorf("services after restart: %v (err %v), want %v -> %d kept from the pins", got, err, svc, svcID4)
 	}
@@ -243,7 +247,6 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 	}
 	t.Cleanup(func() { r3.Close() })
 	current.Store(r3)
-	r2.Close()
 	links3, _ := pinnedIDs(t, e.cfg.PinDir)
 	prog3 := r3.progIDs[zonelbProgZlbConnect4]
 	if fmt.Sprint(links3) != fmt.Sprint(links1) {
@@ -267,6 +270,8 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 	}
 
 	// Uninstall leaves nothing behind.
+	gap.Close()
+	r2.Close()
 	r3.Close()
 	if err := Uninstall(e.cfg); err != nil {
 		t.Fatalf("uninstall: %v", err)
