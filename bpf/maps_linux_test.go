@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 
 	"github.com/zonelb/zonelb/internal/testenv"
 )
@@ -129,5 +130,27 @@ func TestPinnedMapWithOldLayoutIsMigratedOrReplaced(t *testing.T) {
 	res := e.runClient(e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4"})[0]
 	if !strings.HasPrefix(res.Reply, "proxy ") {
 		t.Errorf("after migration: reply %q err %q, want the proxy", res.Reply, res.Err)
+	}
+}
+
+func TestVerifierRejectionCarriesTheWholeLog(t *testing.T) {
+	e := newTestEnv(t)
+	broken := func(spec *ebpf.CollectionSpec) error {
+		p := spec.Programs[zonelbProgZlbConnect4]
+		// Read far past the end of the context: the verifier must refuse.
+		p.Instructions = asm.Instructions{
+			asm.LoadMem(asm.R0, asm.R1, 4000, asm.Word).WithSymbol(zonelbProgZlbConnect4),
+			asm.Return(),
+		}
+		return nil
+	}
+	_, err := load(e.cfg, loadOptions{specHook: broken})
+	t.Cleanup(func() { Uninstall(e.cfg) })
+	if err == nil {
+		t.Fatal("a program the verifier must reject was loaded")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "verifier log:") || !strings.Contains(msg, "invalid bpf_context access") {
+		t.Errorf("error lacks the verifier log:\n%s", msg)
 	}
 }
