@@ -15,7 +15,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 30m
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test demo bench interop lint generate clean tools help
+.PHONY: all build test test-deps demo interop lint generate clean help
 
 all: build
 
@@ -39,7 +39,7 @@ test: build test-deps
 # .cache/bin, which the tests find on PATH.
 export PATH := $(CACHE)/bin:$(PATH)
 
-test-deps:: $(CACHE)/bin/h2spec
+test-deps:: $(CACHE)/bin/h2spec kube-bins
 
 # h2spec v2.2.1 (the module has no go.mod, hence +incompatible).
 $(CACHE)/bin/h2spec:
@@ -55,14 +55,15 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-generate::
-	$(GO) generate ./...
+# The BPF objects and their Go bindings are generated and committed, so
+# builds need no clang; `generate` installs the toolchain and regenerates.
+generate: bpf-generate
 
 clean:
 	rm -rf $(BIN)
 
 # Component fragments: BPF code generation, the Kubernetes API server used
 # by integration tests, the benchmark peers.
--include bpf/bpf.mk
--include tools/kube/kube.mk
--include bench/bench.mk
+include bpf/bpf.mk
+include tools/kube/kube.mk
+include bench/bench.mk

@@ -191,3 +191,9 @@ func (c Config) dialer() *net.Dialer {
 
 // dialContext is the signature of the upstream dial function.
 type dialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Validate reports the first invalid setting, as New would.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}

@@ -19,8 +19,11 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"proxy":   {"run the proxy for one service with explicit endpoints (no Kubernetes, no root)", runProxy},
-		"version": {"print the version", runVersion},
+		"daemon":    {"run the node agent: discovery, eBPF redirection, the proxy, metrics", runDaemon},
+		"proxy":     {"run the proxy for one service with explicit endpoints (no Kubernetes, no root)", runProxy},
+		"status":    {"print a running daemon's services, zones, spillover and cross-zone bytes", runStatus},
+		"uninstall": {"remove zonelb's eBPF programs, pins and interface from this node", runUninstall},
+		"version":   {"print the version", runVersion},
 	}
 }
 

@@ -1,0 +1,266 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/zonelb/zonelb/proxy"
+	"github.com/zonelb/zonelb/zone"
+)
+
+// Config is the daemon's configuration: a YAML file (deploy/ ships one in
+// a ConfigMap), then flags, then the environment for what the downward API
+// provides (NODE_NAME). Every field has a documented default; Validate
+// names the first bad field.
+type Config struct {
+	// NodeName is this node's name; default $NODE_NAME.
+	NodeName string `json:"nodeName,omitempty"`
+	// Source is where services and endpoints come from: "kubernetes", or
+	// "file:/path/to/services.yaml" (see daemon/discovery). Default
+	// kubernetes.
+	Source string `json:"source,omitempty"`
+	// Kubeconfig is a kubeconfig file for the kubernetes source; "" uses
+	// the in-cluster service account.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+
+	Proxy    ProxyConfig    `json:"proxy"`
+	Redirect RedirectConfig `json:"redirect"`
+	Admin    AdminConfig    `json:"admin"`
+	Balancer BalancerConfig `json:"balancer"`
+}
+
+// ProxyConfig configures the node proxy.
+type ProxyConfig struct {
+	// Listen is where the proxy accepts the connections the BPF hooks
+	// steer to it: the node-local address. Default 169.254.20.11:15001.
+	Listen string `json:"listen,omitempty"`
+	// DrainTimeout bounds how long in-flight requests may finish on
+	// SIGTERM. Default 30s.
+	DrainTimeout Duration `json:"drainTimeout,omitempty"`
+	// MinConnsPerEndpoint and MaxConnsPerEndpoint bound upstream
+	// connections per endpoint (see proxy.Config). Defaults 1 and 16.
+	MinConnsPerEndpoint int `json:"minConnsPerEndpoint,omitempty"`
+	MaxConnsPerEndpoint int `json:"maxConnsPerEndpoint,omitempty"`
+}
+
+// RedirectConfig configures the eBPF redirection.
+type RedirectConfig struct {
+	// Enabled turns BPF redirection on. Default true; false runs the
+	// proxy without it (clients must then dial the proxy themselves).
+	Enabled *bool `json:"enabled,omitempty"`
+	// PinDir is the bpffs directory for pinned state. Default
+	// /sys/fs/bpf/zonelb.
+	PinDir string `json:"pinDir,omitempty"`
+	// CgroupPath is the cgroup-v2 directory the hooks attach to. Default:
+	// the cgroup2 mount.
+	CgroupPath string `json:"cgroupPath,omitempty"`
+	// Interface is the dummy interface holding the proxy address. Default
+	// zonelb0.
+	Interface string `json:"interface,omitempty"`
+	// SocketMark marks the proxy's upstream sockets so they are never
+	// redirected. Default 0x5a4c.
+	SocketMark uint32 `json:"socketMark,omitempty"`
+	// Enroll says which pod network namespaces are redirected: "all" (every
+	// network namespace other than the host's with a process under
+	// CgroupPath, rescanned every second) or "none" (only those enrolled
+	// explicitly through the API, as the tests do). Default all.
+	Enroll string `json:"enroll,omitempty"`
+}
+
+// AdminConfig configures the admin HTTP endpoints.
+type AdminConfig struct {
+	// Address serves /healthz, /readyz, /debug/state, /debug/pprof/ and
+	// /metrics. Default 127.0.0.1:15000 (loopback: pprof stays local).
+	Address string `json:"address,omitempty"`
+	// MetricsAddress, if set, also serves /metrics there (for Prometheus,
+	// e.g. 0.0.0.0:15090).
+	MetricsAddress string `json:"metricsAddress,omitempty"`
+}
+
+// BalancerConfig tunes the zone balancers (see zone.Config for each).
+type BalancerConfig struct {
+	Decay           Duration `json:"decay,omitempty"`
+	DefaultLatency  Duration `json:"defaultLatency,omitempty"`
+	SlowStart       Duration `json:"slowStart,omitempty"`
+	PricePerGB      *float64 `json:"pricePerGB,omitempty"`
+	IgnoreZones     bool     `json:"ignoreZones,omitempty"`
+	MaxEjectedShare *float64 `json:"maxEjectedShare,omitempty"`
+	// ZoneDistance ranks other zones for spillover (nearest first).
+	ZoneDistance map[string]int `json:"zoneDistance,omitempty"`
+}
+
+// Duration is a time.Duration written as "10s" in YAML.
+type Duration time.Duration
+
+// UnmarshalJSON parses "10s"-style durations.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration such as \"10s\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration such as \"10s\", got %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the duration as "10s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// Defaults.
+const (
+	DefaultListen       = "169.254.20.11:15001"
+	DefaultAdminAddress = "127.0.0.1:15000"
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultSocketMark   = 0x5a4c
+)
+
+// LoadConfigFile reads a YAML config file; unknown keys are errors.
+func LoadConfigFile(path string) (Config, error) {
+	var c Config
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// WithDefaults fills unset fields from defaults and the environment.
+func (c Config) WithDefaults(getenv func(string) string) Config {
+	if c.NodeName == "" {
+		c.NodeName = getenv("NODE_NAME")
+	}
+	if c.Source == "" {
+		c.Source = "kubernetes"
+	}
+	if c.Proxy.Listen == "" {
+		c.Proxy.Listen = DefaultListen
+	}
+	if c.Proxy.DrainTimeout == 0 {
+		c.Proxy.DrainTimeout = Duration(DefaultDrainTimeout)
+	}
+	if c.Redirect.Enabled == nil {
+		t := true
+		c.Redirect.Enabled = &t
+	}
+	if c.Redirect.SocketMark == 0 {
+		c.Redirect.SocketMark = DefaultSocketMark
+	}
+	if c.Redirect.Enroll == "" {
+		c.Redirect.Enroll = "all"
+	}
+	if c.Admin.Address == "" {
+		c.Admin.Address = DefaultAdminAddress
+	}
+	return c
+}
+
+// RedirectEnabled reports whether BPF redirection is on.
+func (c Config) RedirectEnabled() bool { return c.Redirect.Enabled == nil || *c.Redirect.Enabled }
+
+// FilePath returns the path of a file source, or "".
+func (c Config) FilePath() string {
+	p, _ := strings.CutPrefix(c.Source, "file:")
+	if p == c.Source {
+		return ""
+	}
+	return p
+}
+
+// Validate reports the first invalid setting, naming it.
+func (c Config) Validate() error {
+	switch {
+	case c.Source == "kubernetes":
+		if c.NodeName == "" {
+			return errors.New("nodeName: required with source kubernetes (set NODE_NAME from the downward API)")
+		}
+	case c.FilePath() != "":
+	default:
+		return fmt.Errorf("source %q: want kubernetes or file:/path", c.Source)
+	}
+	if _, err := netip.ParseAddrPort(c.Proxy.Listen); err != nil {
+		return fmt.Errorf("proxy.listen %q: want IP:PORT", c.Proxy.Listen)
+	}
+	if c.Proxy.DrainTimeout < 0 {
+		return fmt.Errorf("proxy.drainTimeout %v: must not be negative", time.Duration(c.Proxy.DrainTimeout))
+	}
+	for name, a := range map[string]string{"admin.address": c.Admin.Address, "admin.metricsAddress": c.Admin.MetricsAddress} {
+		if a == "" && name != "admin.address" {
+			continue
+		}
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			return fmt.Errorf("%s %q: want IP:PORT", name, a)
+		}
+	}
+	if c.Redirect.Enroll != "all" && c.Redirect.Enroll != "none" {
+		return fmt.Errorf("redirect.enroll %q: want all or none", c.Redirect.Enroll)
+	}
+	if _, err := c.proxyConfig(nil, nil); err != nil {
+		return err
+	}
+	if _, err := c.zoneConfig("", nil); err != nil {
+		return err
+	}
+	return nil
+}
+
+// proxyConfig is the proxy part of the configuration.
+func (c Config) proxyConfig(router proxy.Router, obs proxy.Observer) (proxy.Config, error) {
+	pc := proxy.Config{
+		Router:              router,
+		Observer:            obs,
+		MinConnsPerEndpoint: c.Proxy.MinConnsPerEndpoint,
+		MaxConnsPerEndpoint: c.Proxy.MaxConnsPerEndpoint,
+	}
+	if c.RedirectEnabled() {
+		pc.SocketMark = c.Redirect.SocketMark
+	}
+	if router == nil {
+		pc.Router = proxy.StaticRouter{} // validation only
+	}
+	if err := pc.Validate(); err != nil {
+		return pc, fmt.Errorf("proxy: %w", err)
+	}
+	return pc, nil
+}
+
+// zoneConfig is the balancer configuration for a node in localZone.
+func (c Config) zoneConfig(localZone string, acct *zone.Accounting) (zone.Config, error) {
+	b := c.Balancer
+	zc := zone.Config{
+		LocalZone:      localZone,
+		IgnoreZones:    b.IgnoreZones,
+		ZoneDistance:   b.ZoneDistance,
+		Accounting:     acct,
+		Decay:          time.Duration(b.Decay),
+		DefaultLatency: time.Duration(b.DefaultLatency),
+		SlowStart:      time.Duration(b.SlowStart),
+	}
+	if b.MaxEjectedShare != nil {
+		zc.Ejection.MaxEjectedShare = *b.MaxEjectedShare
+	}
+	if err := zc.Validate(); err != nil {
+		return zc, fmt.Errorf("balancer: %w", err)
+	}
+	return zc, nil
+}
+
+// pricePerGB is the configured price of a cross-zone GB.
+func (c Config) pricePerGB() float64 {
+	if c.Balancer.PricePerGB != nil {
+		return *c.Balancer.PricePerGB
+	}
+	return zone.DefaultPricePerGB
+}
