@@ -19,10 +19,12 @@ import (
 
 // StateReport is what /debug/state returns and `zonelb status` prints.
 type StateReport struct {
-	Node       string           `json:"node"`
-	Zone       string           `json:"zone"`
-	Source     string           `json:"source"`
-	Ready      bool             `json:"ready"`
+	Node   string `json:"node"`
+	Zone   string `json:"zone"`
+	Source string `json:"source"`
+	Ready  bool   `json:"ready"`
+	// Reloads counts configuration reloads applied since start.
+	Reloads    uint64           `json:"reloads"`
 	Redirect   bool             `json:"redirect"`
 	PricePerGB float64          `json:"pricePerGB"`
 	Services   []ServiceReport  `json:"services"`

@@ -108,6 +108,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	svcs := newServices(log, acct, zoneCfg(cfg), origDst)
 	var metrics atomic.Pointer[Metrics]
+	var direct atomic.Pointer[frontendListeners] // without BPF only
 
 	// Discovery: apply every snapshot to the balancers and the BPF map.
 	src, err := newSource(cfg, opts, log)
@@ -127,6 +128,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 			}
 			if m := metrics.Load(); m != nil {
 				m.setLocalZone(snap.Zone)
+			}
+			if fl := direct.Load(); fl != nil {
+				fl.sync(snap)
 			}
 			if red != nil {
 				added, removed, err := syncServiceMap(red, snap)
@@ -173,12 +177,20 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- px.Serve(l) }()
+	if red == nil {
+		fl := newFrontendListeners(log.With("component", "frontends"), px)
+		direct.Store(fl)
+		fl.sync(svcs.snapshot())
+		defer fl.closeAll()
+	}
 
+	var reloads atomic.Uint64
 	adm := &admin{log: log, metrics: m}
 	base := StateReport{Node: cfg.NodeName, Source: cfg.Source, Redirect: red != nil}
 	adm.state = func() StateReport {
 		r := buildReport(base, svcs, m, acct, px)
 		r.Ready = adm.ready.Load()
+		r.Reloads = reloads.Load()
 		return r
 	}
 	adminAddr, err := adm.serve(cfg.Admin.Address, true)
@@ -216,6 +228,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 				log.Error("reload balancer configuration", "err", err)
 				return
 			}
+			reloads.Add(1)
 			log.Info("configuration reloaded")
 		})
 	}
