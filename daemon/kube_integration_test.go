@@ -1,0 +1,196 @@
+package daemon_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/zonelb/zonelb/bpf"
+	"github.com/zonelb/zonelb/daemon"
+	"github.com/zonelb/zonelb/internal/kubetest"
+	"github.com/zonelb/zonelb/internal/testenv"
+)
+
+// within is the daemon's promise: an API change shows in its state, its
+// balancer and the BPF service map within a second.
+const within = time.Second
+
+// The daemon follows Services and EndpointSlices from a real API server
+// into its balancers and the real BPF service map.
+func TestDaemonFollowsAPIServer(t *testing.T) {
+	testenv.RequireRoot(t)
+	api := kubetest.Start(t, kubetest.Options{})
+	client := api.Client(t)
+	ctx := t.Context()
+
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{"topology.kubernetes.io/zone": "zone-a"}}}
+	if _, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// BPF state of its own: a cgroup, pins and an interface no one else
+	// uses, all removed at the end. The link-local proxy address is on
+	// an interface with no ports, so nothing leaves the machine.
+	suffix := randomSuffix(t)
+	cgRoot, err := bpf.CgroupV2Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg := filepath.Join(cgRoot, "zonelb-daemon-test-"+suffix)
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cg) })
+	enabled := true
+	cfg := daemon.Config{
+		NodeName: "node-a",
+		Source:   "kubernetes",
+		Proxy:    daemon.ProxyConfig{Listen: "169.254.123.7:15001", DrainTimeout: daemon.Duration(2 * time.Second)},
+		Redirect: daemon.RedirectConfig{Enabled: &enabled, PinDir: "/sys/fs/bpf/zonelb-dt-" + suffix, CgroupPath: cg, Interface: "zlbdt" + suffix[:4], Enroll: "none"},
+		Admin:    daemon.AdminConfig{Address: "127.0.0.1:0"},
+	}.WithDefaults(func(string) string { return "" })
+	t.Cleanup(func() {
+		if err := bpf.Uninstall(cfg.BPFConfig()); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+
+	runCtx, stop := context.WithCancel(context.Background())
+	ready := make(chan daemon.Info, 1)
+	exited := make(chan error, 1)
+	go func() {
+		exited <- daemon.Run(runCtx, daemon.Options{Config: cfg, Logger: testLogger(), KubeClient: client, OnReady: func(i daemon.Info) { ready <- i }})
+	}()
+	var info daemon.Info
+	select {
+	case info = <-ready:
+	case err := <-exited:
+		t.Fatalf("daemon exited: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("daemon not ready")
+	}
+	t.Cleanup(func() {
+		stop()
+		<-exited
+	})
+	c := &cluster{info: info}
+	red, err := bpf.Open(cfg.BPFConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { red.Close() })
+
+	// Create: a gRPC service with two endpoints in zone-a, one in zone-b.
+	svc, err := client.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "greeter"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
+			Name: "grpc", Port: 8080, Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("grpc"), TargetPort: intstr.FromString("grpc"),
+		}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.AddrPortFrom(netip.MustParseAddr(svc.Spec.ClusterIP), 8080)
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "greeter-1", Labels: map[string]string{discoveryv1.LabelServiceName: "greeter"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To[int32](9000), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Endpoints: []discoveryv1.Endpoint{
+			endpoint("10.1.0.1", "zone-a"), endpoint("10.1.0.2", "zone-a"), endpoint("10.2.0.1", "zone-b"),
+		},
+	}
+	if slice, err = client.DiscoveryV1().EndpointSlices("default").Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, "the service and its 3 endpoints", red, vip, map[string]string{"10.1.0.1:9000": "zone-a", "10.1.0.2:9000": "zone-a", "10.2.0.1:9000": "zone-b"})
+
+	// Scale out.
+	slice.Endpoints = append(slice.Endpoints, endpoint("10.3.0.1", "zone-c"))
+	if slice, err = client.DiscoveryV1().EndpointSlices("default").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, "a fourth endpoint", red, vip, map[string]string{"10.1.0.1:9000": "zone-a", "10.1.0.2:9000": "zone-a", "10.2.0.1:9000": "zone-b", "10.3.0.1:9000": "zone-c"})
+
+	// Move an endpoint to another zone.
+	slice.Endpoints[1].Zone = ptr.To("zone-b")
+	if slice, err = client.DiscoveryV1().EndpointSlices("default").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, "10.1.0.2 moved to zone-b", red, vip, map[string]string{"10.1.0.1:9000": "zone-a", "10.1.0.2:9000": "zone-b", "10.2.0.1:9000": "zone-b", "10.3.0.1:9000": "zone-c"})
+
+	// Delete the slice, then the service.
+	if err := client.DiscoveryV1().EndpointSlices("default").Delete(ctx, slice.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, "no endpoints", red, vip, map[string]string{})
+	if err := client.CoreV1().Services("default").Delete(ctx, "greeter", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(within)
+	for {
+		st := c.state(t)
+		svcs, _ := red.Services()
+		_, inMap := svcs[vip]
+		if len(st.Services) == 0 && !inMap {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service still present %v after deletion: state %d services, BPF map has it: %v", within, len(st.Services), inMap)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// expect waits up to `within` for the daemon's balancer to hold exactly
+// the endpoints given (address -> zone) and the BPF map to select vip.
+func (c *cluster) expect(t *testing.T, what string, red *bpf.Redirector, vip netip.AddrPort, want map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last string
+	for {
+		st := c.state(t)
+		svcs, err := red.Services()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, selected := svcs[vip]
+		got := map[string]string{}
+		if len(st.Services) == 1 {
+			for _, e := range st.Services[0].Balancer.Endpoints {
+				got[e.Endpoint.Addr.String()] = e.Endpoint.Zone
+			}
+		}
+		if selected && len(st.Services) == 1 && fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+		last = fmt.Sprintf("selected in BPF map: %v; services %d; endpoints %v", selected, len(st.Services), got)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reflected within %v: %s", what, within, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func endpoint(addr, zone string) discoveryv1.Endpoint {
+	return discoveryv1.Endpoint{Addresses: []string{addr}, Zone: ptr.To(zone), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true)}}
+}
+
+func randomSuffix(t *testing.T) string {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
