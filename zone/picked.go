@@ -7,21 +7,19 @@ var ErrNoEndpoint = errors.New("zone: no endpoint available")
 
 // Picked is the endpoint chosen for one request. The caller must call Done
 // exactly once when the request ends. The zero value's Done does nothing.
+//
+// Picked is a small value: Pick returns it without allocating.
 type Picked struct {
 	Endpoint *Endpoint
 	state    *endpointState // nil for pickers that keep no state
+	start    int64          // pick time on the balancer clock, ns
 }
 
-// Done reports how the request ended.
+// Done reports how the request ended. Call it exactly once: a second call
+// would count the request's completion twice.
 func (p Picked) Done(r Result) {
 	if p.state == nil {
 		return
 	}
-	p.state.done(r)
+	p.state.done(p.start, r)
 }
-
-// endpointState is the per-endpoint state the balancer keeps across
-// requests and set updates. (Placeholder: the balancer fills it in.)
-type endpointState struct{}
-
-func (s *endpointState) done(Result) {}

@@ -1,0 +1,469 @@
+package zone
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Balancer picks endpoints of one service for one node: Peak-EWMA with
+// power of two choices inside a zone, the local zone first, spilling to the
+// nearest other zones only the share of requests the local zone cannot
+// serve as well as they can (see docs/zone-balancing.md).
+//
+// Pick and Done are safe for concurrent use and take no lock shared by all
+// requests: Pick reads an immutable snapshot of the endpoint set through an
+// atomic pointer and per-endpoint atomics; Update, ejection and the
+// periodic control step rebuild or adjust under a mutex that Pick only
+// ever try-locks, once per control interval. A Balancer must not be copied.
+type Balancer struct {
+	// Immutable after NewBalancer.
+	cfg        Config
+	log        *slog.Logger
+	acct       *Accounting
+	clock      func() int64 // ns since epoch
+	rnd        rand.Source
+	epoch      time.Time
+	decay      float64 // ns
+	invDecay   float64 // 1/ns
+	defaultLat float64 // ns
+	slowStart  int64   // ns; 0 = off
+	minWeight  float64
+	interval   int64 // ns
+
+	// Read by Pick without locking.
+	snap     atomic.Pointer[snapshot]
+	nextTick atomic.Int64 // ns; Pick runs the control step once past it
+
+	mu         sync.Mutex // guards the fields below
+	members    []member
+	index      map[netip.AddrPort]int
+	states     map[stateKey]*endpointState
+	zones      map[string]*zoneStats
+	classSize  int   // endpoints in the class in use (ready, or last resort)
+	ejected    int   // members currently ejected
+	nextReturn int64 // earliest ejection end; math.MaxInt64 when none
+	lastTick   int64
+	gates      map[int]*spillGate // by the distance of the tier they lead to
+}
+
+// member is one endpoint of the current set, as Update received it.
+type member struct {
+	ep *Endpoint
+	st *endpointState
+}
+
+// stateKey identifies an endpoint's state across updates. The zone is part
+// of it: an address that moves zone is a different pod, and keeping the
+// zone fixed per state lets Done use the state's zone without atomics.
+type stateKey struct {
+	addr netip.AddrPort
+	zone string
+}
+
+// snapshot is what Pick reads: immutable once published.
+type snapshot struct {
+	members []member
+	index   map[netip.AddrPort]int // into members
+	// tiers[0] is the local zone (possibly empty); then the other zones,
+	// one tier per distance, nearest first, empty tiers left out.
+	tiers          []tier
+	zoneBlind      bool
+	lastResort     bool // only terminating-but-serving endpoints are left
+	ignoreEjection bool // every usable endpoint is ejected: use them anyway
+}
+
+type tier struct {
+	distance int
+	entries  []entry
+	zones    []tierZone
+	gate     *spillGate // into this tier from the one before; nil for tiers[0]
+}
+
+// firstNonEmpty is the index of the first tier with entries, or -1.
+func (s *snapshot) firstNonEmpty() int {
+	for i := range s.tiers {
+		if len(s.tiers[i].entries) > 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+type tierZone struct {
+	zs    *zoneStats
+	count int
+}
+
+type entry struct {
+	ep     *Endpoint
+	st     *endpointState
+	weight float64
+}
+
+// minEstimate floors the latency estimate in cost comparisons: an estimate
+// faded to nothing would make cost ignore in-flight requests altogether.
+const minEstimate = float64(time.Microsecond)
+
+// NewBalancer returns a Balancer with no endpoints; call Update to give it
+// some.
+func NewBalancer(cfg Config) (*Balancer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new balancer: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	cfg.ZoneDistance = maps.Clone(cfg.ZoneDistance) // the caller may reuse its map
+	acct := cfg.Accounting
+	if acct == nil {
+		var err error
+		if acct, err = NewAccounting(DefaultPricePerGB); err != nil {
+			return nil, fmt.Errorf("new balancer: %w", err)
+		}
+	}
+	b := &Balancer{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		acct:       acct,
+		rnd:        cfg.Rand,
+		decay:      float64(cfg.Decay),
+		invDecay:   1 / float64(cfg.Decay),
+		defaultLat: float64(cfg.DefaultLatency),
+		slowStart:  int64(max(cfg.SlowStart, 0)),
+		minWeight:  cfg.SlowStartMinWeight,
+		interval:   int64(cfg.Spill.Interval),
+		states:     make(map[stateKey]*endpointState),
+		zones:      make(map[string]*zoneStats),
+		gates:      make(map[int]*spillGate),
+		nextReturn: math.MaxInt64,
+	}
+	if now := cfg.Now; now != nil {
+		b.epoch = now()
+		b.clock = func() int64 { return int64(now().Sub(b.epoch)) }
+	} else {
+		b.epoch = time.Now()
+		b.clock = func() int64 { return int64(time.Since(b.epoch)) }
+	}
+	b.nextTick.Store(b.interval)
+	b.mu.Lock()
+	b.rebuild(0)
+	b.mu.Unlock()
+	return b, nil
+}
+
+// Accounting returns the Accounting the balancer records bytes in.
+func (b *Balancer) Accounting() *Accounting { return b.acct }
+
+func (b *Balancer) zoneBlind() bool { return b.cfg.IgnoreZones || b.cfg.LocalZone == "" }
+
+// distance ranks zone z for spillover; the local zone is 0.
+func (b *Balancer) distance(z string) int {
+	if b.zoneBlind() || z == b.cfg.LocalZone {
+		return 0
+	}
+	if d, ok := b.cfg.ZoneDistance[z]; ok {
+		return d
+	}
+	return 1
+}
+
+// Update replaces the endpoint set. Endpoints that stay (same address and
+// zone) keep their latency estimate, in-flight count, ejection and slow
+// start; new ones start at DefaultLatency in slow start. Endpoints without
+// a valid address, and repeats of an address, are dropped with a warning.
+func (b *Balancer) Update(eps []Endpoint) {
+	now := b.clock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+
+	states := make(map[stateKey]*endpointState, len(eps))
+	index := make(map[netip.AddrPort]int, len(eps))
+	members := make([]member, 0, len(eps))
+	for _, ep := range eps {
+		if !ep.Addr.IsValid() {
+			b.log.Warn("zone: endpoint without a valid address dropped", "zone", ep.Zone, "node", ep.Node)
+			continue
+		}
+		if _, dup := index[ep.Addr]; dup {
+			b.log.Warn("zone: repeated endpoint address dropped", "addr", ep.Addr)
+			continue
+		}
+		k := stateKey{ep.Addr, ep.Zone}
+		st := b.states[k]
+		if st == nil {
+			st = b.newState(ep, now)
+		}
+		if st.ep == nil || *st.ep != ep {
+			// A fresh value, never mutated: Picked.Endpoint of requests
+			// in flight keeps pointing at the old one.
+			e := ep
+			st.ep = &e
+		}
+		states[k] = st
+		index[ep.Addr] = len(members)
+		members = append(members, member{ep: st.ep, st: st})
+	}
+	for k, st := range b.states {
+		if states[k] == nil && st.ejectedUntil.Load() != 0 {
+			b.ejected-- // leaves ejected: no longer counts against the cap
+		}
+	}
+	b.states, b.index, b.members = states, index, members
+	b.rebuild(now)
+}
+
+func (b *Balancer) newState(ep Endpoint, now int64) *endpointState {
+	st := &endpointState{
+		b:    b,
+		zone: b.zoneStatsLocked(ep.Zone),
+		pair: b.acct.Pair(b.cfg.LocalZone, ep.Zone),
+	}
+	st.ewma.resetLocked(b.defaultLat, now) // not shared yet: no lock needed
+	st.rampStart.Store(now)
+	return st
+}
+
+func (b *Balancer) zoneStatsLocked(name string) *zoneStats {
+	zs, ok := b.zones[name]
+	if !ok {
+		zs = &zoneStats{name: name, distance: b.distance(name)}
+		b.zones[name] = zs
+	}
+	return zs
+}
+
+// rebuild publishes a new snapshot from the members and their ejection
+// state. Called with b.mu held.
+func (b *Balancer) rebuild(now int64) {
+	s := &snapshot{members: b.members, index: b.index, zoneBlind: b.zoneBlind()}
+
+	// The class in use: ready endpoints; terminating-but-serving ones
+	// only when no endpoint is ready anywhere.
+	class := make([]member, 0, len(b.members))
+	for _, m := range b.members {
+		if m.ep.Ready {
+			class = append(class, m)
+		}
+	}
+	if len(class) == 0 {
+		for _, m := range b.members {
+			if m.ep.Serving && m.ep.Terminating {
+				class = append(class, m)
+			}
+		}
+		s.lastResort = len(class) > 0
+	}
+	b.classSize = len(class)
+
+	usable := make([]member, 0, len(class))
+	for _, m := range class {
+		if m.st.ejectedUntil.Load() == 0 {
+			usable = append(usable, m)
+		}
+	}
+	if len(usable) == 0 && len(class) > 0 {
+		usable, s.ignoreEjection = class, true
+	}
+
+	byDistance := map[int][]entry{0: nil}
+	for _, m := range usable {
+		d := b.distance(m.ep.Zone)
+		w := float64(m.ep.Weight)
+		if w == 0 {
+			w = 1
+		}
+		byDistance[d] = append(byDistance[d], entry{ep: m.ep, st: m.st, weight: w})
+	}
+	distances := make([]int, 0, len(byDistance))
+	for d := range byDistance {
+		distances = append(distances, d)
+	}
+	slices.Sort(distances)
+	for _, d := range distances {
+		t := tier{distance: d, entries: byDistance[d]}
+		if len(s.tiers) > 0 {
+			t.gate = b.gates[d]
+			if t.gate == nil {
+				t.gate = &spillGate{distance: d}
+				b.gates[d] = t.gate
+			}
+		}
+		counts := map[*zoneStats]int{}
+		for _, e := range t.entries {
+			counts[e.st.zone]++
+		}
+		for zs, n := range counts {
+			t.zones = append(t.zones, tierZone{zs: zs, count: n})
+		}
+		slices.SortFunc(t.zones, func(x, y tierZone) int { return cmp.Compare(x.zs.name, y.zs.name) })
+		s.tiers = append(s.tiers, t)
+	}
+	b.snap.Store(s)
+}
+
+// Pick chooses an endpoint for one request. avoid names an endpoint to
+// skip when possible (the one a transparent retry follows); the zero
+// AddrPort means none. A retry also leaves avoid's zone when another zone
+// can take it, because failures correlate within a zone. Pick allocates
+// nothing; the caller must call Done on the result exactly once.
+func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
+	now := b.clock()
+	if now >= b.nextTick.Load() {
+		b.tick(now)
+	}
+	s := b.snap.Load()
+	if avoid.IsValid() {
+		if i, ok := s.index[avoid]; ok {
+			return b.pickRetry(s, now, s.members[i].st)
+		}
+	}
+
+	// Walk the cascade: a request stops at the first tier with endpoints
+	// unless that tier's outgoing gate sends it on (its spill share, or a
+	// probe of the next tier's level).
+	t := 0
+	for t+1 < len(s.tiers) {
+		if len(s.tiers[t].entries) == 0 {
+			t++
+			continue
+		}
+		g := s.tiers[t+1].gate
+		if th := g.threshold.Load(); th != 0 && b.rnd.Uint64() < th {
+			t++
+			continue
+		}
+		if g.probe.Load() && g.probe.CompareAndSwap(true, false) {
+			g.probes.Add(1)
+			t++
+		}
+		break
+	}
+	if e := b.p2c(s, s.tiers[t].entries, now, nil, nil); e != nil {
+		return b.picked(e, now), nil
+	}
+	for i := range s.tiers { // t had no usable endpoint: nearest first
+		if i == t {
+			continue
+		}
+		if e := b.p2c(s, s.tiers[i].entries, now, nil, nil); e != nil {
+			return b.picked(e, now), nil
+		}
+	}
+	return Picked{}, ErrNoEndpoint
+}
+
+// pickRetry picks for a retry away from avoid: first outside avoid's zone
+// (nearest tiers first), then anywhere but avoid, then avoid itself when it
+// is all there is.
+func (b *Balancer) pickRetry(s *snapshot, now int64, avoid *endpointState) (Picked, error) {
+	if !s.zoneBlind {
+		for t := range s.tiers {
+			tr := &s.tiers[t]
+			if len(tr.zones) == 1 && tr.zones[0].zs == avoid.zone {
+				continue // nothing in this tier outside avoid's zone
+			}
+			if e := b.p2c(s, tr.entries, now, avoid, avoid.zone); e != nil {
+				return b.picked(e, now), nil
+			}
+		}
+	}
+	for t := range s.tiers {
+		if e := b.p2c(s, s.tiers[t].entries, now, avoid, nil); e != nil {
+			return b.picked(e, now), nil
+		}
+	}
+	for t := range s.tiers {
+		if e := b.p2c(s, s.tiers[t].entries, now, nil, nil); e != nil {
+			return b.picked(e, now), nil
+		}
+	}
+	return Picked{}, ErrNoEndpoint
+}
+
+func (b *Balancer) picked(e *entry, now int64) Picked {
+	e.st.inflight.Add(1)
+	return Picked{Endpoint: e.ep, state: e.st, start: now}
+}
+
+// p2c returns the cheaper of two distinct random usable entries of es, or
+// nil when none is usable. Entries are unusable when ejected since the
+// snapshot was built, when they are avoid, or when in avoidZone.
+func (b *Balancer) p2c(s *snapshot, es []entry, now int64, avoid *endpointState, avoidZone *zoneStats) *entry {
+	n := len(es)
+	switch n {
+	case 0:
+		return nil
+	case 1:
+		if b.usable(s, &es[0], avoid, avoidZone) {
+			return &es[0]
+		}
+		return nil
+	}
+	// One 64-bit draw gives both indices: each 32-bit half scaled to its
+	// range (Lemire's multiply-shift), the second skipping the first.
+	x := b.rnd.Uint64()
+	i := int(uint64(uint32(x)) * uint64(n) >> 32)
+	j := int((x >> 32) * uint64(n-1) >> 32)
+	if j >= i {
+		j++
+	}
+	a, c := &es[i], &es[j]
+	ua, uc := b.usable(s, a, avoid, avoidZone), b.usable(s, c, avoid, avoidZone)
+	switch {
+	case ua && uc:
+		if b.cost(c, now) < b.cost(a, now) {
+			return c
+		}
+		return a
+	case ua:
+		return a
+	case uc:
+		return c
+	}
+	// Both unusable: rare on the first pick (an ejection racing the
+	// snapshot), common only on retries that filter a zone. Take the
+	// first usable one after i.
+	for k := 1; k < n; k++ {
+		if e := &es[(i+k)%n]; b.usable(s, e, avoid, avoidZone) {
+			return e
+		}
+	}
+	return nil
+}
+
+func (b *Balancer) usable(s *snapshot, e *entry, avoid *endpointState, avoidZone *zoneStats) bool {
+	st := e.st
+	return st != avoid && (avoidZone == nil || st.zone != avoidZone) &&
+		(s.ignoreEjection || st.ejectedUntil.Load() == 0)
+}
+
+// cost is Peak-EWMA's: the latency estimate times (in-flight + 1), divided
+// by the endpoint's weight, itself reduced during slow start.
+func (b *Balancer) cost(e *entry, now int64) float64 {
+	st := e.st
+	est := max(st.ewma.projected(now, b.invDecay), minEstimate)
+	c := est * float64(st.inflight.Load()+1)
+	return c / (e.weight * b.rampWeight(st, now))
+}
+
+// rampWeight is the share of its weight an endpoint has in slow start.
+func (b *Balancer) rampWeight(st *endpointState, now int64) float64 {
+	if b.slowStart == 0 {
+		return 1
+	}
+	age := now - st.rampStart.Load()
+	if age >= b.slowStart {
+		return 1
+	}
+	if age < 0 {
+		age = 0
+	}
+	return b.minWeight + (1-b.minWeight)*float64(age)/float64(b.slowStart)
+}

@@ -1,0 +1,291 @@
+package zone
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// zoneStats is what this balancer knows of one zone's latency and load.
+//
+// The level is the mean latency (TTFB, with failure and overload
+// penalties) of requests this balancer sent there. Peak-EWMA estimates are
+// the wrong yardstick between zones: a peak estimate sits near a high
+// percentile that depends on how often the endpoint is sampled, so a busy
+// local zone would look slower than an idle remote one serving the same
+// latencies. A mean does not depend on the sampling rate.
+type zoneStats struct {
+	name     string
+	distance int
+
+	// acc packs the samples added since the last control step: count in
+	// the top 20 bits, sum of microseconds in the low 44, so one atomic
+	// add records a sample and one swap reads count and sum together.
+	acc   atomic.Uint64
+	level atomic.Uint64 // float64 bits, ns: the slow level; 0 = unknown
+
+	// Guarded by Balancer.mu.
+	fast        float64 // ns: the level over the last few requests
+	slow        float64 // ns: fast, averaged over LevelTime
+	weight      float64 // effective samples behind fast; fades over StaleAfter
+	total       float64 // samples ever: the level is known from minLevelWeight on
+	lastSample  int64   // ns
+	inflight    int64   // this balancer's requests in flight there, at the last step
+	inflightNow int64   // the same, being summed by the current step
+	growth      float64 // smoothed change of inflight per step
+	completed   float64 // requests completed in the last step
+}
+
+// minLevelWeight is how many samples a zone's level needs before a spill
+// decision uses it; until then the controller assumes DefaultLatency and
+// probes. One probe's sample is noise. A level once known stays in use;
+// staleness only lowers its weight, so that fresh samples take over.
+const minLevelWeight = 5
+
+// growthSmoothing smooths a zone's backlog growth over control periods
+// (weight of the newest); measured on the queue model, 0.2 to 0.5 work
+// alike and 0.5 reacts sooner.
+const growthSmoothing = 0.5
+
+const (
+	accCountShift = 44
+	accSumMask    = 1<<accCountShift - 1
+	maxSampleUS   = 1 << 32 // ~71 minutes: clamps absurd samples
+)
+
+func (z *zoneStats) add(ns float64) {
+	us := uint64(max(ns, 0) / 1e3)
+	z.acc.Add(1<<accCountShift | min(us, maxSampleUS))
+}
+
+func (z *zoneStats) levelNs() float64 { return math.Float64frombits(z.level.Load()) }
+
+// spillGate controls the traffic crossing one tier boundary: from the tier
+// before it (the local zone, for the first gate) to its own tier. Gates are
+// keyed by their tier's distance and outlive snapshots. A request that
+// reaches tier k-1 passes gate k with probability share, so with the
+// default single remote tier there is one gate, and with more distances
+// the gates form a cascade: nearest zones first, farther ones only when the
+// nearer ones are themselves slower.
+type spillGate struct {
+	distance  int
+	threshold atomic.Uint64 // share as a threshold on a uniform uint64
+	probe     atomic.Bool   // the next request reaching the gate crosses it
+	probes    atomic.Uint64
+	flips     atomic.Uint64
+
+	// Guarded by Balancer.mu.
+	active    bool
+	share     float64
+	completed float64 // requests completed since the last probe was armed
+	from, to  float64 // slow levels compared at the last step, ns
+}
+
+// tick runs the control step if no one else is: return ejected endpoints
+// whose backoff ended, refresh zone levels, adjust the spill shares, arm
+// probes. Pick calls it once past nextTick; a Pick that finds the step
+// already running goes on without waiting.
+func (b *Balancer) tick(now int64) {
+	if !b.mu.TryLock() {
+		return
+	}
+	defer b.mu.Unlock()
+	if now < b.nextTick.Load() {
+		return // another Pick just ran it
+	}
+	b.nextTick.Store(now + b.interval)
+	dt := now - b.lastTick
+	b.lastTick = now
+
+	b.returnEjected(now)
+	b.refreshZones(now, dt)
+	s := b.snap.Load()
+	for k := 1; k < len(s.tiers); k++ {
+		b.control(s, k, now, dt)
+	}
+}
+
+// refreshZones folds each zone's samples since the last step into its
+// levels, and measures its in-flight count and how that count moves.
+func (b *Balancer) refreshZones(now, elapsed int64) {
+	cfg := b.cfg.Spill
+	dt := float64(max(elapsed, 0))
+	fade := math.Exp(-dt / float64(cfg.StaleAfter))
+	slowW := 1 - math.Exp(-dt/float64(cfg.LevelTime))
+
+	for _, z := range b.zones {
+		z.inflightNow = 0
+	}
+	for _, m := range b.members {
+		m.st.zone.inflightNow += m.st.inflight.Load()
+	}
+	for _, z := range b.zones {
+		// Backlog: in-flight requests are arrivals minus completions, so
+		// their change is how fast a backlog builds, seen at once, while
+		// latency shows it only when the queued requests complete. Long
+		// streams inflate the count but not, in a steady state, its change.
+		z.growth += (float64(z.inflightNow-z.inflight) - z.growth) * growthSmoothing
+		z.inflight = z.inflightNow
+
+		acc := z.acc.Swap(0)
+		n := float64(acc >> accCountShift)
+		z.completed = n
+		z.weight *= fade // what was learnt long ago counts for less
+		if n > 0 {
+			mean := float64(acc&accSumMask) / n * 1e3
+			// A batch of n samples moves the fast level with weight
+			// n/(n+w), w the recent samples behind it (at most Samples):
+			// a probe only nudges a well-known level, a busy zone's level
+			// is its last period's mean, and a level not fed for a while
+			// follows the first fresh samples.
+			w := n / (n + min(z.weight, float64(cfg.Samples)))
+			z.fast += (mean - z.fast) * w
+			z.weight += n
+			z.total += n
+			z.lastSample = now
+			if z.slow == 0 {
+				z.slow = z.fast
+			}
+		}
+		// The slow level averages the fast one over LevelTime: latency
+		// comes in bursts as long as queues take to drain, and one
+		// period's mean is a burst, not a level.
+		if z.slow > 0 {
+			z.slow += (z.fast - z.slow) * slowW
+			z.level.Store(math.Float64bits(max(z.slow, 1))) // 0 means unknown
+		}
+	}
+}
+
+// tierStats sums a tier's zones: slow and fast levels weighted by endpoint
+// counts over the zones known well enough, and the backlog growth and
+// completions over all of them.
+type tierStats struct {
+	slow, fast float64
+	known      bool
+	stale      bool // some known zone's level rests on fewer than Samples/2 recent samples
+	growth     float64
+	completed  float64
+}
+
+func statsOf(t *tier, samples int) tierStats {
+	var ts tierStats
+	var weight float64
+	for _, tz := range t.zones {
+		z := tz.zs
+		ts.growth += z.growth
+		ts.completed += z.completed
+		if z.total < minLevelWeight {
+			ts.stale = true
+			continue
+		}
+		if z.weight < float64(samples)/2 {
+			ts.stale = true
+		}
+		w := float64(tz.count)
+		ts.slow += z.slow * w
+		ts.fast += z.fast * w
+		weight += w
+	}
+	if weight > 0 {
+		ts.slow /= weight
+		ts.fast /= weight
+		ts.known = true
+	}
+	return ts
+}
+
+// control adjusts gate k, between tiers k-1 ("from") and k ("to"). The
+// rule, with its reasoning in docs/zone-balancing.md:
+//
+//   - the gate opens when from's slow level exceeds OnRatio times to's;
+//   - while open, its share is multiplied by exp(Gain x e x dt), with e =
+//     from/(to x TargetRatio) - 1 on the fast levels, capped to [-1, 1]:
+//     integral action that settles from's latency at TargetRatio times
+//     to's, so that only what the tier before cannot serve as well passes;
+//   - and the share also moves by from's backlog growth over the requests
+//     reaching the gate: proportional action on the queue, which damps the
+//     oscillation an integral controller alone would have (the queue is
+//     itself an integrator, and latency lags it by the queueing delay);
+//   - the gate closes when the share falls below MinShare while from's slow
+//     level is below TargetRatio times to's. OnRatio > TargetRatio is the
+//     hysteresis band.
+func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
+	g := s.tiers[k].gate
+	cfg := b.cfg.Spill
+	before := &s.tiers[k-1]
+	if len(before.entries) == 0 {
+		return // nothing stops at tier k-1: its requests move on anyway
+	}
+	from := statsOf(before, cfg.Samples)
+	to := statsOf(&s.tiers[k], cfg.Samples)
+	var reach float64 // requests that reached tier k-1 in the last step
+	for j := k - 1; j < len(s.tiers); j++ {
+		ts := statsOf(&s.tiers[j], cfg.Samples)
+		reach += ts.completed + ts.growth
+		g.completed += ts.completed
+	}
+	if !to.known {
+		// An assumption until a probe or spill measures it.
+		to.slow, to.fast = b.defaultLat, b.defaultLat
+	}
+	g.from, g.to = from.slow, to.slow
+
+	if from.known {
+		if !g.active {
+			if from.slow > cfg.OnRatio*to.slow {
+				g.active, g.share = true, cfg.InitialShare
+				g.flips.Add(1)
+				b.log.Info("zone: spillover on", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
+					"from_level", time.Duration(from.slow), "to_level", time.Duration(to.slow))
+			}
+		} else {
+			secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
+			e := min(max(from.fast/(to.fast*cfg.TargetRatio)-1, -1), 1)
+			share := g.share * math.Exp(cfg.Gain*e*secs)
+			if reach > 0 {
+				share += from.growth / reach
+			}
+			g.share = min(share, cfg.MaxShare)
+			if g.share < cfg.MinShare {
+				// Off only when the slow levels agree: the hysteresis.
+				if from.slow < cfg.TargetRatio*to.slow {
+					g.active, g.share = false, 0
+					g.flips.Add(1)
+					b.log.Info("zone: spillover off", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
+						"from_level", time.Duration(from.slow), "to_level", time.Duration(to.slow))
+				} else {
+					g.share = cfg.MinShare
+				}
+			}
+		}
+	}
+	g.threshold.Store(shareThreshold(g.share))
+
+	// Keep the level behind a closed gate measured and fresh, so that the
+	// decision to open it rests on a measurement rather than on
+	// DefaultLatency or an old state; only where requests reach the gate
+	// (the local zone's, or one behind an open gate), at most one probe
+	// per 1/ProbeShare completed requests.
+	reached := s.firstNonEmpty() == k-1 || (k > 1 && s.tiers[k-1].gate.active)
+	if !g.active && reached && cfg.ProbeShare > 0 && to.stale &&
+		g.completed*cfg.ProbeShare >= 1 {
+		g.probe.Store(true)
+		g.completed = 0
+	}
+}
+
+// shareThreshold maps a share in [0, 1] to a threshold on a uniform uint64.
+func shareThreshold(share float64) uint64 {
+	switch {
+	case share <= 0:
+		return 0
+	case share >= 1:
+		return math.MaxUint64
+	}
+	v := share * (1 << 64)
+	if v >= 1<<64 {
+		return math.MaxUint64
+	}
+	return uint64(v)
+}

@@ -1,0 +1,206 @@
+package zone
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// endpointState is what the balancer knows of one endpoint across requests
+// and set updates. Its atomics are read by Pick without locking; everything
+// a completed request changes together is guarded by ewma.mu. It must not
+// be copied.
+type endpointState struct {
+	b    *Balancer
+	zone *zoneStats   // immutable: the zone is part of the state's key
+	pair *PairCounter // (local zone, this zone) byte counters
+	ep   *Endpoint    // latest description; guarded by b.mu
+
+	inflight     atomic.Int64
+	rampStart    atomic.Int64 // ns; slow start runs from here
+	ejectedUntil atomic.Int64 // ns; 0 when not ejected
+	ewma         peakEWMA
+
+	// Guarded by ewma.mu.
+	consecutive    int   // failures in a row
+	probation      bool  // back from ejection, no success yet
+	ejections      int   // ejections in a row: the backoff exponent
+	returnedAt     int64 // ns; last return from ejection
+	totalEjections uint64
+}
+
+// done folds one completed request into the endpoint's state.
+func (st *endpointState) done(start int64, r Result) {
+	b := st.b
+	st.inflight.Add(-1)
+	st.pair.Record(r.BytesSent, r.BytesReceived)
+	ttfb := float64(r.TTFB)
+	// A response's latency was measured when its first byte came: stamp
+	// the sample then. It is the right time for the decay, and it spares
+	// a clock read (tens of ns on some machines) on most requests.
+	var now int64
+	if r.TTFB > 0 && (r.Outcome == Success || r.Outcome == Overloaded || r.Outcome == Canceled) {
+		now = start + int64(r.TTFB)
+	} else {
+		now = b.clock()
+	}
+
+	zoneSample, lowerBound := -1.0, -1.0
+	eject := false
+	st.ewma.mu.Lock()
+	switch r.Outcome {
+	case Success:
+		st.ewma.observeLocked(ttfb, now, b.decay)
+		zoneSample = ttfb
+		st.healthyLocked(now)
+	case Overloaded:
+		// Load, not ill health: the endpoint answered.
+		x := max(ttfb, st.ewma.currentLocked(now, b.decay)) + float64(b.cfg.OverloadPenalty)
+		st.ewma.observeLocked(x, now, b.decay)
+		zoneSample = x
+		st.healthyLocked(now)
+	case Failure, NotReached:
+		x := max(ttfb, st.ewma.currentLocked(now, b.decay)) + float64(b.cfg.FailurePenalty)
+		st.ewma.observeLocked(x, now, b.decay)
+		zoneSample = x
+		st.consecutive++
+		eject = st.shouldEjectLocked()
+	default: // Canceled: says nothing of health
+		if r.TTFB > 0 {
+			st.ewma.observeLocked(ttfb, now, b.decay)
+			zoneSample = ttfb
+		} else if elapsed := float64(now - start); elapsed > 0 {
+			// No answer yet when the caller gave up: the endpoint took
+			// at least this long. Only ever raises the estimate, so a
+			// caller cancelling early teaches nothing wrong.
+			st.ewma.raiseLocked(elapsed, now, b.decay)
+			lowerBound = elapsed
+		}
+	}
+	st.ewma.mu.Unlock()
+
+	if zoneSample >= 0 {
+		st.zone.add(zoneSample)
+	} else if lowerBound > st.zone.levelNs() {
+		st.zone.add(lowerBound)
+	}
+	if eject {
+		b.eject(st, now)
+	}
+}
+
+// healthyLocked records a sign of life.
+func (st *endpointState) healthyLocked(now int64) {
+	st.consecutive = 0
+	st.probation = false
+	// An endpoint that stays well for the longest backoff starts its next
+	// ejection from the base backoff again.
+	if st.ejections > 0 && now-st.returnedAt >= int64(st.b.cfg.Ejection.MaxBackoff) {
+		st.ejections = 0
+	}
+}
+
+// shouldEjectLocked tells whether the failure just counted calls for an
+// ejection attempt: at the threshold (1 on probation), then again every
+// threshold failures in case an attempt was refused by the share cap.
+func (st *endpointState) shouldEjectLocked() bool {
+	limit := st.b.cfg.Ejection.ConsecutiveFailures
+	if limit < 0 {
+		return false
+	}
+	if st.probation {
+		return true
+	}
+	return st.consecutive >= limit && (st.consecutive-limit)%limit == 0
+}
+
+// eject takes st out of rotation for its backoff, unless that would eject
+// more than the configured share of the service.
+func (b *Balancer) eject(st *endpointState, now int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if st.ejectedUntil.Load() != 0 {
+		return // a concurrent failure got here first
+	}
+	if b.states[stateKey{st.ep.Addr, st.ep.Zone}] != st {
+		return // removed from the set meanwhile
+	}
+	if limit := int(b.cfg.Ejection.MaxEjectedShare * float64(b.classSize)); b.ejected >= limit {
+		b.log.Debug("zone: ejection refused, share cap reached",
+			"addr", st.ep.Addr, "ejected", b.ejected, "cap", limit)
+		return
+	}
+
+	st.ewma.mu.Lock()
+	k := st.ejections
+	st.ejections++
+	st.totalEjections++
+	st.consecutive = 0
+	st.probation = false
+	est := st.ewma.currentLocked(now, b.decay)
+	st.ewma.mu.Unlock()
+
+	backoff := b.backoff(k)
+	until := now + int64(backoff)
+	if until == 0 {
+		until = 1 // 0 means "not ejected"
+	}
+	st.ejectedUntil.Store(until)
+	b.ejected++
+	b.nextReturn = min(b.nextReturn, until)
+	b.rebuild(now)
+	b.log.Info("zone: endpoint ejected", "addr", st.ep.Addr, "zone", st.ep.Zone,
+		"backoff", backoff, "ejections_in_a_row", k+1, "estimate", time.Duration(est))
+}
+
+// backoff is the k-th ejection's duration (k from 0): BaseBackoff x 2^k,
+// capped at MaxBackoff, then spread by Jitter.
+func (b *Balancer) backoff(k int) time.Duration {
+	e := b.cfg.Ejection
+	d := float64(e.MaxBackoff)
+	if k < 62 {
+		d = min(float64(e.BaseBackoff)*math.Ldexp(1, k), d)
+	}
+	if e.Jitter > 0 {
+		u := float64(b.rnd.Uint64()>>11) / (1 << 53) // [0, 1)
+		d *= 1 + e.Jitter*(2*u-1)
+	}
+	return time.Duration(d)
+}
+
+// returnEjected brings back endpoints whose backoff has ended: estimate
+// reset to DefaultLatency, slow start from now, on probation. Called with
+// b.mu held, from the control step.
+func (b *Balancer) returnEjected(now int64) {
+	if now < b.nextReturn {
+		return
+	}
+	next := int64(math.MaxInt64)
+	returned := 0
+	for _, m := range b.members {
+		st := m.st
+		until := st.ejectedUntil.Load()
+		if until == 0 {
+			continue
+		}
+		if until > now {
+			next = min(next, until)
+			continue
+		}
+		st.ewma.mu.Lock()
+		st.ewma.resetLocked(b.defaultLat, now)
+		st.probation = true
+		st.consecutive = 0
+		st.returnedAt = now
+		st.ewma.mu.Unlock()
+		st.rampStart.Store(now)
+		st.ejectedUntil.Store(0)
+		b.ejected--
+		returned++
+		b.log.Debug("zone: endpoint back from ejection", "addr", m.ep.Addr, "zone", m.ep.Zone)
+	}
+	b.nextReturn = next
+	if returned > 0 {
+		b.rebuild(now)
+	}
+}

@@ -1,0 +1,150 @@
+package zone
+
+import (
+	"cmp"
+	"slices"
+	"time"
+)
+
+// State is a point-in-time view of a balancer, for /debug/state and
+// metrics. Building it takes the balancer's mutex and allocates: call it
+// from a scrape, not per request.
+type State struct {
+	LocalZone string
+	// ZoneAware is false when zones are ignored (IgnoreZones, or no
+	// LocalZone).
+	ZoneAware bool
+	// LastResort is true when no endpoint is ready and only
+	// terminating-but-serving ones are used.
+	LastResort bool
+	// IgnoringEjection is true when every usable endpoint is ejected and
+	// they are used all the same.
+	IgnoringEjection bool
+	// Spill has one entry per tier boundary, nearest first: Spill[0]
+	// governs traffic leaving the local zone for the nearest zones.
+	Spill     []SpillState
+	Zones     []ZoneState     // sorted by distance, then name
+	Endpoints []EndpointState // in the order Update gave them
+}
+
+// SpillState describes spillover across one tier boundary: from the tier
+// before (the local zone, for the first) to the zones of distance Distance.
+type SpillState struct {
+	Distance int
+	Zones    []string // the zones of the tier spilled to
+	Active   bool
+	// Share is the share of requests reaching the boundary that cross it
+	// (0 when inactive).
+	Share float64
+	// Flips counts spillover turning on or off since the balancer began.
+	Flips uint64
+	// Probes counts single requests sent to refresh a stale level.
+	Probes uint64
+	// FromLevel and ToLevel are the latency levels compared at the last
+	// control step (ToLevel is DefaultLatency until measured).
+	FromLevel, ToLevel time.Duration
+}
+
+// ZoneState describes one zone of the endpoint set.
+type ZoneState struct {
+	Zone      string
+	Distance  int // 0 for the local zone
+	Endpoints int // in the set
+	Usable    int // in the class in use and not ejected
+	// Level is the zone's smoothed mean latency as measured from here;
+	// 0 when nothing was measured yet.
+	Level time.Duration
+}
+
+// EndpointState describes one endpoint.
+type EndpointState struct {
+	Endpoint Endpoint
+	// Estimate is the Peak-EWMA latency estimate as Pick sees it now.
+	Estimate time.Duration
+	InFlight int64
+	Ejected  bool
+	// EjectedUntil is when the endpoint returns; zero when not ejected.
+	EjectedUntil        time.Time
+	Ejections           uint64 // times ejected in total
+	ConsecutiveFailures int
+	Probation           bool
+	// SlowStartWeight is the share of its weight the endpoint has now: 1
+	// outside slow start.
+	SlowStartWeight float64
+}
+
+// State returns the balancer's current state.
+func (b *Balancer) State() State {
+	now := b.clock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.snap.Load()
+	st := State{
+		LocalZone:        b.cfg.LocalZone,
+		ZoneAware:        !s.zoneBlind,
+		LastResort:       s.lastResort,
+		IgnoringEjection: s.ignoreEjection,
+	}
+	for _, t := range s.tiers[1:] {
+		g := t.gate
+		sp := SpillState{
+			Distance:  t.distance,
+			Active:    g.active,
+			Share:     g.share,
+			Flips:     g.flips.Load(),
+			Probes:    g.probes.Load(),
+			FromLevel: time.Duration(g.from),
+			ToLevel:   time.Duration(g.to),
+		}
+		for _, tz := range t.zones {
+			sp.Zones = append(sp.Zones, tz.zs.name)
+		}
+		st.Spill = append(st.Spill, sp)
+	}
+
+	usable := map[*zoneStats]int{}
+	for _, t := range s.tiers {
+		for _, tz := range t.zones {
+			usable[tz.zs] += tz.count
+		}
+	}
+	zones := map[*zoneStats]*ZoneState{}
+	for _, m := range b.members {
+		zs := m.st.zone
+		z := zones[zs]
+		if z == nil {
+			z = &ZoneState{Zone: zs.name, Distance: zs.distance, Usable: usable[zs],
+				Level: time.Duration(zs.levelNs())}
+			zones[zs] = z
+		}
+		z.Endpoints++
+		st.Endpoints = append(st.Endpoints, b.endpointState(m, now))
+	}
+	for _, z := range zones {
+		st.Zones = append(st.Zones, *z)
+	}
+	slices.SortFunc(st.Zones, func(x, y ZoneState) int {
+		return cmp.Or(cmp.Compare(x.Distance, y.Distance), cmp.Compare(x.Zone, y.Zone))
+	})
+	return st
+}
+
+func (b *Balancer) endpointState(m member, now int64) EndpointState {
+	es := m.st
+	out := EndpointState{
+		Endpoint:        *m.ep,
+		Estimate:        time.Duration(es.ewma.projected(now, b.invDecay)),
+		InFlight:        es.inflight.Load(),
+		SlowStartWeight: b.rampWeight(es, now),
+	}
+	if until := es.ejectedUntil.Load(); until != 0 {
+		out.Ejected = true
+		out.EjectedUntil = b.epoch.Add(time.Duration(until))
+	}
+	es.ewma.mu.Lock()
+	out.Ejections = es.totalEjections
+	out.ConsecutiveFailures = es.consecutive
+	out.Probation = es.probation
+	es.ewma.mu.Unlock()
+	return out
+}
