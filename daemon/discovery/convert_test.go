@@ -248,12 +248,26 @@ func TestMergeEndpointsDuplicatePrefersUsable(t *testing.T) {
 	yes, no := ptr.To(true), ptr.To(false)
 	port := []discoveryv1.EndpointPort{slicePortOf("", 8080)}
 	v4 := discoveryv1.AddressTypeIPv4
-	for _, order := range [][2]string{{"a", "b"}, {"b", "a"}} {
-		stale := endpointSlice("ns", "s", order[0], v4, port, sliceEndpoint{addr: "10.0.0.1", zone: "old", ready: no, serving: no, terminating: yes})
-		fresh := endpointSlice("ns", "s", order[1], v4, port, sliceEndpoint{addr: "10.0.0.1", zone: "new", ready: yes})
-		got, _ := mergeEndpoints("", sortedSlices([]*discoveryv1.EndpointSlice{stale, fresh}))
-		if len(got) != 1 || got[0].Zone != "new" || !got[0].Ready {
-			t.Errorf("stale slice %q, fresh %q: got %+v, want the ready copy only", order[0], order[1], got)
+	// Each pair differs in one condition only; the better copy must win
+	// whichever slice sorts first.
+	pairs := []struct {
+		name          string
+		better, worse sliceEndpoint
+	}{
+		{"ready", sliceEndpoint{ready: yes, serving: yes}, sliceEndpoint{ready: no, serving: yes}},
+		{"serving", sliceEndpoint{ready: no, serving: yes}, sliceEndpoint{ready: no, serving: no}},
+		{"not terminating", sliceEndpoint{ready: no, serving: yes, terminating: no}, sliceEndpoint{ready: no, serving: yes, terminating: yes}},
+	}
+	for _, p := range pairs {
+		for _, order := range [][2]string{{"a", "b"}, {"b", "a"}} {
+			p.better.addr, p.better.zone = "10.0.0.1", "better"
+			p.worse.addr, p.worse.zone = "10.0.0.1", "worse"
+			worse := endpointSlice("ns", "s", order[0], v4, port, p.worse)
+			better := endpointSlice("ns", "s", order[1], v4, port, p.better)
+			got, _ := mergeEndpoints("", sortedSlices([]*discoveryv1.EndpointSlice{worse, better}))
+			if len(got) != 1 || got[0].Zone != "better" {
+				t.Errorf("%s, worse copy in slice %q: got %+v, want the better copy only", p.name, order[0], got)
+			}
 		}
 	}
 }

@@ -226,18 +226,22 @@ type FileConfig struct {
 	Path string
 	// Logger receives reload errors. Default: discard.
 	Logger *slog.Logger
-	// PollInterval is how often the file's identity, size and
-	// modification time are checked. Default DefaultPollInterval.
+	// PollInterval is how often the file is read again and compared.
+	// Default DefaultPollInterval.
 	PollInterval time.Duration
 	// Clock times the polling. Default: the real clock.
 	Clock clock.WithTicker
 }
 
 // FileSource publishes the snapshot a file describes, and a new one each
-// time the file changes. It polls the file's metadata rather than using
-// inotify: that needs no dependency, and it follows the symlink swaps with
-// which Kubernetes updates a mounted ConfigMap. A file that fails to read
-// or validate is logged and skipped: the last good snapshot stays.
+// time the file changes. It re-reads the file every poll interval and
+// compares the bytes, rather than using inotify or modification times:
+// that needs no dependency, follows the symlink swaps with which Kubernetes
+// updates a mounted ConfigMap, and cannot miss a same-size rewrite within
+// one tick of the file system's coarse timestamps. The files are small
+// (a few KB per hundred endpoints), so the reads cost nothing that matters.
+// A file that fails to read or validate is logged and skipped: the last
+// good snapshot stays.
 type FileSource struct {
 	cfg FileConfig
 	log *slog.Logger
@@ -269,37 +273,39 @@ func NewFileSource(cfg FileConfig) (*FileSource, error) {
 // if the first load fails. publish is called from one goroutine, one call
 // at a time.
 func (s *FileSource) Run(ctx context.Context, publish func(*Snapshot)) error {
-	stamp, err := statFile(s.cfg.Path)
+	last, err := os.ReadFile(s.cfg.Path)
 	if err != nil {
-		return fmt.Errorf("discovery file: %w", err)
+		return fmt.Errorf("read discovery file: %w", err)
 	}
-	current, err := LoadFile(s.cfg.Path)
+	current, err := ParseFile(last)
 	if err != nil {
-		return err
+		return fmt.Errorf("discovery file %s: %w", s.cfg.Path, err)
 	}
 	publish(current)
 
 	ticker := s.cfg.Clock.NewTicker(s.cfg.PollInterval)
 	defer ticker.Stop()
+	readFailed := false // log a failing read once, not every poll
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ticker.C():
 		}
-		next, err := statFile(s.cfg.Path)
+		data, err := os.ReadFile(s.cfg.Path)
 		if err != nil {
-			if !stamp.failed {
+			if !readFailed {
 				s.log.Error("discovery file unreadable; keeping the last good snapshot", "err", err)
 			}
-			stamp.failed = true
+			readFailed = true
 			continue
 		}
-		if next.same(stamp) {
+		readFailed = false
+		if bytes.Equal(data, last) {
 			continue
 		}
-		stamp = next
-		snap, err := LoadFile(s.cfg.Path)
+		last = data
+		snap, err := ParseFile(data)
 		if err != nil {
 			s.log.Error("discovery file invalid; keeping the last good snapshot", "err", err)
 			continue
@@ -312,26 +318,4 @@ func (s *FileSource) Run(ctx context.Context, publish func(*Snapshot)) error {
 		s.log.Info("discovery file reloaded", "services", len(snap.Services), "frontends", len(snap.Frontends))
 		publish(current)
 	}
-}
-
-// fileStamp is what the poller compares to notice a change.
-type fileStamp struct {
-	info   os.FileInfo
-	failed bool // the last stat failed: log once, not every poll
-}
-
-func statFile(path string) (fileStamp, error) {
-	info, err := os.Stat(path) // follows symlinks: a ConfigMap swap changes the target
-	if err != nil {
-		return fileStamp{}, fmt.Errorf("stat %s: %w", path, err)
-	}
-	return fileStamp{info: info}, nil
-}
-
-// same reports whether the file looks unchanged: the same file (device and
-// inode), size and modification time. A failed stat in between counts as a
-// change, so a file that comes back is read again.
-func (a fileStamp) same(b fileStamp) bool {
-	return !b.failed && b.info != nil && os.SameFile(a.info, b.info) &&
-		a.info.Size() == b.info.Size() && a.info.ModTime().Equal(b.info.ModTime())
 }

@@ -92,12 +92,17 @@ func TestParseFile(t *testing.T) {
 }
 
 func TestParseFileJSON(t *testing.T) {
-	doc := `{"zone":"z","services":[{"name":"s","clusterIPs":["127.0.0.10"],"ports":[{"port":80,"endpoints":[{"address":"127.0.0.1:81","zone":"z"}]}]}]}`
+	doc := `{"zone":"z","services":[{"name":"s","clusterIPs":["::ffff:127.0.0.10"],"ports":[{"port":80,"endpoints":[{"address":"[::ffff:127.0.0.1]:81","zone":"z"}]}]}]}`
 	snap, err := ParseFile([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, port, ok := snap.Lookup(netip.MustParseAddrPort("127.0.0.10:80")); !ok || len(port.Endpoints) != 1 {
+	// IPv4-mapped addresses are stored in their IPv4 form.
+	if _, ok := snap.Frontends[netip.MustParseAddrPort("127.0.0.10:80")]; !ok {
+		t.Errorf("frontends = %v, want 127.0.0.10:80", snap.Frontends)
+	}
+	if _, port, ok := snap.Lookup(netip.MustParseAddrPort("127.0.0.10:80")); !ok || len(port.Endpoints) != 1 ||
+		port.Endpoints[0].Addr != netip.MustParseAddrPort("127.0.0.1:81") {
 		t.Errorf("Lookup = %+v, %v", port, ok)
 	}
 }
@@ -233,17 +238,29 @@ services:
 			t.Error("the first snapshot was modified")
 		}
 
+		// An in-place rewrite of the same size, as fast as the test can
+		// go (same coarse mtime tick, same inode).
+		same := strings.Replace(two, `"127.0.0.1:81", zone: zone-a`, `"127.0.0.1:81", zone: zone-x`, 1)
+		if err := os.WriteFile(path, []byte(same), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		poll()
+		snaps = rec.all()
+		if len(snaps) != 3 || snaps[2].Services[ServiceName{"default", "a"}].Ports[0].Endpoints[0].Zone != "zone-x" {
+			t.Fatalf("same-size in-place rewrite missed: %d snapshots", len(snaps))
+		}
+
 		// No change: nothing published.
 		poll()
-		if n := len(rec.all()); n != 2 {
-			t.Fatalf("%d snapshots after an idle poll, want 2", n)
+		if n := len(rec.all()); n != 3 {
+			t.Fatalf("%d snapshots after an idle poll, want 3", n)
 		}
 
 		// An invalid file is skipped; the last good snapshot stays.
 		write("services: [{name: a}]\n")
 		poll()
-		if n := len(rec.all()); n != 2 {
-			t.Fatalf("%d snapshots after an invalid file, want 2", n)
+		if n := len(rec.all()); n != 3 {
+			t.Fatalf("%d snapshots after an invalid file, want 3", n)
 		}
 		// A removed file too.
 		if err := os.Remove(path); err != nil {
@@ -254,7 +271,7 @@ services:
 		write(`{"zone":"zone-c","services":[]}`)
 		poll()
 		snaps = rec.all()
-		if len(snaps) != 3 || snaps[2].Zone != "zone-c" || len(snaps[2].Services) != 0 {
+		if len(snaps) != 4 || snaps[3].Zone != "zone-c" || len(snaps[3].Services) != 0 {
 			t.Fatalf("after the fix: %d snapshots, last %+v", len(snaps), snaps[len(snaps)-1])
 		}
 
