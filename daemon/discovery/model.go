@@ -2,10 +2,24 @@ package discovery
 
 import (
 	"cmp"
+	"context"
 	"net/netip"
 	"slices"
 
 	"github.com/zonelb/zonelb/zone"
+)
+
+// Source produces snapshots: [KubeSource] and [FileSource]. Run publishes
+// a first complete snapshot, then one after every change, until ctx ends;
+// publish is called from one goroutine, one call at a time, and each
+// snapshot it receives is immutable and stays valid after the next one.
+type Source interface {
+	Run(ctx context.Context, publish func(*Snapshot)) error
+}
+
+var (
+	_ Source = (*KubeSource)(nil)
+	_ Source = (*FileSource)(nil)
 )
 
 // ServiceName names a Service.

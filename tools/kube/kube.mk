@@ -25,14 +25,14 @@ $(KUBE_APISERVER_BIN): $(KUBE_TOOLS_MOD)
 	@mkdir -p $(KUBE_BIN_DIR)
 	cd $(KUBE_TOOLS_DIR) && v=$$(go list -m -f '{{.Version}}' k8s.io/kubernetes) && \
 		minor=$$(echo $$v | cut -d. -f2) && \
-		go build -trimpath -ldflags "-X k8s.io/component-base/version.gitVersion=$$v \
+		go build -trimpath -buildvcs=false -ldflags "-X k8s.io/component-base/version.gitVersion=$$v \
 			-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$minor" \
 			-o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver
 	mv -f $@.tmp $@
 
 $(KUBE_ETCD_BIN): $(KUBE_TOOLS_MOD)
 	@mkdir -p $(KUBE_BIN_DIR)
-	cd $(KUBE_TOOLS_DIR) && go build -trimpath -o $@.tmp go.etcd.io/etcd/server/v3
+	cd $(KUBE_TOOLS_DIR) && go build -trimpath -buildvcs=false -o $@.tmp go.etcd.io/etcd/server/v3
 	mv -f $@.tmp $@
 
 kube-bins-clean:
