@@ -72,7 +72,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func TestDaemonSetCapabilitiesSuffice(t *testing.T) {
+// TestDaemonSetCapabilities runs the daemon's operations with exactly the
+// DaemonSet's capabilities, which must succeed, and then without each one
+// in turn, which must fail at a step: only a set that works as a whole
+// shows, by removal, that each of its members is needed.
+func TestDaemonSetCapabilities(t *testing.T) {
 	caps := manifestCapabilities(t)
 	env := newCapProbe(t)
 	out, err := env.run(t, caps)
@@ -84,11 +88,7 @@ func TestDaemonSetCapabilitiesSuffice(t *testing.T) {
 		t.Fatalf("the daemon's operations fail with the DaemonSet's capabilities %v: %v\n%s%s", caps, err, truncate(out, 4000), hint)
 	}
 	t.Logf("with %v:\n%s", caps, out)
-}
 
-func TestDaemonSetCapabilitiesEachNeeded(t *testing.T) {
-	caps := manifestCapabilities(t)
-	env := newCapProbe(t)
 	for _, drop := range caps {
 		t.Run("without_"+drop, func(t *testing.T) {
 			fewer := slices.DeleteFunc(slices.Clone(caps), func(c string) bool { return c == drop })
