@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -298,9 +299,8 @@ func TestDaemonSetPodSpec(t *testing.T) {
 	}) {
 		t.Errorf("tolerations %v: want one that tolerates every taint (operator Exists, no key, no effect)", pod.Tolerations)
 	}
-	grace := pod.TerminationGracePeriodSeconds
-	if grace == nil || float64(*grace) <= cfg.Proxy.DrainTimeout.Seconds() {
-		t.Errorf("terminationGracePeriodSeconds %v must exceed proxy.drainTimeout %v", grace, cfg.Proxy.DrainTimeout.Duration)
+	if grace := pod.TerminationGracePeriodSeconds; grace == nil || float64(*grace) <= cfg.Proxy.DrainTimeout.Seconds() {
+		t.Errorf("terminationGracePeriodSeconds %v must exceed proxy.drainTimeout %v", ptr.Deref(grace, -1), cfg.Proxy.DrainTimeout.Duration)
 	}
 
 	// The rolling update keeps every node served: never two daemons on a
