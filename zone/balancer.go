@@ -38,6 +38,9 @@ type Balancer struct {
 	slowStart  int64   // ns; 0 = off
 	minWeight  float64
 	interval   int64 // ns
+	// doubt is how many standard errors a remote level is judged above
+	// its mean (spill.go); a variable only so that a test can remove it.
+	doubt float64
 
 	// Read by Pick without locking.
 	snap     atomic.Pointer[snapshot]
@@ -139,6 +142,7 @@ func NewBalancer(cfg Config) (*Balancer, error) {
 		slowStart:  int64(max(cfg.SlowStart, 0)),
 		minWeight:  cfg.SlowStartMinWeight,
 		interval:   int64(cfg.Spill.Interval),
+		doubt:      1,
 		states:     make(map[stateKey]*endpointState),
 		zones:      make(map[string]*zoneStats),
 		gates:      make(map[int]*spillGate),

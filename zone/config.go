@@ -149,18 +149,18 @@ type SpillConfig struct {
 	// control period, the n requests completed in a zone move its fast
 	// level toward their mean latency with weight n/(n+w), w the samples
 	// behind the level (at most Samples), which fade by exp(-t/StaleAfter).
-	// Until a zone has 5 samples its level is not used (DefaultLatency is
-	// assumed); a level behind a closed gate with fewer than Samples/2
-	// recent samples is probed. The slow level, used to switch spillover
-	// on and off, averages the fast one over LevelTime. Defaults 20, 30s,
-	// 1s.
+	// A zone's level is used once Samples requests completed there (until
+	// then a gate assumes parity and does not open); a closed gate probes
+	// the level behind it while that level rests on fewer than Samples
+	// recent samples. The slow level, used to switch spillover on and off,
+	// averages the fast one over LevelTime. Defaults 20, 30s, 1s.
 	Samples    int
 	StaleAfter time.Duration
 	LevelTime  time.Duration
 
-	// ProbeShare: while the level behind a closed gate is unknown or
-	// stale, one request in 1/ProbeShare (at most) is sent there to
-	// measure it.
+	// ProbeShare: while the level behind a closed gate is stale, at most
+	// one request in 1/ProbeShare is sent there to measure it; while it is
+	// not known yet (fewer than Samples requests ever), one in 10.
 	// Default 0.001; negative disables probing.
 	ProbeShare float64
 }

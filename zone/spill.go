@@ -28,7 +28,7 @@ type zoneStats struct {
 	fast        float64 // ns: the level over the last few requests
 	slow        float64 // ns: fast, averaged over LevelTime
 	weight      float64 // effective samples behind fast; fades over StaleAfter
-	total       float64 // samples ever: the level is known from minLevelWeight on
+	total       float64 // samples ever: the level is known from Samples on
 	lastSample  int64   // ns
 	inflight    int64   // this balancer's requests in flight there, at the last step
 	inflightNow int64   // the same, being summed by the current step
@@ -36,11 +36,18 @@ type zoneStats struct {
 	completed   float64 // requests completed in the last step
 }
 
-// minLevelWeight is how many samples a zone's level needs before a spill
-// decision uses it; until then the controller assumes DefaultLatency and
-// probes. One probe's sample is noise. A level once known stays in use;
-// staleness only lowers its weight, so that fresh samples take over.
-const minLevelWeight = 5
+// A zone's level is used for a spill decision once Samples requests have
+// completed there. Means of fewer samples are noise: with the gate
+// threshold 25% above parity, a remote level from 5 probes opened gates at
+// 50% load in the simulator. Until then the controller assumes the tier
+// behind the gate is as slow as the tier before it (no reason to move),
+// and learns its level with probes at learnProbeShare: about Samples/0.1
+// requests, once per zone. Assuming a fixed latency instead (say
+// DefaultLatency) would open every gate at once for services slower than
+// it. A level once known stays in use; staleness only lowers its weight
+// (so that fresh samples take over) and makes a closed gate probe it
+// again, at ProbeShare.
+const learnProbeShare = 0.1
 
 // growthSmoothing smooths a zone's backlog growth over control periods
 // (weight of the newest); measured on the queue model, 0.2 to 0.5 work
@@ -163,7 +170,9 @@ func (b *Balancer) refreshZones(now, elapsed int64) {
 type tierStats struct {
 	slow, fast float64
 	known      bool
-	stale      bool // some known zone's level rests on fewer than Samples/2 recent samples
+	unknown    bool    // some zone's level is not known yet
+	stale      bool    // some zone's level rests on fewer than Samples recent samples
+	weight     float64 // recent samples behind the known zones' levels
 	growth     float64
 	completed  float64
 }
@@ -175,17 +184,18 @@ func statsOf(t *tier, samples int) tierStats {
 		z := tz.zs
 		ts.growth += z.growth
 		ts.completed += z.completed
-		if z.total < minLevelWeight {
+		if z.weight < float64(samples) {
 			ts.stale = true
-			continue
 		}
-		if z.weight < float64(samples)/2 {
-			ts.stale = true
+		if z.total < float64(samples) {
+			ts.unknown = true
+			continue
 		}
 		w := float64(tz.count)
 		ts.slow += z.slow * w
 		ts.fast += z.fast * w
 		weight += w
+		ts.weight += z.weight
 	}
 	if weight > 0 {
 		ts.slow /= weight
@@ -225,9 +235,19 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 		reach += ts.completed + ts.growth
 		g.completed += ts.completed
 	}
-	if !to.known {
-		// An assumption until a probe or spill measures it.
-		to.slow, to.fast = b.defaultLat, b.defaultLat
+	if to.known {
+		// Judge the tier behind the gate by a pessimistic bound, one
+		// standard error above its mean for latencies whose deviation is
+		// up to their mean: a level from 20 probes can be 20% low, and
+		// opening on that noise sends traffic across that is slow to
+		// correct (at a 2% share, a quiet node measures the other side
+		// slowly). The bound fades as spilled requests measure the tier.
+		worse := 1 + b.doubt/math.Sqrt(max(to.weight, 1))
+		to.slow *= worse
+		to.fast *= worse
+	} else {
+		// No measurement yet: assume parity until probes measure it.
+		to.slow, to.fast = from.slow, from.fast
 	}
 	g.from, g.to = from.slow, to.slow
 
@@ -263,13 +283,16 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 	g.threshold.Store(shareThreshold(g.share))
 
 	// Keep the level behind a closed gate measured and fresh, so that the
-	// decision to open it rests on a measurement rather than on
-	// DefaultLatency or an old state; only where requests reach the gate
+	// decision to open it rests on a measurement rather than on an
+	// assumption or an old state; only where requests reach the gate
 	// (the local zone's, or one behind an open gate), at most one probe
 	// per 1/ProbeShare completed requests.
 	reached := s.firstNonEmpty() == k-1 || (k > 1 && s.tiers[k-1].gate.active)
-	if !g.active && reached && cfg.ProbeShare > 0 && to.stale &&
-		g.completed*cfg.ProbeShare >= 1 {
+	rate := cfg.ProbeShare
+	if to.unknown && rate > 0 {
+		rate = max(rate, learnProbeShare)
+	}
+	if !g.active && reached && rate > 0 && to.stale && g.completed*rate >= 1 {
 		g.probe.Store(true)
 		g.completed = 0
 	}
