@@ -61,7 +61,7 @@ func ghzArgs(s loadSpec, protoset, dataFile, output string) []string {
 		"--connections", strconv.Itoa(s.Connections),
 		"--duration", s.Duration.String(),
 		"--duration-stop", "wait",
-		"--timeout", "10s",
+		"--timeout", "5s",
 		"--disable-template-functions",
 		"--disable-template-data",
 		"--format", "json",

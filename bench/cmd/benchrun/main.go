@@ -48,7 +48,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		runs               string
 		warmup, phase, sat string
 		profile            string
-	}{"3", "1s", "5s", "3s", "8s"}
+	}{"3", "1s", "4s", "3s", "6s"}
 	if quick {
 		def.runs, def.warmup, def.phase, def.sat, def.profile = "1", "500ms", "2s", "2s", "3s"
 	}
