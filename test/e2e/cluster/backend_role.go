@@ -1,0 +1,209 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/zonelb/zonelb/internal/testservice"
+)
+
+// PeerHeader is the response header in which a backend names the address
+// it saw the call come from: the client pod's own address when the call
+// came straight (kube-proxy DNAT does not change the source), a node
+// address when zonelb's node proxy forwarded it.
+const PeerHeader = "x-zonelb-e2e-peer"
+
+// BackendLoad is a backend's service model: Capacity calls at a time, each
+// taking ServiceTime; the rest wait. Capacity 0 means no limit.
+type BackendLoad struct {
+	ServiceTime Duration `json:"serviceTime"`
+	Capacity    int      `json:"capacity"`
+}
+
+// backendArgs is what the backend helper is started with.
+type backendArgs struct {
+	Name   string `json:"name"`
+	Zone   string `json:"zone"`
+	Listen string `json:"listen"`
+	Load   BackendLoad
+	// CrossZoneDelay is added to calls from callers in other zones,
+	// whose zone is found by matching their address to ZoneOf.
+	CrossZoneDelay Duration                `json:"crossZoneDelay"`
+	ZoneOf         map[netip.Prefix]string `json:"zoneOf"`
+	// DrainTimeout bounds the graceful stop on SIGTERM.
+	DrainTimeout Duration `json:"drainTimeout"`
+}
+
+// Duration is a time.Duration written as "10ms" in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes "10ms".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads "10ms".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	*d = Duration(v)
+	return err
+}
+
+// slots is a counting semaphore whose size can change while calls wait.
+type slots struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	busy   int
+	size   int // 0: unlimited
+	serve  time.Duration
+	closed bool
+}
+
+func newSlots(l BackendLoad) *slots {
+	s := &slots{size: l.Capacity, serve: time.Duration(l.ServiceTime)}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+func (s *slots) set(l BackendLoad) {
+	s.mu.Lock()
+	s.size, s.serve = l.Capacity, time.Duration(l.ServiceTime)
+	s.mu.Unlock()
+	s.cond.Broadcast()
+}
+
+// serveCall waits for a slot, holds it for the service time, and
+// releases it. A call whose context ends while it waits gives up.
+func (s *slots) serveCall(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.mu.Unlock()
+		s.cond.Broadcast()
+	})
+	defer stop()
+	s.mu.Lock()
+	for s.size > 0 && s.busy >= s.size && ctx.Err() == nil {
+		s.cond.Wait()
+	}
+	if err := ctx.Err(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.busy++
+	serve := s.serve
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.busy--
+		s.mu.Unlock()
+		s.cond.Signal()
+	}()
+	return sleepCtx(ctx, serve)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runBackend is the backend helper: grpc.testing.TestService (package
+// internal/testservice answers with the backend's name and zone) behind
+// an interceptor that applies the cross-zone delay and the service model,
+// and reports the caller's address. Commands on stdin (one JSON
+// BackendLoad per line) change the load; SIGTERM stops it gracefully.
+func runBackend(ctx context.Context, raw []byte) error {
+	var args backendArgs
+	if err := json.Unmarshal(raw, &args); err != nil {
+		return fmt.Errorf("args: %w", err)
+	}
+	load := newSlots(args.Load)
+	zoneOf := func(a netip.Addr) string {
+		for p, z := range args.ZoneOf {
+			if p.Contains(a) {
+				return z
+			}
+		}
+		return ""
+	}
+	intercept := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		var from netip.Addr
+		if p, ok := peer.FromContext(ctx); ok {
+			if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+				from = ap.Addr().Unmap()
+			}
+		}
+		// The extra round trip of crossing a zone is paid on the way in;
+		// it is network time, so it holds no service slot.
+		if z := zoneOf(from); z != "" && z != args.Zone {
+			if err := sleepCtx(ctx, time.Duration(args.CrossZoneDelay)); err != nil {
+				return nil, err
+			}
+		}
+		if err := load.serveCall(ctx); err != nil {
+			return nil, err
+		}
+		_ = grpc.SetHeader(ctx, metadata.Pairs(PeerHeader, from.String()))
+		return handler(ctx, req)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(intercept))
+	testgrpc.RegisterTestServiceServer(srv, &testservice.Server{Name: args.Name, Zone: args.Zone})
+	l, err := net.Listen("tcp4", args.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", args.Listen, err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			var l BackendLoad
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				fmt.Fprintf(os.Stderr, "backend %s: bad command %q: %v\n", args.Name, sc.Text(), err)
+				continue
+			}
+			load.set(l)
+			fmt.Println(`{"applied":true}`)
+		}
+	}()
+	fmt.Println(`{"ready":true}`)
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	}
+	// As a pod being deleted: GOAWAY to every client, finish the calls in
+	// flight, refuse new connections (the listener is closed at once).
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(time.Duration(args.DrainTimeout)):
+		srv.Stop()
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package cluster
+
+import (
+	"maps"
+	"slices"
+	"time"
+)
+
+// Window is what one or more clients saw between two snapshots.
+type Window struct {
+	// Start and End are wall-clock times (Unix nanoseconds) of the
+	// window, as the client's clock reads them (the same clock as the
+	// harness: one machine).
+	Start, End int64
+	OK, Failed int
+	// ByBackend and ByZone count successful calls by the backend (its
+	// name) and zone that answered them.
+	ByBackend map[string]int
+	ByZone    map[string]int
+	// BytesByZone counts the request and response payload bytes of
+	// successful calls by the answering zone.
+	BytesByZone map[string]int64
+	// ViaProxy counts successful calls whose backend saw a caller other
+	// than the client pod itself (zonelb's node proxy); the others came
+	// straight from the pod (kube-proxy's DNAT keeps the source).
+	ViaProxy int
+	// Dials counts connections the client opened.
+	Dials int
+	// Skipped counts calls an open-loop client could not start because
+	// every one of its Concurrency slots was busy.
+	Skipped int
+	// LatenciesUS are the successful calls' latencies in microseconds.
+	LatenciesUS []int64
+	// Failures lists failed calls (at most maxFailures kept per client
+	// window; Failed counts them all).
+	Failures []Failure
+}
+
+// Failure is one failed call.
+type Failure struct {
+	Start int64  // Unix nanoseconds
+	Code  string // gRPC status code
+	Msg   string
+}
+
+const maxFailures = 200
+
+func newWindow(start time.Time) *Window {
+	return &Window{
+		Start:       start.UnixNano(),
+		ByBackend:   map[string]int{},
+		ByZone:      map[string]int{},
+		BytesByZone: map[string]int64{},
+	}
+}
+
+// Merge returns the union of windows (of several clients, or of
+// consecutive snapshots).
+func Merge(ws ...Window) Window {
+	out := Window{ByBackend: map[string]int{}, ByZone: map[string]int{}, BytesByZone: map[string]int64{}}
+	for i, w := range ws {
+		if i == 0 || w.Start < out.Start {
+			out.Start = w.Start
+		}
+		out.End = max(out.End, w.End)
+		out.OK += w.OK
+		out.Failed += w.Failed
+		out.ViaProxy += w.ViaProxy
+		out.Dials += w.Dials
+		out.Skipped += w.Skipped
+		for k, v := range w.ByBackend {
+			out.ByBackend[k] += v
+		}
+		for k, v := range w.ByZone {
+			out.ByZone[k] += v
+		}
+		for k, v := range w.BytesByZone {
+			out.BytesByZone[k] += v
+		}
+		out.LatenciesUS = append(out.LatenciesUS, w.LatenciesUS...)
+		out.Failures = append(out.Failures, w.Failures...)
+	}
+	slices.Sort(out.LatenciesUS)
+	return out
+}
+
+// Duration is the window's length.
+func (w Window) Duration() time.Duration { return time.Duration(w.End - w.Start) }
+
+// Share is the share of successful calls answered in zone.
+func (w Window) Share(zone string) float64 {
+	if w.OK == 0 {
+		return 0
+	}
+	return float64(w.ByZone[zone]) / float64(w.OK)
+}
+
+// ByteShare is the share of payload bytes exchanged with zone.
+func (w Window) ByteShare(zone string) float64 {
+	var total int64
+	for _, v := range w.BytesByZone {
+		total += v
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(w.BytesByZone[zone]) / float64(total)
+}
+
+// Rate is successful calls per second over the window.
+func (w Window) Rate() float64 {
+	d := w.Duration().Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return float64(w.OK) / d
+}
+
+// Percentile returns the p-th percentile latency (nearest rank), 0 when
+// there is none.
+func (w Window) Percentile(p float64) time.Duration {
+	lat := w.LatenciesUS
+	if len(lat) == 0 {
+		return 0
+	}
+	if !slices.IsSorted(lat) {
+		lat = slices.Sorted(slices.Values(lat))
+	}
+	i := int(p/100*float64(len(lat))+0.999999) - 1
+	i = min(max(i, 0), len(lat)-1)
+	return time.Duration(lat[i]) * time.Microsecond
+}
+
+// Backends returns the names of the backends that answered, sorted.
+func (w Window) Backends() []string {
+	return slices.Sorted(maps.Keys(w.ByBackend))
+}
+
+// FailedSince counts the failures of calls that started at or after t.
+func (w Window) FailedSince(t time.Time) int {
+	n := 0
+	for _, f := range w.Failures {
+		if f.Start >= t.UnixNano() {
+			n++
+		}
+	}
+	return n
+}
