@@ -280,6 +280,14 @@ func NetnsCookieFromPath(path string) (uint64, error) {
 			return
 		}
 		defer orig.Close()
+		if orig.Equal(target) {
+			// Our own namespace (the default HostNetns): no setns, which
+			// would need CAP_SYS_ADMIN even for a no-op.
+			cookie, err := socketNetnsCookie()
+			runtime.UnlockOSThread()
+			done <- result{cookie, err}
+			return
+		}
 		if err := netns.Set(target); err != nil {
 			done <- result{err: fmt.Errorf("enter network namespace %s: %w", path, err)}
 			return

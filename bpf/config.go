@@ -62,6 +62,12 @@ type Config struct {
 	// Default: the caller's, /proc/self/ns/net (the agent runs with
 	// hostNetwork).
 	HostNetns string
+	// EnrollAllNetns redirects every network namespace under CgroupPath
+	// other than the host's, without enrolling them one by one: the attach
+	// cgroup is then the scope (on a node, the pods' cgroups). Enrolling
+	// one by one needs a namespace's cookie, which takes setns(2) and so
+	// CAP_SYS_ADMIN; this needs nothing more than loading the programs.
+	EnrollAllNetns bool
 	// SkipInterface leaves interfaces alone (the proxy address is then an
 	// address the node already has).
 	SkipInterface bool

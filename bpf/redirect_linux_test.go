@@ -128,3 +128,27 @@ func TestNotRedirected(t *testing.T) {
 		})
 	}
 }
+
+// With EnrollAllNetns the attach cgroup is the scope: a pod namespace that
+// was never enrolled is redirected, and the host namespace still is not.
+func TestEnrollAllNetns(t *testing.T) {
+	e := newTestEnv(t)
+	e.cfg.EnrollAllNetns = true
+	r := e.load(loadOptions{})
+	if err := r.SetService(netip.AddrPortFrom(vip4, servicePort), svcID4); err != nil {
+		t.Fatal(err)
+	}
+	e.startBackends()
+	e.startProxy(r)
+	want := fmt.Sprintf("proxy %s:%d %d false", vip4, servicePort, svcID4)
+	for _, pod := range []string{e.pod1, e.pod2} {
+		res := e.runClient(pod, helperArgs{Dst: netip.AddrPortFrom(vip4, servicePort).String(), Network: "tcp4"})
+		if got := res[0]; got.Err != "" || got.Reply != want {
+			t.Fatalf("pod %s: reply %q err %q, want %q", pod, got.Reply, got.Err, want)
+		}
+	}
+	res := e.runClient(e.node, helperArgs{Dst: netip.AddrPortFrom(vip4, servicePort).String(), Network: "tcp4"})
+	if got := res[0]; got.Err != "" || !strings.HasPrefix(got.Reply, "backend ") {
+		t.Fatalf("host netns: reply %q err %q, want the stand-in backend", got.Reply, got.Err)
+	}
+}

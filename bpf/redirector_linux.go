@@ -34,7 +34,10 @@ var cgroupHooks = []struct {
 func linkPinName(prog string) string { return "link_" + prog }
 
 // Config flags shared with the C side (struct config.flags).
-const cfgFlagShortcut = 1
+const (
+	cfgFlagShortcut  = 1
+	cfgFlagEnrollAll = 2
+)
 
 // Slots of zlb_listeners.
 const (
@@ -304,6 +307,9 @@ func (r *Redirector) writeConfig(hostNetns uint64) error {
 	c.Mark = r.cfg.SocketMark
 	if r.cfg.SockMsgShortcut {
 		c.Flags |= cfgFlagShortcut
+	}
+	if r.cfg.EnrollAllNetns {
+		c.Flags |= cfgFlagEnrollAll
 	}
 	if err := r.maps.config.Update(uint32(0), &c, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write %s: %w", zonelbMapZlbConfig, err)

@@ -67,10 +67,10 @@ type RedirectConfig struct {
 	// SocketMark marks the proxy's upstream sockets so they are never
 	// redirected. Default 0x5a4c.
 	SocketMark uint32 `json:"socketMark,omitempty"`
-	// Enroll says which pod network namespaces are redirected: "all" (every
-	// network namespace other than the host's with a process under
-	// CgroupPath, rescanned every second) or "none" (only those enrolled
-	// explicitly through the API, as the tests do). Default all.
+	// Enroll says which pod network namespaces are redirected: "all"
+	// (every network namespace other than the host's, for processes under
+	// CgroupPath: the attach cgroup is the scope) or "none" (only those
+	// enrolled one by one through the BPF API, as tests do). Default all.
 	Enroll string `json:"enroll,omitempty"`
 }
 

@@ -211,11 +211,6 @@ func Run(ctx context.Context, opts Options) (err error) {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	if red != nil {
-		if cfg.Redirect.Enroll == "all" {
-			if err := startEnroller(bg, log, cfg, red); err != nil {
-				log.Warn("pod network namespaces will not be enrolled automatically", "err", err)
-			}
-		}
 		if err := red.RegisterListener(l.(*net.TCPListener)); err != nil {
 			l.Close()
 			px.Shutdown(context.Background())
@@ -270,12 +265,13 @@ func (c Config) BPFConfig() bpf.Config {
 
 func (c Config) bpfConfig(log *slog.Logger) bpf.Config {
 	return bpf.Config{
-		PinDir:     c.Redirect.PinDir,
-		CgroupPath: c.Redirect.CgroupPath,
-		ProxyAddr4: netip.MustParseAddrPort(c.Proxy.Listen),
-		SocketMark: c.Redirect.SocketMark,
-		Interface:  c.Redirect.Interface,
-		Logger:     log.With("component", "bpf"),
+		PinDir:         c.Redirect.PinDir,
+		CgroupPath:     c.Redirect.CgroupPath,
+		ProxyAddr4:     netip.MustParseAddrPort(c.Proxy.Listen),
+		SocketMark:     c.Redirect.SocketMark,
+		Interface:      c.Redirect.Interface,
+		EnrollAllNetns: c.Redirect.Enroll == "all",
+		Logger:         log.With("component", "bpf"),
 	}
 }
 

@@ -44,6 +44,7 @@
 
 // config.flags
 #define ZLB_CFG_SHORTCUT 1 // add pod<->proxy sockets to zlb_shortcut for sk_msg
+#define ZLB_CFG_ENROLL_ALL 2 // every non-host netns under the attach cgroup is enrolled
 
 // Listener slots in zlb_listeners.
 #define ZLB_LISTENER_V4 0
@@ -203,7 +204,9 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, struct config *cfg,
 		count(ZLB_C_SKIP_HOST_NETNS);
 		return 0;
 	}
-	if (!bpf_map_lookup_elem(&zlb_netns, &cookie)) {
+	// With ENROLL_ALL the attach cgroup is the scope (on a node: the pods'
+	// cgroups); otherwise only namespaces enrolled one by one.
+	if (!(cfg->flags & ZLB_CFG_ENROLL_ALL) && !bpf_map_lookup_elem(&zlb_netns, &cookie)) {
 		count(ZLB_C_SKIP_NOT_ENROLLED);
 		return 0;
 	}

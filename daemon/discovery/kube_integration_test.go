@@ -393,10 +393,24 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	if f.published.Load() != publishedBefore {
 		t.Errorf("snapshots were published while nothing changed across the restart: %s", describe(f.latest.Load()))
 	}
-	// Wait for the informers to be back: a canary change.
-	api.service("apps", "canary", false, map[string]string{EnabledKey: "true"}, corev1.ServicePort{Name: "x", Port: 1, Protocol: corev1.ProtocolTCP})
+	// Wait until every informer is back (each reconnects on its own
+	// backoff): one canary change per watched kind. A Service in a new
+	// namespace that only the namespace's label opts in shows that the
+	// Namespace informer is back too.
+	n, err = client.CoreV1().Nodes().Get(t.Context(), "node-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Labels["topology.kubernetes.io/zone"] = "zone-d"
+	if _, err := client.CoreV1().Nodes().Update(t.Context(), n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	api.namespace("canary", map[string]string{EnabledKey: "true"})
+	api.service("canary", "canary", false, nil, corev1.ServicePort{Name: "x", Port: 1, Protocol: corev1.ProtocolTCP})
+	api.slice("canary", "canary", "canary-1", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{slicePortOf("x", 1)},
+		sliceEndpoint{addr: "10.9.0.1"})
 	f.waitFor(t, reconnectWithin, "informers back after restart", func(s *Snapshot) bool {
-		return s.Services[ServiceName{"apps", "canary"}] != nil
+		return s.Zone == "zone-d" && len(endpointsOf(s, "canary", "canary", "x")) == 1
 	})
 	api.slice("apps", "before", "before-2", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{slicePortOf("grpc", 50051)},
 		sliceEndpoint{addr: "10.1.0.2", zone: "zone-b"})
