@@ -67,3 +67,4 @@ clean:
 include bpf/bpf.mk
 include tools/kube/kube.mk
 include bench/bench.mk
+include deploy/deploy.mk
