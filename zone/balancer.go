@@ -41,6 +41,9 @@ type Balancer struct {
 	// doubt is how many standard errors a remote level is judged above
 	// its mean (spill.go); a variable only so that a test can remove it.
 	doubt float64
+	// zoneProbation lets one endpoint at a time probe a zone that is down
+	// (state.go); a variable only so that a test can turn it off.
+	zoneProbation bool
 
 	// Read by Pick without locking.
 	snap     atomic.Pointer[snapshot]
@@ -52,6 +55,7 @@ type Balancer struct {
 	states     map[stateKey]*endpointState
 	zones      map[string]*zoneStats
 	classSize  int   // endpoints in the class in use (ready, or last resort)
+	lastResort bool  // the class in use is terminating-but-serving endpoints
 	ejected    int   // members currently ejected
 	nextReturn int64 // earliest ejection end; math.MaxInt64 when none
 	lastTick   int64
@@ -132,21 +136,22 @@ func NewBalancer(cfg Config) (*Balancer, error) {
 		}
 	}
 	b := &Balancer{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		acct:       acct,
-		rnd:        cfg.Rand,
-		decay:      float64(cfg.Decay),
-		invDecay:   1 / float64(cfg.Decay),
-		defaultLat: float64(cfg.DefaultLatency),
-		slowStart:  int64(max(cfg.SlowStart, 0)),
-		minWeight:  cfg.SlowStartMinWeight,
-		interval:   int64(cfg.Spill.Interval),
-		doubt:      1,
-		states:     make(map[stateKey]*endpointState),
-		zones:      make(map[string]*zoneStats),
-		gates:      make(map[int]*spillGate),
-		nextReturn: math.MaxInt64,
+		cfg:           cfg,
+		log:           cfg.Logger,
+		acct:          acct,
+		rnd:           cfg.Rand,
+		decay:         float64(cfg.Decay),
+		invDecay:      1 / float64(cfg.Decay),
+		defaultLat:    float64(cfg.DefaultLatency),
+		slowStart:     int64(max(cfg.SlowStart, 0)),
+		minWeight:     cfg.SlowStartMinWeight,
+		interval:      int64(cfg.Spill.Interval),
+		doubt:         1,
+		zoneProbation: true,
+		states:        make(map[stateKey]*endpointState),
+		zones:         make(map[string]*zoneStats),
+		gates:         make(map[int]*spillGate),
+		nextReturn:    math.MaxInt64,
 	}
 	if now := cfg.Now; now != nil {
 		b.epoch = now()
@@ -264,7 +269,7 @@ func (b *Balancer) rebuild(now int64) {
 		}
 		s.lastResort = len(class) > 0
 	}
-	b.classSize = len(class)
+	b.classSize, b.lastResort = len(class), s.lastResort
 
 	usable := make([]member, 0, len(class))
 	for _, m := range class {
@@ -310,6 +315,14 @@ func (b *Balancer) rebuild(now int64) {
 		s.tiers = append(s.tiers, t)
 	}
 	b.snap.Store(s)
+}
+
+// inClass tells whether m is in the class of endpoints in use.
+func (b *Balancer) inClass(m member) bool {
+	if b.lastResort {
+		return m.ep.Serving && m.ep.Terminating
+	}
+	return m.ep.Ready
 }
 
 // Pick chooses an endpoint for one request. avoid names an endpoint to

@@ -84,3 +84,44 @@ func TestRetryLeavesTheFailedZone(t *testing.T) {
 		t.Fatalf("Pick = %v, want the only endpoint %v", p.Endpoint.Addr, failed)
 	}
 }
+
+// A zone whose endpoints are all ejected is probed by one endpoint at a
+// time: while it stays down, each backoff costs one failed request, not one
+// per endpoint; when it recovers, its endpoints all come back.
+func TestDownZoneIsProbedByOneEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		oneByOne bool
+	}{{"zone probation", true}, {"per endpoint (without it)", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, clk := newTestBalancer(t, Config{LocalZone: "a"})
+			m := newQueueModel(t, b, clk, makeEndpoints(zoneSpec{"a", 8}, zoneSpec{"b", 8}))
+			m.rtt = map[string]time.Duration{"b": time.Millisecond}
+			rate := 2 * m.capacity()
+			m.run(5*time.Second, rate)
+			m.failing["a"] = Failure
+			m.reset()
+			b.zoneProbation = tc.oneByOne
+			m.run(30*time.Second, rate)
+			failed := m.failed
+			// 8 endpoints x 5 failures to eject them, then the probes.
+			t.Logf("%s: %d failed in 30s of zone failure", tc.name, failed)
+			if tc.oneByOne && failed > 8*5+8 {
+				t.Errorf("%d failed requests, want at most %d (ejection, then one probe per backoff)", failed, 8*5+8)
+			}
+			if !tc.oneByOne && failed <= 8*5+8 {
+				t.Errorf("%d failed requests without zone probation: the test does not probe it", failed)
+			}
+			if !tc.oneByOne {
+				return
+			}
+			delete(m.failing, "a")
+			m.run(70*time.Second, rate) // the longest backoff is 1 minute
+			m.reset()
+			m.run(10*time.Second, rate)
+			if s := m.share("a"); s < 0.99 {
+				t.Errorf("after the zone recovered: local share %.3f, want >= 0.99", s)
+			}
+		})
+	}
+}

@@ -136,6 +136,7 @@ func (b *Balancer) eject(st *endpointState, now int64) {
 	st.ejections++
 	st.totalEjections++
 	st.consecutive = 0
+	probe := st.probation
 	st.probation = false
 	est := st.ewma.currentLocked(now, b.decay)
 	st.ewma.mu.Unlock()
@@ -148,6 +149,18 @@ func (b *Balancer) eject(st *endpointState, now int64) {
 	st.ejectedUntil.Store(until)
 	b.ejected++
 	b.nextReturn = min(b.nextReturn, until)
+	if probe && b.zoneProbation {
+		// A failed probation is evidence against the endpoint's zone: the
+		// others of the zone still ejected wait as long (returnEjected
+		// lets a zone that is down return one endpoint at a time).
+		for _, m := range b.members {
+			if o := m.st; o != st && o.zone == st.zone {
+				if u := o.ejectedUntil.Load(); u != 0 && u < until {
+					o.ejectedUntil.Store(until)
+				}
+			}
+		}
+	}
 	b.rebuild(now)
 	b.log.Info("zone: endpoint ejected", "addr", st.ep.Addr, "zone", st.ep.Zone,
 		"backoff", backoff, "ejections_in_a_row", k+1, "estimate", time.Duration(est))
@@ -171,10 +184,37 @@ func (b *Balancer) backoff(k int) time.Duration {
 // returnEjected brings back endpoints whose backoff has ended: estimate
 // reset to DefaultLatency, slow start from now, on probation. Called with
 // b.mu held, from the control step.
+//
+// A zone whose usable endpoints are all ejected or on probation is down,
+// and one endpoint at a time probes it: the others wait for its verdict (a
+// success lets them return at the next step; a failure extends their
+// backoff to the probe's new one, see eject). Without this, every
+// endpoint of a dead zone would fail a request of its own at each return.
 func (b *Balancer) returnEjected(now int64) {
 	if now < b.nextReturn {
 		return
 	}
+	type zoneHealth struct{ healthy, probing int }
+	health := map[*zoneStats]*zoneHealth{}
+	for _, m := range b.members {
+		h := health[m.st.zone]
+		if h == nil {
+			h = &zoneHealth{}
+			health[m.st.zone] = h
+		}
+		if !b.inClass(m) || m.st.ejectedUntil.Load() != 0 {
+			continue
+		}
+		m.st.ewma.mu.Lock()
+		probation := m.st.probation
+		m.st.ewma.mu.Unlock()
+		if probation {
+			h.probing++
+		} else {
+			h.healthy++
+		}
+	}
+
 	next := int64(math.MaxInt64)
 	returned := 0
 	for _, m := range b.members {
@@ -186,6 +226,16 @@ func (b *Balancer) returnEjected(now int64) {
 		if until > now {
 			next = min(next, until)
 			continue
+		}
+		h := health[st.zone]
+		if b.zoneProbation && h.healthy == 0 && h.probing > 0 {
+			hold := now + b.interval // the zone is down and being probed
+			st.ejectedUntil.Store(hold)
+			next = min(next, hold)
+			continue
+		}
+		if h.healthy == 0 {
+			h.probing++ // this one probes the zone
 		}
 		st.ewma.mu.Lock()
 		st.ewma.resetLocked(b.defaultLat, now)

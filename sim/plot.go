@@ -1,0 +1,162 @@
+package sim
+
+import (
+	"fmt"
+	"html"
+	"math"
+	"os"
+	"strings"
+)
+
+// A small SVG writer: line charts of per-second series and a scatter of
+// latency against cross-zone share. Hand-written to keep the module free
+// of a plotting dependency.
+
+var palette = map[Policy]string{
+	PerConnection:  "#8c564b",
+	RoundRobin:     "#9467bd",
+	LeastRequest:   "#ff7f0e",
+	PeakEWMA:       "#1f77b4",
+	PreferSameZone: "#7f7f7f",
+	Zonelb:         "#2ca02c",
+}
+
+const (
+	plotW, plotH             = 720, 380
+	marginL, marginR         = 70, 190
+	marginT, marginB         = 40, 50
+	innerW, innerH   float64 = plotW - marginL - marginR, plotH - marginT - marginB
+)
+
+type svg struct{ b strings.Builder }
+
+func newSVG(title string) *svg {
+	s := &svg{}
+	fmt.Fprintf(&s.b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", plotW, plotH)
+	fmt.Fprintf(&s.b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&s.b, `<text x="%d" y="22" font-size="14" font-weight="bold">%s</text>`+"\n", marginL, html.EscapeString(title))
+	return s
+}
+
+func (s *svg) axes(xLabel, yLabel string, xMax, yMin, yMax float64, yFmt func(float64) string) {
+	x0, y0 := float64(marginL), float64(marginT)+innerH
+	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0+innerW, y0)
+	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0, float64(marginT))
+	for i := 0; i <= 5; i++ {
+		v := yMin + (yMax-yMin)*float64(i)/5
+		y := y0 - innerH*float64(i)/5
+		fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="#ddd"/>`+"\n", x0, y, x0+innerW, y)
+		fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="end">%s</text>`+"\n", x0-6, y+4, yFmt(v))
+		xv := xMax * float64(i) / 5
+		x := x0 + innerW*float64(i)/5
+		fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%.3g</text>`+"\n", x, y0+16, xv)
+	}
+	fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%s</text>`+"\n", x0+innerW/2, y0+36, html.EscapeString(xLabel))
+	fmt.Fprintf(&s.b, `<text x="16" y="%g" text-anchor="middle" transform="rotate(-90 16 %g)">%s</text>`+"\n",
+		float64(marginT)+innerH/2, float64(marginT)+innerH/2, html.EscapeString(yLabel))
+}
+
+func (s *svg) legend(i int, p Policy, dashed bool) {
+	x, y := float64(marginL)+innerW+16, float64(marginT)+14+float64(i)*20
+	dash := ""
+	if dashed {
+		dash = ` stroke-dasharray="5 3"`
+	}
+	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="%s" stroke-width="3"%s/>`+"\n", x, y-4, x+22, y-4, palette[p], dash)
+	fmt.Fprintf(&s.b, `<text x="%g" y="%g">%s</text>`+"\n", x+28, y, p)
+}
+
+func (s *svg) write(path string) error {
+	s.b.WriteString("</svg>\n")
+	if err := os.WriteFile(path, []byte(s.b.String()), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// lineChart plots one per-second series per policy.
+func lineChart(path, title, yLabel string, rs []Result, series func(Result) []float64, yMin, yMax float64, yFmt func(float64) string) error {
+	s := newSVG(title)
+	n := 0
+	for _, r := range rs {
+		n = max(n, len(series(r)))
+	}
+	s.axes("time (s)", yLabel, float64(n), yMin, yMax, yFmt)
+	for i, r := range rs {
+		pts := series(r)
+		var path strings.Builder
+		for t, v := range pts {
+			v = min(max(v, yMin), yMax)
+			x := float64(marginL) + innerW*(float64(t)+0.5)/float64(n)
+			y := float64(marginT) + innerH*(1-(v-yMin)/(yMax-yMin))
+			cmd := "L"
+			if t == 0 {
+				cmd = "M"
+			}
+			fmt.Fprintf(&path, "%s%.1f %.1f ", cmd, x, y)
+		}
+		dash := ""
+		if r.Policy == PreferSameZone {
+			dash = ` stroke-dasharray="5 3"`
+		}
+		fmt.Fprintf(&s.b, `<path d="%s" fill="none" stroke="%s" stroke-width="2"%s/>`+"\n", path.String(), palette[r.Policy], dash)
+		s.legend(i, r.Policy, r.Policy == PreferSameZone)
+	}
+	return s.write(path)
+}
+
+// scatter plots p99 against the cross-zone share of requests.
+func scatter(path, title string, rs []Result) error {
+	s := newSVG(title)
+	var yMax float64
+	for _, r := range rs {
+		yMax = max(yMax, float64(r.P99)/1e6)
+	}
+	yMax = niceCeil(yMax * 1.1)
+	s.axes("requests crossing zones (%)", "p99 (ms)", 100, 0, yMax, func(v float64) string { return fmt.Sprintf("%.0f", v) })
+	for i, r := range rs {
+		x := float64(marginL) + innerW*r.CrossRequests
+		y := float64(marginT) + innerH*(1-float64(r.P99)/1e6/yMax)
+		fmt.Fprintf(&s.b, `<circle cx="%.1f" cy="%.1f" r="7" fill="%s"/>`+"\n", x, y, palette[r.Policy])
+		s.legend(i, r.Policy, false)
+	}
+	return s.write(path)
+}
+
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if m*p >= v {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+func percent(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) }
+
+// writePlots writes the plots a reader of this scenario would rather look
+// at than read.
+func writePlots(prefix string, sc *Scenario, rs []Result) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	if sc.Watch != nil {
+		if err := lineChart(prefix+"-moved.svg",
+			fmt.Sprintf("%s: zone %s clients' requests sent to other zones", sc.Name, sc.Watch.Zone),
+			"first attempts to other zones", rs, func(r Result) []float64 { return r.CrossSeries }, 0, 1, percent); err != nil {
+			return err
+		}
+	}
+	if sc.Watch != nil || sc.Events != nil {
+		return lineChart(prefix+"-success.svg", sc.Name+": requests answered within the timeout",
+			"success", rs, func(r Result) []float64 { return r.SuccessSeries }, 0.8, 1, percent)
+	}
+	if len(sc.Zones) > 1 {
+		return scatter(prefix+"-p99.svg", sc.Name+": p99 against cross-zone share", rs)
+	}
+	return nil
+}

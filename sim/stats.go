@@ -1,0 +1,209 @@
+package sim
+
+import (
+	"slices"
+	"time"
+
+	"github.com/zonelb/zonelb/zone"
+)
+
+// bucketLen is the resolution of time series.
+const bucketLen = 100 * time.Millisecond
+
+type bucket struct {
+	attempts, cross int // first attempts (of the watched zone's clients, when watching)
+	requests, ok    int // requests sent in the bucket, and those that succeeded
+	// Requests of the watched zone's clients, and those that succeeded on
+	// an endpoint in another zone.
+	watched, movedOK int
+}
+
+// runStats collects one run's measurements.
+type runStats struct {
+	sc     *Scenario
+	series []bucket
+
+	lat          []int64 // measured requests; failures count as the timeout
+	requests, ok int
+	served       int // measured requests served
+	servedCross  int
+	bytes        int64
+	crossBytes   int64
+}
+
+func newRunStats(sc *Scenario) *runStats {
+	return &runStats{sc: sc, series: make([]bucket, int(sc.Duration/bucketLen)+1)}
+}
+
+func (s *runStats) bucketAt(t int64) *bucket {
+	i := min(max(int(t/int64(bucketLen)), 0), len(s.series)-1)
+	return &s.series[i]
+}
+
+func (s *runStats) firstAttempt(e *engine, r *request, ep *endpoint) {
+	if w := s.sc.Watch; w != nil && r.node.zone != w.Zone {
+		return
+	}
+	b := s.bucketAt(e.now)
+	b.attempts++
+	if ep.zone != r.node.zone {
+		b.cross++
+	}
+}
+
+func (s *runStats) transfer(_ *engine, r *request, ep *endpoint) {
+	if !r.stats {
+		return
+	}
+	n := s.sc.RequestBytes + s.sc.ResponseBytes
+	s.served++
+	s.bytes += n
+	if ep.zone != r.node.zone {
+		s.servedCross++
+		s.crossBytes += n
+	}
+}
+
+func (s *runStats) finish(e *engine, r *request, ok bool, ep *endpoint) {
+	b := s.bucketAt(r.sent)
+	b.requests++
+	if ok {
+		b.ok++
+	}
+	if w := s.sc.Watch; w != nil && r.node.zone == w.Zone {
+		b.watched++
+		if ok && ep != nil && ep.zone != r.node.zone {
+			b.movedOK++
+		}
+	}
+	if !r.stats {
+		return
+	}
+	s.requests++
+	if ok {
+		s.ok++
+		s.lat = append(s.lat, e.now-r.sent)
+	} else {
+		s.lat = append(s.lat, int64(s.sc.Timeout))
+	}
+}
+
+// Result is one policy's figures in one scenario.
+type Result struct {
+	Scenario string
+	Policy   Policy
+	Requests int
+	// CrossRequests and CrossBytes are the shares of served requests, and
+	// of their bytes, that crossed a zone boundary.
+	CrossRequests, CrossBytes float64
+	// CostPerDay is the cross-zone cost of a day at the measured rate.
+	CostPerDay     float64
+	P50, P99, P999 time.Duration // failures count as the timeout
+	// Success is the share of requests answered within the timeout.
+	Success float64
+	// UtilMax and UtilMean are the busiest and the mean endpoint
+	// utilisation.
+	UtilMax, UtilMean float64
+	// Moved is, for scenarios with a failure window, how long after the
+	// failure at least 99% of the watched zone's requests succeeded on
+	// endpoints of other zones, in every 1s window (stepped by 100ms) from
+	// then until the failure ends; -1 when that never held.
+	Moved time.Duration
+	// WindowFailed counts failed requests sent during the failure window.
+	WindowFailed int
+	// Flips is the mean number of spillover flips per node (zonelb).
+	Flips float64
+	// P99Ratio is P99 over the baseline scenario's P99 for the same policy.
+	P99Ratio float64
+	// Series is the share of first attempts sent to other zones and the
+	// success share, per second (for plots).
+	CrossSeries, SuccessSeries []float64
+}
+
+func (e *engine) result(pricePerGB float64) Result {
+	s := e.stats
+	sc := e.sc
+	res := Result{Scenario: sc.Name, Policy: e.policy, Requests: s.requests, Moved: -1}
+	if s.served > 0 {
+		res.CrossRequests = float64(s.servedCross) / float64(s.served)
+	}
+	if s.bytes > 0 {
+		res.CrossBytes = float64(s.crossBytes) / float64(s.bytes)
+	}
+	measured := (sc.Duration - sc.Warmup).Seconds()
+	perDay := float64(s.crossBytes) / measured * 86400
+	res.CostPerDay = zone.CrossZoneCost(uint64(perDay), pricePerGB)
+	if s.requests > 0 {
+		res.Success = float64(s.ok) / float64(s.requests)
+		slices.Sort(s.lat)
+		q := func(p float64) time.Duration {
+			return time.Duration(s.lat[min(len(s.lat)-1, int(p*float64(len(s.lat))))])
+		}
+		res.P50, res.P99, res.P999 = q(0.5), q(0.99), q(0.999)
+	}
+	var sum float64
+	for _, ep := range e.eps {
+		u := float64(ep.busyNs) / (float64(ep.workers) * float64(sc.Duration-sc.Warmup))
+		sum += u
+		res.UtilMax = max(res.UtilMax, u)
+	}
+	res.UtilMean = sum / float64(len(e.eps))
+
+	if w := sc.Watch; w != nil {
+		from, to := int(w.From/bucketLen), min(int(w.To/bucketLen), len(s.series))
+		win := int(time.Second / bucketLen)
+		moved := -1
+		for i := to - win; i >= from; i-- {
+			var watched, ok int
+			for _, b := range s.series[i : i+win] {
+				watched += b.watched
+				ok += b.movedOK
+			}
+			if watched > 0 && float64(ok) < 0.99*float64(watched) {
+				break
+			}
+			moved = i
+		}
+		if moved >= 0 {
+			res.Moved = time.Duration(moved-from) * bucketLen
+		}
+		for i := from; i < to; i++ {
+			res.WindowFailed += s.series[i].requests - s.series[i].ok
+		}
+	}
+
+	var flips uint64
+	zoned := 0
+	for _, n := range e.nodes {
+		if zp, ok := n.picker.(*zonePicker); ok {
+			zoned++
+			for _, sp := range zp.b.State().Spill {
+				flips += sp.Flips
+			}
+		}
+	}
+	if zoned > 0 {
+		res.Flips = float64(flips) / float64(zoned)
+	}
+
+	perSecond := int(time.Second / bucketLen)
+	for i := 0; i+perSecond <= len(s.series); i += perSecond {
+		var b bucket
+		for _, x := range s.series[i : i+perSecond] {
+			b.attempts += x.attempts
+			b.cross += x.cross
+			b.requests += x.requests
+			b.ok += x.ok
+		}
+		res.CrossSeries = append(res.CrossSeries, ratio(b.cross, b.attempts))
+		res.SuccessSeries = append(res.SuccessSeries, ratio(b.ok, b.requests))
+	}
+	return res
+}
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
