@@ -24,7 +24,8 @@ const proxySynopsis = `
 Run the proxy for one upstream service with explicit endpoints and their
 zones: no Kubernetes, no root. Clients connect to --listen with cleartext
 HTTP/2 (gRPC) or HTTP/1.1; every request is balanced on its own over the
---to endpoints. Other protocols are relayed as opaque TCP to one endpoint
+--to endpoints, preferring those in --zone (Peak-EWMA latency, power of two
+choices; other zones take only what the local zone cannot). Other protocols are relayed as opaque TCP to one endpoint
 per connection. SIGTERM or SIGINT drains: GOAWAY to clients, in-flight
 requests finish within --drain-timeout.
 
@@ -73,6 +74,8 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		maxConns     = fs.Int("max-conns-per-endpoint", proxy.DefaultMaxConnsPerEndpoint, "upstream connections allowed per endpoint")
 		streamWindow = fs.Int("stream-window", proxy.DefaultStreamWindow, "HTTP/2 flow-control window per stream, bytes (bounds memory per stream)")
 		upstreamH1   = fs.Bool("upstream-http1", false, "speak HTTP/1.1 to endpoints instead of HTTP/2 cleartext")
+		ignoreZones  = fs.Bool("ignore-zones", false, "balance over all endpoints by latency alone, ignoring zones")
+		price        = fs.Float64("price-per-gb", zone.DefaultPricePerGB, "USD per GB crossing zones, charged on each side (for the cost estimate)")
 		endpoints    endpointFlags
 		logs         logFlags
 	)
@@ -92,9 +95,22 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "proxy", "%v", err)
 	}
 
-	picker := proxy.NewRoundRobin(endpoints)
+	acct, err := zone.NewAccounting(*price)
+	if err != nil {
+		return usageError(stderr, "proxy", "--price-per-gb: %v", err)
+	}
+	bal, err := zone.NewBalancer(zone.Config{
+		LocalZone:   *localZone,
+		IgnoreZones: *ignoreZones,
+		Accounting:  acct,
+		Logger:      log.With("component", "balancer"),
+	})
+	if err != nil {
+		return usageError(stderr, "proxy", "%v", err)
+	}
+	bal.Update(endpoints)
 	p, err := proxy.New(proxy.Config{
-		Router:              proxy.StaticRouter{Service: *service, Picker: picker},
+		Router:              proxy.StaticRouter{Service: *service, Picker: bal},
 		Logger:              log,
 		MinConnsPerEndpoint: *minConns,
 		MaxConnsPerEndpoint: *maxConns,
@@ -145,6 +161,12 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		log.Warn("serve ended", "err", err)
 	}
 	log.Info("stopped", "stats", fmt.Sprintf("%+v", p.Stats()))
+	for _, u := range acct.Usage() {
+		if u.Requests > 0 {
+			log.Info("traffic by zone pair", "from", u.From, "to", u.To, "requests", u.Requests,
+				"bytes_sent", u.BytesSent, "bytes_received", u.BytesReceived, "cross_zone", u.CrossZone, "cost_usd", u.CostUSD)
+		}
+	}
 	return 0
 }
 

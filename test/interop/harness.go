@@ -132,7 +132,11 @@ func StartProxyFor(tb testing.TB, logger *slog.Logger, s Settings, endpoints []E
 			tb.Fatal(err)
 		}
 	}
-	p, err := StartProxy(tb.Context(), logger, ProxyConfig{Bin: bin, Zone: Zones()[0], Endpoints: endpoints, Admin: true})
+	p, err := StartProxy(tb.Context(), logger, ProxyConfig{Bin: bin, Zone: Zones()[0], Endpoints: endpoints, Admin: true,
+		// The suite checks gRPC semantics and per-request spread over all
+		// three servers; zone preference (which would keep every call on
+		// the zone-a server) is tested in zone/, daemon/ and test/e2e.
+		ExtraArgs: []string{"--ignore-zones"}})
 	if err != nil {
 		tb.Fatal(err)
 	}
