@@ -7,6 +7,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"k8s.io/klog/v2"
+
 	"github.com/zonelb/zonelb/daemon"
 )
 
@@ -41,6 +43,9 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "daemon", "%v", err)
 	}
+	// client-go logs through klog; send it to the same structured log.
+	klog.SetSlogLogger(log.With("component", "client-go"))
+
 	var cfg daemon.Config
 	if *configPath != "" {
 		if cfg, err = daemon.LoadConfigFile(*configPath); err != nil {
