@@ -1,245 +1,376 @@
-// Command demo is what `make demo` runs: gRPC backends on loopback in three
-// zones, one client connection, and how its calls spread under a
-// per-connection L4 balancer (what a Kubernetes Service does) versus zonelb,
-// which balances every call on its own.
+// Command demo is what `make demo` runs: a three-zone mini cluster in
+// network namespaces on this machine (package test/e2e/cluster), gRPC
+// clients in zone-a calling a Service's ClusterIP, and side by side what
+// kube-proxy, kube-proxy with PreferSameZone, and zonelb (the real daemon,
+// eBPF redirection and node proxy) do with the calls: requests per backend
+// pod, the share of requests and bytes that stayed in the zone, the
+// estimated cross-zone cost per day at that rate, latency and errors. Then
+// one live scenario: zone-a's pods overloaded, then killed, and how zonelb
+// spills and fails over.
 //
-// Everything runs on 127.0.0.1 and is torn down on exit, on Ctrl-C and on
-// failure. zonelb runs as the real binary, `zonelb proxy`.
+// It needs root (namespaces, cgroups, eBPF). Everything it creates is
+// removed on exit, on Ctrl-C and on failure. --loopback runs the older
+// loopback-only demo, which needs no root.
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
-	"regexp"
-	"slices"
-	"sync"
-	"sync/atomic"
+	"strings"
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"golang.org/x/term"
 
-	"github.com/zonelb/zonelb/internal/testservice"
+	"github.com/zonelb/zonelb/test/e2e/cluster"
+	"github.com/zonelb/zonelb/zone"
 )
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "demo:", err)
-		os.Exit(1)
-	}
+	cluster.RunHelpers() // the pods' processes are re-executions of this binary
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run() error {
-	var (
-		bin         = flag.String("zonelb", "bin/zonelb", "path to the zonelb binary")
-		calls       = flag.Int("calls", 3000, "unary calls per run")
-		concurrency = flag.Int("concurrency", 16, "calls in flight at once")
-		crossZone   = flag.Duration("cross-zone-delay", 2*time.Millisecond, "extra latency of a backend in another zone than the client's, emulated inside the backend")
-		service     = flag.Duration("service-time", time.Millisecond, "service time of every backend")
-		seed        = flag.Uint64("seed", uint64(time.Now().UnixNano()), "seed for the L4 balancer's random choice")
-	)
-	flag.Parse()
+// options are the demo's settings.
+type options struct {
+	bin        string
+	duration   time.Duration
+	clients    int
+	rate       float64
+	reqBytes   int
+	respBytes  int
+	crossZone  time.Duration
+	discovery  string
+	keep       bool
+	verbose    bool
+	pricePerGB float64
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.bin, "zonelb", "bin/zonelb", "path to the zonelb binary")
+	fs.DurationVar(&o.duration, "duration", 8*time.Second, "how long each mode runs")
+	fs.IntVar(&o.clients, "clients", 3, "client pods in zone-a (one gRPC connection each)")
+	fs.Float64Var(&o.rate, "rate", 200, "calls per second per client")
+	fs.IntVar(&o.reqBytes, "request-bytes", 1024, "payload bytes per request")
+	fs.IntVar(&o.respBytes, "response-bytes", 4096, "payload bytes per response")
+	fs.DurationVar(&o.crossZone, "cross-zone-delay", 2*time.Millisecond, "extra latency of a call that crosses zones, emulated inside the backends")
+	fs.StringVar(&o.discovery, "discovery", "auto", "auto (kube-apiserver when built, else file), kubernetes or file")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs and logs)")
+	fs.BoolVar(&o.verbose, "v", false, "log the harness's steps to stderr")
+	fs.Float64Var(&o.pricePerGB, "price-per-gb", zone.DefaultPricePerGB, "price of a cross-zone GB, charged on each side")
+	loopback := fs.Bool("loopback", false, "run the loopback-only demo instead (no root needed, no namespaces, no BPF)")
+	lo := loopbackFlags(fs, &o.bin, &o.crossZone)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	const clientZone = "zone-a"
-	var backends []*testservice.Server
+	if *loopback {
+		if err := runLoopback(ctx, lo); err != nil {
+			fmt.Fprintln(stderr, "demo:", err)
+			return 1
+		}
+		return 0
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, `make demo needs root: it builds a mini cluster out of network namespaces,
+veth pairs, cgroups and eBPF programs (all removed when it ends). Run it as
+root, e.g. "sudo make demo". Without root, "go run ./internal/demo --loopback"
+shows per-request balancing on loopback only.`)
+		return 1
+	}
+	if err := demo(ctx, o, stdout, stderr); err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(stderr, "\ndemo: interrupted; everything it created has been removed")
+			return 130
+		}
+		fmt.Fprintln(stderr, "\ndemo:", err)
+		return 1
+	}
+	return 0
+}
+
+// progress writes a one-line, self-overwriting status to a terminal, or
+// occasional plain lines elsewhere.
+type progress struct {
+	w    io.Writer
+	tty  bool
+	last time.Time
+}
+
+func newProgress(w io.Writer) *progress {
+	f, ok := w.(*os.File)
+	return &progress{w: w, tty: ok && term.IsTerminal(int(f.Fd()))}
+}
+
+func (p *progress) show(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\033[K%s", msg)
+		return
+	}
+	if time.Since(p.last) >= 3*time.Second {
+		fmt.Fprintln(p.w, msg)
+		p.last = time.Now()
+	}
+}
+
+func (p *progress) step(msg string) {
+	p.clear()
+	fmt.Fprintln(p.w, "... "+msg)
+}
+
+func (p *progress) clear() {
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+}
+
+func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	started := time.Now()
+	prog := newProgress(stderr)
+	log := slog.New(slog.DiscardHandler)
+	if o.verbose {
+		log = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	c, err := cluster.Up(ctx, cluster.Options{
+		Logger:         log,
+		ZonelbBin:      o.bin,
+		ClientPods:     o.clients,
+		CrossZoneDelay: o.crossZone,
+		Discovery:      o.discovery,
+		KeepWorkDir:    o.keep,
+		Progress:       prog.step,
+	})
+	if err != nil {
+		return err
+	}
 	defer func() {
-		for _, b := range backends {
-			b.Stop()
+		prog.step("tearing down: daemon, zonelb uninstall, processes, namespaces, cgroups")
+		if err := c.Close(); err != nil {
+			fmt.Fprintln(stderr, "demo: teardown:", err)
+		}
+		if o.keep {
+			fmt.Fprintln(stderr, "work directory kept:", c.WorkDir())
 		}
 	}()
-	for _, z := range []string{"zone-a", "zone-b", "zone-c"} {
-		for i := 1; i <= 2; i++ {
-			delay := *service
-			if z != clientZone {
-				delay += *crossZone
-			}
-			b, err := testservice.Start(fmt.Sprintf("%c%d", z[5], i), z, "127.0.0.1:0", delay)
-			if err != nil {
+
+	w := cluster.Workload{
+		Concurrency:   32,
+		Rate:          o.rate,
+		RequestBytes:  o.reqBytes,
+		ResponseBytes: o.respBytes,
+	}
+	fmt.Fprintf(stdout, "\nzonelb demo: a three-zone mini cluster in network namespaces on this machine\n\n")
+	fmt.Fprintf(stdout, "  nodes       node-a (zone-a), node-b (zone-b), node-c (zone-c): network namespaces on one bridge\n")
+	fmt.Fprintf(stdout, "  backends    %d gRPC pods, 2 per zone (grpc.testing.TestService), 1ms service time\n", len(c.Backends))
+	fmt.Fprintf(stdout, "  clients     %d pods in zone-a; each keeps ONE gRPC connection to the ClusterIP %s\n", len(c.Clients), cluster.ServiceVIP)
+	fmt.Fprintf(stdout, "              and calls at %.0f/s (%d B requests, %d B responses)\n", o.rate, o.reqBytes, o.respBytes)
+	fmt.Fprintf(stdout, "  cross-zone  +%v per call, emulated inside the backends (no netem here)\n", o.crossZone)
+	fmt.Fprintf(stdout, "  discovery   %s\n", c.DiscoveryDetail)
+	fmt.Fprintf(stdout, "  zonelb      %s daemon on node-a: eBPF connect4 redirection on node-a's pod cgroup, node proxy %s\n\n", o.bin, cluster.ProxyAddr)
+
+	type mode struct {
+		name     string
+		baseline cluster.Baseline
+		zonelb   bool
+	}
+	modes := []mode{
+		{"kube-proxy", cluster.BaselineRandom, false},
+		{"PreferSameZone", cluster.BaselinePreferSameZone, false},
+		{"zonelb", cluster.BaselineRandom, true},
+	}
+	var phases []cluster.Phase
+	for i, m := range modes {
+		if err := c.SetBaseline(m.baseline); err != nil {
+			return err
+		}
+		if m.zonelb {
+			prog.step("starting the zonelb daemon on node-a (kube-proxy's rules stay underneath, as in a real cluster)")
+			if _, err := c.StartDaemon(ctx); err != nil {
 				return err
 			}
-			backends = append(backends, b)
 		}
+		label := fmt.Sprintf("[%d/%d] %s", i+1, len(modes)+1, m.name)
+		ph, err := c.RunPhase(ctx, m.name, w, o.duration, 500*time.Millisecond, nil, func(el time.Duration, _ cluster.Window) {
+			prog.show("%s: %4.1fs of %v", label, el.Seconds(), o.duration)
+		})
+		if err != nil {
+			return err
+		}
+		phases = append(phases, ph)
 	}
+	prog.clear()
+	printTable(stdout, c, phases, o)
 
-	fmt.Printf("zonelb demo: %d gRPC backends on 127.0.0.1 in 3 zones; the client is in %s.\n", len(backends), clientZone)
-	fmt.Printf("Service time %v; crossing a zone adds %v, emulated inside the backends (no netem here).\n", *service, *crossZone)
-	fmt.Printf("%d unary calls over ONE client connection, %d in flight.\n\n", *calls, *concurrency)
-
-	// Per-connection L4: the connection goes to one backend chosen at
-	// random, as kube-proxy's iptables rules do, and every call follows it.
-	rng := rand.New(rand.NewPCG(*seed, 0))
-	pinned := backends[rng.IntN(len(backends))]
-	l4, err := load(ctx, "per-connection L4", pinned.Addr(), *calls, *concurrency)
+	live, err := liveScenario(ctx, c, w, prog, len(modes)+1)
 	if err != nil {
 		return err
 	}
-
-	addr, cleanup, err := startProxy(ctx, *bin, clientZone, backends)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	zl, err := load(ctx, "zonelb", addr, *calls, *concurrency)
-	if err != nil {
-		return err
-	}
-
-	zoneOf := map[string]string{}
-	for _, b := range backends {
-		zoneOf[b.Name] = b.Zone
-	}
-	fmt.Printf("%-8s %-7s %22s %22s\n", "backend", "zone", "per-connection L4", "zonelb (per request)")
-	for _, b := range backends {
-		fmt.Printf("%-8s %-7s %22s %22s\n", b.Name, b.Zone, share(l4.byBackend[b.Name], l4.ok), share(zl.byBackend[b.Name], zl.ok))
-	}
-	local := func(r result) string {
-		n := 0
-		for name, c := range r.byBackend {
-			if zoneOf[name] == clientZone {
-				n += c
+	prog.clear()
+	printLive(stdout, live, o.rate*float64(len(c.Clients)))
+	if d := c.Daemon(); d != nil {
+		if st, err := d.State(ctx); err == nil {
+			var crossed uint64
+			var cost float64
+			for _, u := range st.CrossZone {
+				if u.CrossZone {
+					crossed += u.BytesSent + u.BytesReceived
+					cost += u.CostUSD
+				}
 			}
+			fmt.Fprintf(stdout, "\nzonelb's own account (/debug/state, whole run): %s crossed zones (gRPC frames, both ways), est. $%.6f\n", mb(float64(crossed)), cost)
 		}
-		return share(n, r.ok)
 	}
-	fmt.Printf("%-16s %22s %22s\n", "in-zone calls", local(l4), local(zl))
-	fmt.Printf("%-16s %22s %22s\n", "backends used", fmt.Sprint(len(l4.byBackend), " of ", len(backends)), fmt.Sprint(len(zl.byBackend), " of ", len(backends)))
-	fmt.Printf("%-16s %22s %22s\n", "latency p50", l4.pct(50).String(), zl.pct(50).String())
-	fmt.Printf("%-16s %22s %22s\n", "latency p99", l4.pct(99).String(), zl.pct(99).String())
-	fmt.Printf("%-16s %22d %22d\n", "errors", l4.errs, zl.errs)
-	fmt.Println("\nUnder L4 the connection, and so every call, is pinned to one backend; zonelb spreads calls")
-	fmt.Println("by latency and load and keeps them in the client's zone while it has capacity.")
+	fmt.Fprintf(stdout, "\ndemo finished in %.0fs\n", time.Since(started).Seconds())
 	return nil
 }
 
-type result struct {
-	byBackend map[string]int
-	ok, errs  int
-	latencies []time.Duration
-}
+func mb(b float64) string { return fmt.Sprintf("%.1f MB", b/1e6) }
 
-func (r result) pct(p int) time.Duration {
-	if len(r.latencies) == 0 {
-		return 0
-	}
-	i := (len(r.latencies)*p + 99) / 100
-	return r.latencies[min(max(i-1, 0), len(r.latencies)-1)].Round(10 * time.Microsecond)
-}
+func pct(x float64) string { return fmt.Sprintf("%.1f%%", 100*x) }
 
-func share(n, total int) string {
-	if total == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%d (%5.1f%%)", n, 100*float64(n)/float64(total))
-}
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 
-// load runs calls over one client connection to addr.
-func load(ctx context.Context, label, addr string, calls, concurrency int) (result, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return result{}, err
+// printTable prints the modes side by side.
+func printTable(w io.Writer, c *cluster.Cluster, phases []cluster.Phase, o options) {
+	const lw, cw = 32, 18
+	row := func(label string, cell func(cluster.Phase) string) {
+		fmt.Fprintf(w, "%-*s", lw, label)
+		for _, p := range phases {
+			fmt.Fprintf(w, "%*s", cw, cell(p))
+		}
+		fmt.Fprintln(w)
 	}
-	defer cc.Close()
-	client := testgrpc.NewTestServiceClient(cc)
-	var (
-		mu   sync.Mutex
-		res  = result{byBackend: map[string]int{}}
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
-	for w := 0; w < concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(calls) && ctx.Err() == nil {
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				start := time.Now()
-				resp, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{ResponseSize: 1024, Payload: &testgrpc.Payload{Body: make([]byte, 1024)}})
-				d := time.Since(start)
-				cancel()
-				mu.Lock()
-				if err != nil {
-					res.errs++
-				} else {
-					res.ok++
-					res.byBackend[resp.GetHostname()]++
-					res.latencies = append(res.latencies, d)
-				}
-				done := res.ok + res.errs
-				mu.Unlock()
-				if done%250 == 0 {
-					fmt.Fprintf(os.Stderr, "\r%-20s %5d/%d calls", label, done, calls)
-				}
+	row("", func(p cluster.Phase) string { return p.Name })
+	fmt.Fprintln(w, strings.Repeat("-", lw+cw*len(phases)))
+	fmt.Fprintln(w, "requests per backend pod")
+	for _, b := range c.Backends {
+		row(fmt.Sprintf("  %s (%s)", b.Name, b.Zone), func(p cluster.Phase) string {
+			n := p.Window.ByBackend[b.Name]
+			if n == 0 {
+				return "-"
 			}
-		}()
+			return fmt.Sprintf("%d (%s)", n, pct(float64(n)/float64(max(p.Window.OK, 1))))
+		})
 	}
-	wg.Wait()
-	fmt.Fprintf(os.Stderr, "\r%-40s\r", "")
-	if ctx.Err() != nil {
-		return res, errors.New("interrupted")
-	}
-	slices.Sort(res.latencies)
-	return res, nil
+	row("in-zone share of requests", func(p cluster.Phase) string { return pct(p.Window.Share(cluster.ClientZone)) })
+	row("in-zone share of bytes", func(p cluster.Phase) string { return pct(p.Window.ByteShare(cluster.ClientZone)) })
+	row("cross-zone traffic (wire)", func(p cluster.Phase) string {
+		return fmt.Sprintf("%.2f MB/s", p.CrossZoneBytesPerSecond()/1e6)
+	})
+	row("est. cross-zone cost per day", func(p cluster.Phase) string {
+		return fmt.Sprintf("$%.2f", p.CostPerDay(o.pricePerGB))
+	})
+	row("calls per second", func(p cluster.Phase) string { return fmt.Sprintf("%.0f", p.Window.Rate()) })
+	row("latency p50", func(p cluster.Phase) string { return ms(p.Window.Percentile(50)) })
+	row("latency p99", func(p cluster.Phase) string { return ms(p.Window.Percentile(99)) })
+	row("errors", func(p cluster.Phase) string { return fmt.Sprint(p.Window.Failed) })
+	row("node proxy CPU per call", func(p cluster.Phase) string {
+		if p.Window.ViaProxy == 0 {
+			return "(in the kernel)"
+		}
+		return fmt.Sprintf("%.0f us", float64(p.CPUPerRequest().Nanoseconds())/1000)
+	})
+	fmt.Fprintf(w, "\nCost: bytes on node-a's uplink (the only way out of zone-a: one node per zone) x 86400 s,\n")
+	fmt.Fprintf(w, "at $%.2f/GB charged on each side of the crossing, at this run's call rate.\n", o.pricePerGB)
+	fmt.Fprintf(w, "kube-proxy picks one endpoint per connection: %d long-lived gRPC connections are a lottery over 6 pods\n", len(c.Clients))
+	fmt.Fprintf(w, "(2 of them in zone-a: 1/3 in zone on average); every call follows its connection. PreferSameZone keeps\n")
+	fmt.Fprintf(w, "connections in zone-a but still pins each to one pod. zonelb balances every call over the zone's pods.\n")
 }
 
-// startProxy runs `zonelb proxy` on a free loopback port in front of the
-// backends and returns its address once it listens.
-func startProxy(ctx context.Context, bin, localZone string, backends []*testservice.Server) (string, func(), error) {
-	args := []string{"proxy", "--listen", "127.0.0.1:0", "--zone", localZone, "--service", "demo"}
-	for _, b := range backends {
-		args = append(args, "--to", b.Zone+"="+b.Addr())
-	}
-	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	cleanup := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
+// liveScenario runs zonelb under the same workload while zone-a's pods are
+// first overloaded, then killed.
+func liveScenario(ctx context.Context, c *cluster.Cluster, w cluster.Workload, prog *progress, step int) (cluster.Phase, error) {
+	local := zoneBackends(c, cluster.ClientZone)
+	slow := cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond)}
+	overloaded := cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond), Capacity: 1}
+	for _, b := range c.Backends {
+		if err := b.SetLoad(ctx, slow); err != nil {
+			return cluster.Phase{}, err
 		}
 	}
-	addrRE := regexp.MustCompile(`msg="proxy listening" addr=(\S+)`)
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
+	events := []cluster.PhaseEvent{
+		{At: 3 * time.Second, Name: "zone-a overloaded", Do: func(ctx context.Context) error {
+			for _, b := range local {
+				if err := b.SetLoad(ctx, overloaded); err != nil {
+					return err
 				}
 			}
-		}
-		io.Copy(io.Discard, stderr)
-	}()
-	select {
-	case addr := <-found:
-		return addr, cleanup, nil
-	case <-time.After(10 * time.Second):
-	case <-ctx.Done():
+			return nil
+		}},
+		{At: 9 * time.Second, Name: "zone-a's pods killed", Do: func(ctx context.Context) error {
+			for _, b := range local {
+				b.Kill()
+			}
+			return nil
+		}},
 	}
-	cleanup()
-	return "", nil, errors.New("zonelb proxy did not start listening")
+	label := fmt.Sprintf("[%d/%d] live: zone-a overloaded, then killed", step, step)
+	return c.RunPhase(ctx, "live", w, 12*time.Second, time.Second, events, func(el time.Duration, _ cluster.Window) {
+		prog.show("%s: %4.1fs of 12s", label, el.Seconds())
+	})
+}
+
+func zoneBackends(c *cluster.Cluster, z string) []*cluster.Backend {
+	var out []*cluster.Backend
+	for _, b := range c.Backends {
+		if b.Zone == z {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// printLive prints the live scenario's timeline, one line per second.
+func printLive(w io.Writer, ph cluster.Phase, offered float64) {
+	fmt.Fprintf(w, "\nLive, zonelb only: every pod now takes 5 ms a call. At 3s zone-a's two pods drop to one call at a\n")
+	fmt.Fprintf(w, "time (400 calls/s together, less than the %.0f offered); at 9s they are killed (SIGKILL).\n\n", offered)
+	fmt.Fprintf(w, "%6s %8s %8s %8s %8s %10s %8s\n", "second", "calls/s", "zone-a", "zone-b", "zone-c", "p99", "errors")
+	// The last window is the tail between the last snapshot and the
+	// clients' stop: not a whole second, left out.
+	for i, win := range ph.Windows[:max(len(ph.Windows)-1, 0)] {
+		note := ""
+		switch i {
+		case 3:
+			note = "  <- zone-a overloaded"
+		case 9:
+			note = "  <- zone-a's pods killed"
+		}
+		fmt.Fprintf(w, "%6d %8.0f %8s %8s %8s %10s %8d%s\n", i+1, win.Rate(),
+			pct(win.Share("zone-a")), pct(win.Share("zone-b")), pct(win.Share("zone-c")),
+			ms(win.Percentile(99)), win.Failed, note)
+	}
+	var failed []string
+	for _, f := range ph.Window.Failures {
+		failed = append(failed, f.Code)
+	}
+	fmt.Fprintf(w, "\nFailed calls: %d", ph.Window.Failed)
+	if ph.Window.Failed > 0 {
+		fmt.Fprintf(w, " (%s): calls that were in flight on the killed pods; a killed process takes its calls with it", strings.Join(uniq(failed), ", "))
+	}
+	fmt.Fprintln(w)
+}
+
+func uniq(s []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
 }

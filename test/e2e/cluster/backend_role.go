@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/zonelb/zonelb/internal/testservice"
 )

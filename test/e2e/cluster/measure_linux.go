@@ -1,0 +1,134 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/zonelb/zonelb/internal/netlab"
+	"github.com/zonelb/zonelb/zone"
+)
+
+// Phase is one measured run of a workload.
+type Phase struct {
+	Name string
+	// Window is everything the clients saw.
+	Window Window
+	// Windows are the snapshots taken along the way, in order.
+	Windows []Window
+	// UplinkBytes is what crossed the clients' node's uplink (received
+	// plus sent, with headers): with one node per zone, exactly the bytes
+	// that crossed a zone boundary, whatever path the calls took.
+	UplinkBytes uint64
+	// ProxyCPU is the CPU time the zonelb daemon used during the phase
+	// (0 without a daemon).
+	ProxyCPU time.Duration
+	// Elapsed is the phase's wall-clock length.
+	Elapsed time.Duration
+}
+
+// CrossZoneBytesPerSecond is UplinkBytes over the phase.
+func (p Phase) CrossZoneBytesPerSecond() float64 {
+	if p.Elapsed <= 0 {
+		return 0
+	}
+	return float64(p.UplinkBytes) / p.Elapsed.Seconds()
+}
+
+// CostPerDay is the cross-zone cost of a day at the phase's byte rate, at
+// pricePerGB charged on each side of the crossing (zone.CrossZoneCost).
+func (p Phase) CostPerDay(pricePerGB float64) float64 {
+	return zone.CrossZoneCost(uint64(p.CrossZoneBytesPerSecond()*86400), pricePerGB)
+}
+
+// CPUPerRequest is the proxy's CPU time per successful call.
+func (p Phase) CPUPerRequest() time.Duration {
+	if p.Window.OK == 0 {
+		return 0
+	}
+	return p.ProxyCPU / time.Duration(p.Window.OK)
+}
+
+// PhaseEvent is something to do at a moment of a phase (the live
+// scenario: overload a zone, kill pods).
+type PhaseEvent struct {
+	At   time.Duration
+	Name string
+	Do   func(ctx context.Context) error
+}
+
+// RunPhase starts w in every client pod, snapshots every interval for d
+// (running events when due), stops the clients and returns the
+// measurements. tick, if set, is called after each snapshot.
+func (c *Cluster) RunPhase(ctx context.Context, name string, w Workload, d, interval time.Duration, events []PhaseEvent, tick func(elapsed time.Duration, last Window)) (Phase, error) {
+	ph := Phase{Name: name}
+	node := c.ClientNode()
+	rx0, tx0, err := node.LinkBytes(netlab.Uplink)
+	if err != nil {
+		return ph, err
+	}
+	c.mu.Lock()
+	d0 := c.daemon
+	c.mu.Unlock()
+	var cpu0 time.Duration
+	if d0 != nil && !d0.Exited() {
+		cpu0, _ = d0.CPUTime()
+	}
+	cs, err := c.StartClients(ctx, w)
+	if err != nil {
+		return ph, err
+	}
+	start := time.Now()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	next := 0
+	for time.Since(start) < d {
+		select {
+		case <-ctx.Done():
+			cs.Stop(context.Background())
+			return ph, ctx.Err()
+		case <-t.C:
+		}
+		for next < len(events) && time.Since(start) >= events[next].At {
+			if err := events[next].Do(ctx); err != nil {
+				cs.Stop(context.Background())
+				return ph, fmt.Errorf("%s: %s: %w", name, events[next].Name, err)
+			}
+			next++
+		}
+		win, err := cs.Snapshot(ctx)
+		if err != nil {
+			cs.Stop(context.Background())
+			return ph, err
+		}
+		ph.Windows = append(ph.Windows, win)
+		if tick != nil {
+			tick(time.Since(start), win)
+		}
+	}
+	last, err := cs.Stop(ctx)
+	if err != nil {
+		return ph, err
+	}
+	ph.Elapsed = time.Since(start)
+	ph.Windows = append(ph.Windows, last)
+	ph.Window = Merge(ph.Windows...)
+	rx1, tx1, err := node.LinkBytes(netlab.Uplink)
+	if err != nil {
+		return ph, err
+	}
+	ph.UplinkBytes = (rx1 - rx0) + (tx1 - tx0)
+	if d0 != nil && !d0.Exited() {
+		if cpu1, err := d0.CPUTime(); err == nil {
+			ph.ProxyCPU = cpu1 - cpu0
+		}
+	}
+	return ph, nil
+}
+
+// Daemon returns the daemon started last (nil if none).
+func (c *Cluster) Daemon() *Daemon {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.daemon
+}
