@@ -105,20 +105,52 @@ func lineChart(path, title, yLabel string, rs []Result, series func(Result) []fl
 	return s.write(path)
 }
 
-// scatter plots p99 against the cross-zone share of requests.
+// scatter plots p99 (log scale: a policy that fails sits at the timeout,
+// far above the others) against the cross-zone share of requests.
 func scatter(path, title string, rs []Result) error {
 	s := newSVG(title)
-	var yMax float64
+	lo, hi := math.Inf(1), 0.0
 	for _, r := range rs {
-		yMax = max(yMax, float64(r.P99)/1e6)
+		v := float64(r.P99) / 1e6
+		lo, hi = min(lo, v), max(hi, v)
 	}
-	yMax = niceCeil(yMax * 1.1)
-	s.axes("requests crossing zones (%)", "p99 (ms)", 100, 0, yMax, func(v float64) string { return fmt.Sprintf("%.0f", v) })
+	yMin := math.Pow(10, math.Floor(math.Log10(max(lo, 0.1))))
+	yMax := math.Pow(10, math.Ceil(math.Log10(max(hi, yMin*10))-1e-9))
+	if yMax < hi*1.05 {
+		yMax *= 2 // room above a point at a power of ten (the timeout)
+	}
+	yOf := func(ms float64) float64 {
+		f := (math.Log10(ms) - math.Log10(yMin)) / (math.Log10(yMax) - math.Log10(yMin))
+		return float64(marginT) + innerH*(1-f)
+	}
+	x0, y0 := float64(marginL), float64(marginT)+innerH
+	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0+innerW, y0)
+	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0, float64(marginT))
+	for d := yMin; d <= yMax*1.001; d *= 10 {
+		for _, m := range []float64{1, 2, 5} {
+			v := d * m
+			if v > yMax*1.001 {
+				break
+			}
+			y := yOf(v)
+			fmt.Fprintf(&s.b, `<line x1="%g" y1="%.1f" x2="%g" y2="%.1f" stroke="#ddd"/>`+"\n", x0, y, x0+innerW, y)
+			fmt.Fprintf(&s.b, `<text x="%g" y="%.1f" text-anchor="end">%g</text>`+"\n", x0-6, y+4, v)
+		}
+	}
+	for i := 0; i <= 5; i++ {
+		x := x0 + innerW*float64(i)/5
+		fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%d</text>`+"\n", x, y0+16, 20*i)
+	}
+	fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">requests crossing zones (%%)</text>`+"\n", x0+innerW/2, y0+36)
+	fmt.Fprintf(&s.b, `<text x="16" y="%g" text-anchor="middle" transform="rotate(-90 16 %g)">p99 (ms, log scale)</text>`+"\n",
+		float64(marginT)+innerH/2, float64(marginT)+innerH/2)
 	for i, r := range rs {
-		x := float64(marginL) + innerW*r.CrossRequests
-		y := float64(marginT) + innerH*(1-float64(r.P99)/1e6/yMax)
-		fmt.Fprintf(&s.b, `<circle cx="%.1f" cy="%.1f" r="7" fill="%s"/>`+"\n", x, y, palette[r.Policy])
-		s.legend(i, r.Policy, false)
+		x := x0 + innerW*r.CrossRequests
+		y := yOf(float64(r.P99) / 1e6)
+		fmt.Fprintf(&s.b, `<circle cx="%.1f" cy="%.1f" r="7" fill="%s" fill-opacity="0.85"/>`+"\n", x, y, palette[r.Policy])
+		lx, ly := float64(marginL)+innerW+16, float64(marginT)+14+float64(i)*20
+		fmt.Fprintf(&s.b, `<circle cx="%g" cy="%g" r="6" fill="%s"/>`+"\n", lx+11, ly-4, palette[r.Policy])
+		fmt.Fprintf(&s.b, `<text x="%g" y="%g">%s</text>`+"\n", lx+28, ly, r.Policy)
 	}
 	return s.write(path)
 }

@@ -356,7 +356,7 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 			t++
 			continue
 		}
-		if g.probe.Load() && g.probe.CompareAndSwap(true, false) {
+		if n := g.probe.Load(); n > 0 && g.probe.CompareAndSwap(n, n-1) {
 			g.probes.Add(1)
 			t++
 		}

@@ -135,15 +135,16 @@ func TestOddShapes(t *testing.T) {
 					outside += n
 				}
 			}
-			// Probes: learning each remote zone's level takes about
-			// Samples requests there, then at most one per 1/ProbeShare.
+			// Probes: learning each remote zone's level takes
+			// learnSamples requests there (more for the first of two
+			// learnt at once), then at most one per 1/ProbeShare.
 			remote := map[string]bool{}
 			for _, e := range tc.eps {
 				if !tc.wantZones[e.Zone] {
 					remote[e.Zone] = true
 				}
 			}
-			limit := len(remote)*(DefaultSpillSamples+5) + int(picks*DefaultSpillProbeShare)
+			limit := len(remote)*2*learnSamples + int(picks*DefaultSpillProbeShare)
 			if outside > limit {
 				t.Errorf("%d picks outside %v, want at most %d probes (got %v)", outside, tc.wantZones, limit, got)
 			}

@@ -22,6 +22,8 @@ func TestLocalZoneFailureMovesTrafficWithinASecond(t *testing.T) {
 			m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
 			m.external = map[string]float64{"b": m.capacity() / 2, "c": m.capacity() / 2}
 			rate := 2 * m.capacity() // half the local zone's capacity
+			m.run(10*time.Second, rate) // learns the remote levels
+			m.reset()
 			m.run(10*time.Second, rate)
 			if s := m.share("a"); s < 0.99 {
 				t.Fatalf("before the failure: local share %.3f, want >= 0.99", s)
@@ -117,6 +119,8 @@ func TestDownZoneIsProbedByOneEndpoint(t *testing.T) {
 			}
 			delete(m.failing, "a")
 			m.run(70*time.Second, rate) // the longest backoff is 1 minute
+			m.reset()
+			m.run(10*time.Second, rate) // learns the remote levels
 			m.reset()
 			m.run(10*time.Second, rate)
 			if s := m.share("a"); s < 0.99 {

@@ -36,18 +36,21 @@ type zoneStats struct {
 	completed   float64 // requests completed in the last step
 }
 
-// A zone's level is used for a spill decision once Samples requests have
-// completed there. Means of fewer samples are noise: with the gate
-// threshold 25% above parity, a remote level from 5 probes opened gates at
-// 50% load in the simulator. Until then the controller assumes the tier
-// behind the gate is as slow as the tier before it (no reason to move),
-// and learns its level with probes at learnProbeShare: about Samples/0.1
-// requests, once per zone. Assuming a fixed latency instead (say
-// DefaultLatency) would open every gate at once for services slower than
-// it. A level once known stays in use; staleness only lowers its weight
-// (so that fresh samples take over) and makes a closed gate probe it
-// again, at ProbeShare.
-const learnProbeShare = 0.1
+// A zone's level is used for a spill decision once learnSamples requests
+// have completed there. Means of fewer samples are noise: in the simulator,
+// remote levels from 5 probes opened gates at 50% load, and from 20 probes
+// (latencies with a deviation near their mean) one gate in 100 nodes. Until
+// then the controller assumes the tier behind the gate is as slow as the
+// tier before it (no reason to move), and learns its level with probes at
+// learnProbeShare, about learnSamples/learnProbeShare requests once per
+// zone. Assuming a fixed latency instead (say DefaultLatency) would open
+// every gate at once for services slower than it. A level once known stays
+// in use; staleness only lowers its weight (so that fresh samples take
+// over) and makes a closed gate probe it again, at ProbeShare.
+const (
+	learnSamples    = 50
+	learnProbeShare = 0.1
+)
 
 // growthSmoothing smooths a zone's backlog growth over control periods
 // (weight of the newest); measured on the queue model, 0.2 to 0.5 work
@@ -77,7 +80,7 @@ func (z *zoneStats) levelNs() float64 { return math.Float64frombits(z.level.Load
 type spillGate struct {
 	distance  int
 	threshold atomic.Uint64 // share as a threshold on a uniform uint64
-	probe     atomic.Bool   // the next request reaching the gate crosses it
+	probe     atomic.Int64  // this many of the next requests reaching the gate cross it
 	probes    atomic.Uint64
 	flips     atomic.Uint64
 
@@ -187,7 +190,7 @@ func statsOf(t *tier, samples int) tierStats {
 		if z.weight < float64(samples) {
 			ts.stale = true
 		}
-		if z.total < float64(samples) {
+		if z.total < learnSamples {
 			ts.unknown = true
 			continue
 		}
@@ -292,9 +295,13 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 	if to.unknown && rate > 0 {
 		rate = max(rate, learnProbeShare)
 	}
-	if !g.active && reached && rate > 0 && to.stale && g.completed*rate >= 1 {
-		g.probe.Store(true)
-		g.completed = 0
+	if !g.active && reached && rate > 0 && (to.unknown || to.stale) {
+		if n := int64(g.completed * rate); n >= 1 {
+			g.probe.Store(n) // a budget: unused probes lapse at the next step
+			g.completed -= float64(n) / rate
+		}
+	} else {
+		g.probe.Store(0)
 	}
 }
 
