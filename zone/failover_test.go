@@ -21,7 +21,7 @@ func TestLocalZoneFailureMovesTrafficWithinASecond(t *testing.T) {
 			m := newQueueModel(t, b, clk, threeZones(4))
 			m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
 			m.external = map[string]float64{"b": m.capacity() / 2, "c": m.capacity() / 2}
-			rate := 2 * m.capacity() // half the local zone's capacity
+			rate := 2 * m.capacity()    // half the local zone's capacity
 			m.run(10*time.Second, rate) // learns the remote levels
 			m.reset()
 			m.run(10*time.Second, rate)
