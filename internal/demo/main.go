@@ -192,6 +192,7 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		{"zonelb", cluster.BaselineRandom, true},
 	}
 	var phases []cluster.Phase
+	var warm cluster.Window
 	for i, m := range modes {
 		if err := c.SetBaseline(m.baseline); err != nil {
 			return err
@@ -201,6 +202,12 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			if _, err := c.StartDaemon(ctx); err != nil {
 				return err
 			}
+			prog.step("zonelb warm-up: its balancer probes zone-b and zone-c to learn their latency (not counted below)")
+			ws, err := c.WarmUp(ctx, w, 0.995, 30*time.Second)
+			if err != nil {
+				return err
+			}
+			warm = cluster.Merge(ws...)
 		}
 		label := fmt.Sprintf("[%d/%d] %s", i+1, len(modes)+1, m.name)
 		ph, err := c.RunPhase(ctx, m.name, w, o.duration, 500*time.Millisecond, nil, func(el time.Duration, _ cluster.Window) {
@@ -213,6 +220,9 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	prog.clear()
 	printTable(stdout, c, phases, o)
+	fmt.Fprintf(stdout, "zonelb's warm-up before its column: %d calls in %.1fs, %s of them in zone-a while its balancer\n",
+		warm.OK, warm.Duration().Seconds(), pct(warm.Share(cluster.ClientZone)))
+	fmt.Fprintf(stdout, "learned zone-b's and zone-c's latency by probing them; its column is the steady state after that.\n")
 
 	live, err := liveScenario(ctx, c, w, prog, len(modes)+1)
 	if err != nil {

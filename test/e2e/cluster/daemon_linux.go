@@ -10,13 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/zonelb/zonelb/bpf"
 	"github.com/zonelb/zonelb/daemon"
 	"github.com/zonelb/zonelb/internal/netlab"
 )
@@ -121,7 +119,10 @@ func (c *Cluster) StartDaemon(ctx context.Context) (*Daemon, error) {
 }
 
 // waitReady polls /readyz (the daemon is ready once its listener is
-// registered with the BPF hooks), then the enrolled namespaces.
+// registered with the BPF hooks), then checks from every client pod that a
+// new connection to the ClusterIP reaches the proxy: whatever the daemon's
+// way of enrolling pod namespaces, nothing is measured before redirection
+// works.
 func (d *Daemon) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
@@ -139,16 +140,32 @@ func (d *Daemon) waitReady(ctx context.Context) error {
 			return err
 		}
 	}
+	for _, pod := range d.cluster.Clients {
+		if err := d.waitRedirected(ctx, pod); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitRedirected runs a probe client in pod, one call per new connection,
+// until a call went through the proxy.
+func (d *Daemon) waitRedirected(ctx context.Context, pod *netlab.Pod) error {
+	probe, err := d.cluster.StartClient(ctx, pod, Workload{Concurrency: 1, RedialEvery: 1, Rate: 50})
+	if err != nil {
+		return err
+	}
+	defer probe.Stop(context.Background())
 	for {
-		missing, err := d.notEnrolled()
-		if err == nil && len(missing) == 0 {
+		if err := d.pollWait(ctx, "redirecting "+pod.Name+"'s connections"); err != nil {
+			return err
+		}
+		w, err := probe.Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		if w.ViaProxy > 0 {
 			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("client pods not enrolled yet: %s", strings.Join(missing, ", "))
-		}
-		if werr := d.pollWait(ctx, "enrollment ("+err.Error()+")"); werr != nil {
-			return werr
 		}
 	}
 }
@@ -164,31 +181,6 @@ func (d *Daemon) pollWait(ctx context.Context, what string) error {
 	case <-time.After(50 * time.Millisecond): // polling another process
 		return nil
 	}
-}
-
-// notEnrolled lists client pods whose namespace is not in the daemon's
-// enrolled set (read from its pinned map).
-func (d *Daemon) notEnrolled() ([]string, error) {
-	r, err := bpf.Open(bpf.Config{PinDir: d.cluster.pinDir(), ProxyAddr4: ProxyAddr})
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	enrolled, err := r.EnrolledNetns()
-	if err != nil {
-		return nil, err
-	}
-	var missing []string
-	for _, pod := range d.cluster.Clients {
-		cookie, err := bpf.NetnsCookieFromPath(pod.Path())
-		if err != nil {
-			return nil, err
-		}
-		if !slices.Contains(enrolled, cookie) {
-			missing = append(missing, pod.Name)
-		}
-	}
-	return missing, nil
 }
 
 // Pid is the daemon's process id.

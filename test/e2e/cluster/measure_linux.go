@@ -132,3 +132,44 @@ func (c *Cluster) Daemon() *Daemon {
 	defer c.mu.Unlock()
 	return c.daemon
 }
+
+// WarmUp runs w until the share of calls answered in the clients' zone has
+// been at least settled in two consecutive windows of at least 100 calls
+// (or limit passes), and returns the windows it saw. A freshly started
+// balancer learns the other zones' latency by probing them (see
+// docs/zone-balancing.md); measurements of the steady state start after it.
+func (c *Cluster) WarmUp(ctx context.Context, w Workload, settled float64, limit time.Duration) ([]Window, error) {
+	cs, err := c.StartClients(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	var ws []Window
+	good := 0
+	deadline := time.Now().Add(limit)
+	for good < 2 && time.Now().Before(deadline) {
+		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+			cs.Stop(context.Background())
+			return ws, err
+		}
+		win, err := cs.Snapshot(ctx)
+		if err != nil {
+			cs.Stop(context.Background())
+			return ws, err
+		}
+		ws = append(ws, win)
+		if win.OK >= 100 && win.Share(ClientZone) >= settled {
+			good++
+		} else {
+			good = 0
+		}
+	}
+	last, err := cs.Stop(ctx)
+	ws = append(ws, last)
+	if err != nil {
+		return ws, err
+	}
+	if good < 2 {
+		return ws, fmt.Errorf("cluster: in-zone share did not settle at %.3f within %v", settled, limit)
+	}
+	return ws, nil
+}
