@@ -114,18 +114,17 @@ func (f *forwarding) serve() {
 			break
 		}
 
-		elapsed := p.cfg.Now().Sub(sent)
+		// No response byte arrived: TTFB stays 0 and the balancer takes
+		// the time since Pick as a lower bound on the endpoint's latency.
 		switch {
 		case r.Context().Err() != nil:
 			// The client went away; nobody to answer.
-			picked.Done(zone.Result{Outcome: zone.Canceled, TTFB: elapsed})
+			picked.Done(zone.Result{Outcome: zone.Canceled})
 			f.info.Outcome = zone.Canceled
 			return
 		case ctx.Err() != nil:
-			// Our copy of the client's deadline expired first. The
-			// elapsed time is a latency sample: the endpoint was at
-			// least this slow.
-			picked.Done(zone.Result{Outcome: zone.Canceled, TTFB: elapsed})
+			// Our copy of the client's deadline expired first.
+			picked.Done(zone.Result{Outcome: zone.Canceled})
 			f.info.Outcome = zone.Canceled
 			f.fail(http.StatusGatewayTimeout, grpcDeadlineExceeded, "zonelb: deadline exceeded waiting for "+ep.Addr.String())
 			return

@@ -465,7 +465,13 @@ func (b *Balancer) usable(s *snapshot, e *entry, avoid *endpointState, avoidZone
 // by the endpoint's weight, itself reduced during slow start.
 func (b *Balancer) cost(e *entry, now int64) float64 {
 	st := e.st
-	est := max(st.ewma.projected(now, b.invDecay), minEstimate)
+	est := st.ewma.projected(now, b.invDecay)
+	if !st.measured.Load() {
+		if t := math.Float64frombits(st.zone.typical.Load()); t > 0 {
+			est = t
+		}
+	}
+	est = max(est, minEstimate)
 	c := est * float64(st.inflight.Load()+1)
 	return c / (e.weight * b.rampWeight(st, now))
 }

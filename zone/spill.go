@@ -23,6 +23,11 @@ type zoneStats struct {
 	// add records a sample and one swap reads count and sum together.
 	acc   atomic.Uint64
 	level atomic.Uint64 // float64 bits, ns: the slow level; 0 = unknown
+	// typical is the estimate of the endpoint of this zone that last
+	// completed a request (float64 bits, ns; 0 = none yet): the price of
+	// an endpoint not measured yet, so that it is neither free nor
+	// starved behind a fixed default while its peers' estimates are low.
+	typical atomic.Uint64
 
 	// Guarded by Balancer.mu.
 	fast        float64 // ns: the level over the last few requests

@@ -20,6 +20,9 @@ type endpointState struct {
 	rampStart    atomic.Int64 // ns; slow start runs from here
 	ejectedUntil atomic.Int64 // ns; 0 when not ejected
 	ewma         peakEWMA
+	// measured turns true with the first latency sample; until then Pick
+	// prices the endpoint at its zone's typical estimate.
+	measured atomic.Bool
 
 	// Guarded by ewma.mu.
 	consecutive    int   // failures in a row
@@ -48,15 +51,26 @@ func (st *endpointState) done(start int64, r Result) {
 	zoneSample, lowerBound := -1.0, -1.0
 	eject := false
 	st.ewma.mu.Lock()
+	// Until its first sample an endpoint is priced at its peers' level
+	// (see cost); the first real measurement then replaces that
+	// placeholder outright instead of being averaged into it.
+	first := !st.measured.Load()
+	sample := func(x float64) {
+		if first {
+			st.ewma.resetLocked(x, now)
+		} else {
+			st.ewma.observeLocked(x, now, b.decay)
+		}
+	}
 	switch r.Outcome {
 	case Success:
-		st.ewma.observeLocked(ttfb, now, b.decay)
+		sample(ttfb)
 		zoneSample = ttfb
 		st.healthyLocked(now)
 	case Overloaded:
 		// Load, not ill health: the endpoint answered.
 		x := max(ttfb, st.ewma.currentLocked(now, b.decay)) + float64(b.cfg.OverloadPenalty)
-		st.ewma.observeLocked(x, now, b.decay)
+		sample(x)
 		zoneSample = x
 		st.healthyLocked(now)
 	case Failure, NotReached:
@@ -67,7 +81,7 @@ func (st *endpointState) done(start int64, r Result) {
 		eject = st.shouldEjectLocked()
 	default: // Canceled: says nothing of health
 		if r.TTFB > 0 {
-			st.ewma.observeLocked(ttfb, now, b.decay)
+			sample(ttfb)
 			zoneSample = ttfb
 		} else if elapsed := float64(now - start); elapsed > 0 {
 			// No answer yet when the caller gave up: the endpoint took
@@ -76,6 +90,10 @@ func (st *endpointState) done(start int64, r Result) {
 			st.ewma.raiseLocked(elapsed, now, b.decay)
 			lowerBound = elapsed
 		}
+	}
+	if zoneSample >= 0 {
+		st.measured.Store(true)
+		st.zone.typical.Store(math.Float64bits(st.ewma.est))
 	}
 	st.ewma.mu.Unlock()
 
@@ -239,6 +257,7 @@ func (b *Balancer) returnEjected(now int64) {
 		}
 		st.ewma.mu.Lock()
 		st.ewma.resetLocked(b.defaultLat, now)
+		st.measured.Store(false)
 		st.probation = true
 		st.consecutive = 0
 		st.returnedAt = now

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/zonelb/zonelb/sim"
 )
 
 // command is one subcommand. run returns the process exit status: 0 on
@@ -21,6 +23,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"daemon":    {"run the node agent: discovery, eBPF redirection, the proxy, metrics", runDaemon},
 		"proxy":     {"run the proxy for one service with explicit endpoints (no Kubernetes, no root)", runProxy},
+		"sim":       {"simulate balancing policies across zones at scale, driving the real balancer", sim.Main},
 		"status":    {"print a running daemon's services, zones, spillover and cross-zone bytes", runStatus},
 		"uninstall": {"remove zonelb's eBPF programs, pins and interface from this node", runUninstall},
 		"version":   {"print the version", runVersion},

@@ -1,0 +1,71 @@
+package zone
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// Equal endpoints share even a strictly sequential load (one request at a
+// time, so in-flight counts never differ): the proxy's promise that calls
+// over one connection spread over the pods. Before an endpoint is
+// measured it is priced at its measured peers' level, and its first sample
+// replaces the placeholder; otherwise the endpoints sampled first would
+// fade below the 30ms default and the rest would starve for a minute.
+func TestEqualEndpointsShareSequentialLoad(t *testing.T) {
+	for _, ignoreZones := range []bool{true, false} {
+		b, clk := newTestBalancer(t, Config{LocalZone: "a", IgnoreZones: ignoreZones})
+		b.Update(makeEndpoints(zoneSpec{"a", 3}))
+		got := map[netip.AddrPort]int{}
+		const n = 3000
+		for i := 0; i < n; i++ {
+			p := mustPick(t, b, netip.AddrPort{})
+			got[p.Endpoint.Addr]++
+			// 200µs to 260µs: equal endpoints, a little noise.
+			ttfb := 200*time.Microsecond + time.Duration(i*7919%61)*time.Microsecond
+			clk.Advance(ttfb)
+			p.Done(Result{Outcome: Success, TTFB: ttfb})
+			clk.Advance(50 * time.Microsecond)
+		}
+		if len(got) != 3 {
+			t.Fatalf("ignoreZones=%v: %d of 3 endpoints used: %v", ignoreZones, len(got), got)
+		}
+		for addr, c := range got {
+			if c < n/3*9/10 || c > n/3*11/10 {
+				t.Errorf("ignoreZones=%v: %s got %d of %d, want within 10%% of %d (%v)", ignoreZones, addr, c, n, n/3, got)
+			}
+		}
+	}
+}
+
+// A new endpoint joining a measured set starts at its peers' level: not
+// free (it gets no more than its share while it ramps in), and not held
+// back by the fixed default once slow start is over (it gets its share
+// at once, where a 30ms default would starve it for most of a minute).
+func TestNewEndpointStartsAtPeersLevel(t *testing.T) {
+	b, clk := newTestBalancer(t, Config{LocalZone: "a"})
+	eps := makeEndpoints(zoneSpec{"a", 3})
+	b.Update(eps[:2])
+	run := func(n int) map[netip.AddrPort]int {
+		got := map[netip.AddrPort]int{}
+		for i := 0; i < n; i++ {
+			p := mustPick(t, b, netip.AddrPort{})
+			got[p.Endpoint.Addr]++
+			clk.Advance(time.Millisecond)
+			p.Done(Result{Outcome: Success, TTFB: time.Millisecond})
+		}
+		return got
+	}
+	clk.Advance(time.Minute) // the first two are past slow start
+	run(1000)
+	b.Update(eps)
+	got := run(300)
+	if newcomer := got[eps[2].Addr]; newcomer > 100 {
+		t.Fatalf("the new endpoint got %d of 300 requests while ramping in: treated as free (%v)", newcomer, got)
+	}
+	clk.Advance(DefaultSlowStart)
+	got = run(3000)
+	if newcomer := got[eps[2].Addr]; newcomer < 900 {
+		t.Fatalf("after slow start the new endpoint got %d of 3000 requests, want about a third (%v)", newcomer, got)
+	}
+}
