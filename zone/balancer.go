@@ -25,6 +25,11 @@ import (
 // periodic control step rebuild or adjust under a mutex that Pick only
 // ever try-locks, once per control interval. A Balancer must not be copied.
 type Balancer struct {
+	// typical is the estimate of the endpoint that last completed a
+	// request, in any zone (float64 bits, ns; 0 = none yet): the price of
+	// an unmeasured endpoint when its own zone has no measurement.
+	typical atomic.Uint64
+
 	// Immutable after NewBalancer.
 	cfg        Config
 	log        *slog.Logger
@@ -467,7 +472,11 @@ func (b *Balancer) cost(e *entry, now int64) float64 {
 	st := e.st
 	est := st.ewma.projected(now, b.invDecay)
 	if !st.measured.Load() {
+		// Priced at its peers' level: its own zone's if measured, else
+		// the service's (zone-blind, or the zone's first endpoint).
 		if t := math.Float64frombits(st.zone.typical.Load()); t > 0 {
+			est = t
+		} else if t := math.Float64frombits(b.typical.Load()); t > 0 {
 			est = t
 		}
 	}

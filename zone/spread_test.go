@@ -16,6 +16,10 @@ func TestEqualEndpointsShareSequentialLoad(t *testing.T) {
 	for _, ignoreZones := range []bool{true, false} {
 		b, clk := newTestBalancer(t, Config{LocalZone: "a", IgnoreZones: ignoreZones})
 		b.Update(makeEndpoints(zoneSpec{"a", 3}))
+		if ignoreZones {
+			// One endpoint per zone: peers are found across zones.
+			b.Update(makeEndpoints(zoneSpec{"a", 1}, zoneSpec{"b", 1}, zoneSpec{"c", 1}))
+		}
 		got := map[netip.AddrPort]int{}
 		const n = 3000
 		for i := 0; i < n; i++ {

@@ -94,6 +94,7 @@ func (st *endpointState) done(start int64, r Result) {
 	if zoneSample >= 0 {
 		st.measured.Store(true)
 		st.zone.typical.Store(math.Float64bits(st.ewma.est))
+		b.typical.Store(math.Float64bits(st.ewma.est))
 	}
 	st.ewma.mu.Unlock()
 

