@@ -47,15 +47,27 @@ func (r *runner) profile(ctx context.Context, workload string) Profile {
 	// start-up, so the whole profile window sees steady load.
 	loaded := base
 	loaded.Duration = r.cfg.ProfileFor + 2*time.Second
-	loadDone := make(chan error, 1)
+	type loadOutcome struct {
+		res loadResult
+		err error
+	}
+	loadDone := make(chan loadOutcome, 1)
+	cpuBefore, cpuErr := procCPU(r.cfg.ProcRoot, rp.proc.Pid())
 	go func() {
-		_, err := r.load(ctx, dir, "profiled", workload, loaded)
-		loadDone <- err
+		res, err := r.load(ctx, dir, "profiled", workload, loaded)
+		loadDone <- loadOutcome{res, err}
 	}()
 	p.Path = filepath.Join(dir, "zonelb-"+workload+".pprof")
 	profErr := fetchProfile(ctx, admin, r.cfg.ProfileFor, p.Path)
-	if err := <-loadDone; err != nil {
-		return fail(fmt.Errorf("load while profiling: %w", err))
+	out := <-loadDone
+	if out.err != nil {
+		return fail(fmt.Errorf("load while profiling: %w", out.err))
+	}
+	if out.res.Wall > 0 {
+		p.AchievedRPS = float64(out.res.Completed) / out.res.Wall.Seconds()
+		if cpuAfter, err := procCPU(r.cfg.ProcRoot, rp.proc.Pid()); err == nil && cpuErr == nil {
+			p.ProxyBusy = float64(cpuAfter-cpuBefore) / float64(out.res.Wall)
+		}
 	}
 	if profErr != nil {
 		return fail(profErr)

@@ -62,7 +62,8 @@ func TestMarkdownFigures(t *testing.T) {
 		"| zonelb (GOMAXPROCS=1) | 15.0 (10.0..20.0) | 0.015 (0.010..0.020) | 0.75 | - | 20000 (20000..20000) | 90 % / - | 10.0 (10.0..10.0) | 20.0 (20.0..20.0) | 40/30/30 % |",
 		// Added p99: 400-200 and 500-200 -> 250 (200..300).
 		"| 250 (200..300) |",
-		"| gRPC unary | added p99 @1000 < 150 us | 250 us | | **no** |",
+		// direct's p99 is 200 us in both runs: the floor is steady, a verdict is possible.
+		"| gRPC unary | added p99 @1000 < 150 us | 250 us |  | **no** |",
 		"| gRPC unary | CPU/req <= HAProxy @1000 | 15.0 us | 20.0 us | yes |",
 		"- run 3, grpc, haproxy: exploded",
 	} {
@@ -70,5 +71,19 @@ func TestMarkdownFigures(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q\n%s", want, md)
 		}
+	}
+}
+
+func TestTargetsRefuseAP99VerdictWhenTheFloorIsNoisy(t *testing.T) {
+	res := fakeResults()
+	// Make direct's p99 differ by 1 ms between the two runs.
+	for i, s := range res.Samples {
+		if s.Peer == PeerDirect && s.Run == 2 {
+			res.Samples[i].Phases[0].Latency.P99 += time.Millisecond
+		}
+	}
+	md := Markdown(res, Meta{})
+	if !strings.Contains(md, "not resolvable here") || !strings.Contains(md, "direct's own p99 spans 200..1200 us") {
+		t.Fatalf("noisy floor not reported:\n%s", md)
 	}
 }

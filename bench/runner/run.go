@@ -133,9 +133,13 @@ type Profile struct {
 	RPS      int           `json:"rps"`
 	Seconds  time.Duration `json:"duration_ns"`
 	Path     string        `json:"path"`
-	Top      string        `json:"top"`
-	TopCum   string        `json:"top_cum"`
-	Err      string        `json:"error,omitempty"`
+	// AchievedRPS and ProxyBusy describe the load while profiling: a
+	// profile of a proxy that was starved or stalled says little.
+	AchievedRPS float64 `json:"achieved_rps"`
+	ProxyBusy   float64 `json:"proxy_busy"`
+	Top         string  `json:"top"`
+	TopCum      string  `json:"top_cum"`
+	Err         string  `json:"error,omitempty"`
 }
 
 // Results are a whole benchmark invocation.
