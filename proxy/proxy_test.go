@@ -23,12 +23,41 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/zonelb/zonelb/proxy"
+	"github.com/zonelb/zonelb/zone"
 )
 
-// Every call over one client connection is balanced on its own.
+// Every call over one client connection is balanced on its own. With the
+// reference round-robin picker, three equal backends share 3000 calls
+// within 10%. With the real zone balancer every backend takes a real part,
+// but not an even one: Peak-EWMA follows latency, and on loopback one slow
+// sample (a GC pause, a scheduling hiccup) makes a backend look slower for
+// a few seconds of its 10s decay, longer than this whole test. The exact
+// share of equal backends under Peak-EWMA is pinned, with injected time,
+// by zone's TestEqualEndpointsShareSequentialLoad.
 func TestCallsOverOneConnectionSpreadEvenly(t *testing.T) {
-	bs := []*backend{startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c")}
-	_, addr := startProxy(t, proxy.NewRoundRobin(endpointsOf(bs...)))
+	t.Run("round robin", func(t *testing.T) {
+		bs := []*backend{startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c")}
+		testSpread(t, bs, proxy.NewRoundRobin(endpointsOf(bs...)), 0.9, 1.1)
+	})
+	t.Run("zone balancer", func(t *testing.T) {
+		bs := []*backend{startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c")}
+		eps := endpointsOf(bs...)
+		for i := range eps {
+			eps[i].Zone = "zone-a"
+		}
+		bal, err := zone.NewBalancer(zone.Config{LocalZone: "zone-a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bal.Update(eps)
+		testSpread(t, bs, bal, 0.15, 2)
+	})
+}
+
+// testSpread sends 3000 calls over one connection and checks that each
+// backend's share is within [lo, hi] times an even third.
+func testSpread(t *testing.T, bs []*backend, picker proxy.Picker, lo, hi float64) {
+	_, addr := startProxy(t, picker)
 	client := dial(t, addr)
 	const calls = 3000
 	got := map[string]int{}
@@ -41,8 +70,8 @@ func TestCallsOverOneConnectionSpreadEvenly(t *testing.T) {
 	}
 	for _, b := range bs {
 		share := got[b.name]
-		if share < calls/3*9/10 || share > calls/3*11/10 {
-			t.Errorf("backend %s got %d of %d calls, want within 10%% of %d (all: %v)", b.name, share, calls, calls/3, got)
+		if float64(share) < calls/3*lo || float64(share) > calls/3*hi {
+			t.Errorf("backend %s got %d of %d calls, want %.0f to %.0f (all: %v)", b.name, share, calls, calls/3*lo, calls/3*hi, got)
 		}
 	}
 }
