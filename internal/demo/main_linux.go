@@ -347,7 +347,7 @@ func zoneBackends(c *cluster.Cluster, z string) []*cluster.Backend {
 func printLive(w io.Writer, ph cluster.Phase, offered float64) {
 	fmt.Fprintf(w, "\nLive, zonelb only: every pod now takes 5 ms a call. At 3s zone-a's two pods drop to one call at a\n")
 	fmt.Fprintf(w, "time (400 calls/s together, less than the %.0f offered); at 9s they are killed (SIGKILL).\n\n", offered)
-	fmt.Fprintf(w, "%6s %8s %8s %8s %8s %10s %8s\n", "second", "calls/s", "zone-a", "zone-b", "zone-c", "p99", "errors")
+	fmt.Fprintf(w, "%8s %8s %8s %8s %8s %10s %8s\n", "time", "calls/s", "zone-a", "zone-b", "zone-c", "p99", "errors")
 	// The last window is the tail between the last snapshot and the
 	// clients' stop: not a whole second, left out.
 	for i, win := range ph.Windows[:max(len(ph.Windows)-1, 0)] {
@@ -358,7 +358,7 @@ func printLive(w io.Writer, ph cluster.Phase, offered float64) {
 		case 9:
 			note = "  <- zone-a's pods killed"
 		}
-		fmt.Fprintf(w, "%6d %8.0f %8s %8s %8s %10s %8d%s\n", i+1, win.Rate(),
+		fmt.Fprintf(w, "%8s %8.0f %8s %8s %8s %10s %8d%s\n", fmt.Sprintf("%d-%ds", i, i+1), win.Rate(),
 			pct(win.Share("zone-a")), pct(win.Share("zone-b")), pct(win.Share("zone-c")),
 			ms(win.Percentile(99)), win.Failed, note)
 	}

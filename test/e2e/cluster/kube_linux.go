@@ -196,18 +196,23 @@ func (r *relay) serve() {
 	}
 }
 
-func (r *relay) track(c net.Conn, add bool) bool {
+// track registers the two legs of a relayed connection, so that close
+// can cut them; false when the relay is closing.
+func (r *relay) track(in, out net.Conn) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if add && r.closed {
+	if r.closed {
 		return false
 	}
-	if add {
-		r.conns[c] = true
-	} else {
-		delete(r.conns, c)
-	}
+	r.conns[in], r.conns[out] = true, true
 	return true
+}
+
+func (r *relay) untrack(in, out net.Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.conns, in)
+	delete(r.conns, out)
 }
 
 func (r *relay) pipe(in net.Conn) {
@@ -225,11 +230,10 @@ func (r *relay) pipe(in net.Conn) {
 		return
 	}
 	defer out.Close()
-	if !r.track(in, true) || !r.track(out, true) {
+	if !r.track(in, out) {
 		return
 	}
-	defer r.track(in, false)
-	defer r.track(out, false)
+	defer r.untrack(in, out)
 	done := make(chan struct{}, 2)
 	go func() { io.Copy(out, in); out.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
 	go func() { io.Copy(in, out); in.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()

@@ -58,7 +58,7 @@ type PhaseEvent struct {
 }
 
 // RunPhase starts w in every client pod, snapshots every interval for d
-// (running events when due), stops the clients and returns the
+// (running events when due, each right after a snapshot), stops the clients and returns the
 // measurements. tick, if set, is called after each snapshot.
 func (c *Cluster) RunPhase(ctx context.Context, name string, w Workload, d, interval time.Duration, events []PhaseEvent, tick func(elapsed time.Duration, last Window)) (Phase, error) {
 	ph := Phase{Name: name}
@@ -89,13 +89,6 @@ func (c *Cluster) RunPhase(ctx context.Context, name string, w Workload, d, inte
 			return ph, ctx.Err()
 		case <-t.C:
 		}
-		for next < len(events) && time.Since(start) >= events[next].At {
-			if err := events[next].Do(ctx); err != nil {
-				cs.Stop(context.Background())
-				return ph, fmt.Errorf("%s: %s: %w", name, events[next].Name, err)
-			}
-			next++
-		}
 		win, err := cs.Snapshot(ctx)
 		if err != nil {
 			cs.Stop(context.Background())
@@ -104,6 +97,15 @@ func (c *Cluster) RunPhase(ctx context.Context, name string, w Workload, d, inte
 		ph.Windows = append(ph.Windows, win)
 		if tick != nil {
 			tick(time.Since(start), win)
+		}
+		// Events run right after a snapshot: the window that follows is
+		// the first to see them.
+		for next < len(events) && time.Since(start) >= events[next].At {
+			if err := events[next].Do(ctx); err != nil {
+				cs.Stop(context.Background())
+				return ph, fmt.Errorf("%s: %s: %w", name, events[next].Name, err)
+			}
+			next++
 		}
 	}
 	last, err := cs.Stop(ctx)
