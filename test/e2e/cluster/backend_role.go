@@ -70,7 +70,6 @@ type slots struct {
 	busy   int
 	size   int // 0: unlimited
 	serve  time.Duration
-	closed bool
 }
 
 func newSlots(l BackendLoad) *slots {
@@ -89,10 +88,12 @@ func (s *slots) set(l BackendLoad) {
 // serveCall waits for a slot, holds it for the service time, and
 // releases it. A call whose context ends while it waits gives up.
 func (s *slots) serveCall(ctx context.Context) error {
+	// Under the lock, so that a waiter is either before its check of ctx
+	// or inside Wait: the wake-up cannot fall in between.
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
-		s.mu.Unlock()
 		s.cond.Broadcast()
+		s.mu.Unlock()
 	})
 	defer stop()
 	s.mu.Lock()
