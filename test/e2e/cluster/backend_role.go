@@ -65,11 +65,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // slots is a counting semaphore whose size can change while calls wait.
 type slots struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	busy   int
-	size   int // 0: unlimited
-	serve  time.Duration
+	mu    sync.Mutex
+	cond  *sync.Cond
+	busy  int
+	size  int // 0: unlimited
+	serve time.Duration
 }
 
 func newSlots(l BackendLoad) *slots {
