@@ -21,10 +21,11 @@ all: build
 
 help:
 	@echo "make build     build bin/zonelb"
-	@echo "make demo      run the demo: per-request balancing over one connection, side by side with per-connection L4"
+	@echo "make demo      the demo: a three-zone mini cluster, kube-proxy vs zonelb side by side (root)"
 	@echo "make test      run the whole test suite (as root for the privileged tests)"
 	@echo "make interop   run 100 rounds of the gRPC interop suite through zonelb"
 	@echo "make bench     benchmark zonelb against direct, HAProxy, nginx and Caddy"
+	@echo "make bench-e2e zonelb against kube-proxy in the mini cluster (root)"
 	@echo "make lint      go vet and staticcheck"
 	@echo "make generate  regenerate the BPF objects (installs clang and libbpf-dev)"
 
@@ -45,8 +46,8 @@ test-deps:: $(CACHE)/bin/h2spec kube-bins
 $(CACHE)/bin/h2spec:
 	GOBIN=$(CACHE)/bin $(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 
-demo: build
-	$(GO) run ./internal/demo --zonelb $(BIN)/zonelb
+# The main job: the three-zone mini cluster (test/e2e/e2e.mk). Root.
+demo: e2e-demo
 
 interop: build
 	ZONELB_BIN=$(BIN)/zonelb ZONELB_INTEROP_ROUNDS=100 $(GO) test -count=1 -timeout 60m -run TestInterop -v ./test/interop
@@ -68,3 +69,4 @@ include bpf/bpf.mk
 include tools/kube/kube.mk
 include bench/bench.mk
 include deploy/deploy.mk
+include test/e2e/e2e.mk

@@ -284,12 +284,20 @@ func TestMiniCluster(t *testing.T) {
 		all := cluster.Merge(append(before, after...)...)
 		// The calls in flight on the proxy's connection die with it; the
 		// client reconnects, and the connection goes to the ClusterIP
-		// through kube-proxy's rules.
-		if all.Failed > len(all.Failures) || all.FailedSince(killed) != 0 || all.Failed > 4 {
-			t.Errorf("want failures only among the (at most 4) calls in flight at the kill; killed at %d: %s", killed.UnixNano(), describe(all))
+		// through kube-proxy's rules. A SIGKILL closes the proxy's sockets
+		// one by one: a reconnect in that instant can still be steered to
+		// the listener and reset with it, and grpc-go then fails calls fast
+		// until its reconnect backoff ends. So failures are allowed for the
+		// issue's one second of fail-open, and none after.
+		failOpen := killed.Add(time.Second)
+		if all.Failed > len(all.Failures) || all.FailedSince(failOpen) != 0 {
+			t.Errorf("want no failed call started more than 1s after the kill; killed at %d: %s", killed.UnixNano(), describe(all))
 		}
-		if direct := cluster.Merge(after[1:]...); direct.OK == 0 || direct.ViaProxy != 0 || direct.Failed != 0 {
-			t.Errorf("after the kill: want every call answered straight from the pod (the baseline path): %s", describe(direct))
+		if all.Failed > 0 {
+			t.Logf("%d calls failed within 1s of the kill (in flight, or a reconnect racing the dying listener)", all.Failed)
+		}
+		if direct := cluster.Merge(after[2:]...); direct.OK == 0 || direct.ViaProxy != 0 || direct.Failed != 0 {
+			t.Errorf("from 1s after the kill: want every call answered straight from the pod (the baseline path): %s", describe(direct))
 		}
 	})
 	t.Run("zonelb/restart without a failed call", func(t *testing.T) {
