@@ -39,7 +39,8 @@ type Config struct {
 // ProxyConfig configures the node proxy.
 type ProxyConfig struct {
 	// Listen is where the proxy accepts the connections the BPF hooks
-	// steer to it: the node-local address. Default 169.254.20.11:15001.
+	// steer to it: the node-local address. Default 169.254.20.11:15001
+	// (127.0.0.1:15001 when redirection is off).
 	Listen string `json:"listen,omitempty"`
 	// DrainTimeout bounds how long in-flight requests may finish on
 	// SIGTERM. Default 30s.
@@ -145,8 +146,17 @@ func (c Config) WithDefaults(getenv func(string) string) Config {
 	if c.Source == "" {
 		c.Source = "kubernetes"
 	}
+	if c.Redirect.Enabled == nil {
+		t := true
+		c.Redirect.Enabled = &t
+	}
 	if c.Proxy.Listen == "" {
 		c.Proxy.Listen = DefaultListen
+		if !*c.Redirect.Enabled {
+			// Without BPF there is no zonelb0 to hold the link-local
+			// address: listen on loopback.
+			c.Proxy.Listen = "127.0.0.1:15001"
+		}
 	}
 	if c.Proxy.DrainTimeout == 0 {
 		c.Proxy.DrainTimeout = Duration(DefaultDrainTimeout)
