@@ -123,6 +123,34 @@ func TestDaemonFollowsAPIServer(t *testing.T) {
 	}
 	c.expect(t, "a fourth endpoint", red, vip, map[string]string{"10.1.0.1:9000": "zone-a", "10.1.0.2:9000": "zone-a", "10.2.0.1:9000": "zone-b", "10.3.0.1:9000": "zone-c"})
 
+	// The API server restarts: the daemon keeps serving what it knew, its
+	// informers reconnect, and the next change shows as before.
+	api.RestartAPIServer(t)
+	if got := c.state(t); len(got.Services) != 1 || len(got.Services[0].Balancer.Endpoints) != 4 || !got.Ready {
+		t.Fatalf("after an API server restart the daemon lost its state: %+v", got)
+	}
+	var moved *discoveryv1.EndpointSlice
+	deadline := time.Now().Add(60 * time.Second) // reconnecting is not a change: informers back off
+	for {
+		cur, err := client.DiscoveryV1().EndpointSlices("default").Get(ctx, slice.Name, metav1.GetOptions{})
+		if err == nil {
+			cur.Endpoints = append(cur.Endpoints, endpoint("10.3.0.2", "zone-c"))
+			if moved, err = client.DiscoveryV1().EndpointSlices("default").Update(ctx, cur, metav1.UpdateOptions{}); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("API server not back after restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.expectWithin(t, "a change after the restart", red, vip, map[string]string{"10.1.0.1:9000": "zone-a", "10.1.0.2:9000": "zone-a", "10.2.0.1:9000": "zone-b", "10.3.0.1:9000": "zone-c", "10.3.0.2:9000": "zone-c"}, 60*time.Second)
+	moved.Endpoints = moved.Endpoints[:4]
+	if slice, err = client.DiscoveryV1().EndpointSlices("default").Update(ctx, moved, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, "back to four endpoints", red, vip, map[string]string{"10.1.0.1:9000": "zone-a", "10.1.0.2:9000": "zone-a", "10.2.0.1:9000": "zone-b", "10.3.0.1:9000": "zone-c"})
+
 	// Move an endpoint to another zone.
 	slice.Endpoints[1].Zone = ptr.To("zone-b")
 	if slice, err = client.DiscoveryV1().EndpointSlices("default").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
@@ -138,7 +166,7 @@ func TestDaemonFollowsAPIServer(t *testing.T) {
 	if err := client.CoreV1().Services("default").Delete(ctx, "greeter", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(within)
+	deadline = time.Now().Add(within)
 	for {
 		st := c.state(t)
 		svcs, _ := red.Services()
@@ -156,6 +184,11 @@ func TestDaemonFollowsAPIServer(t *testing.T) {
 // expect waits up to `within` for the daemon's balancer to hold exactly
 // the endpoints given (address -> zone) and the BPF map to select vip.
 func (c *cluster) expect(t *testing.T, what string, red *bpf.Redirector, vip netip.AddrPort, want map[string]string) {
+	t.Helper()
+	c.expectWithin(t, what, red, vip, want, within)
+}
+
+func (c *cluster) expectWithin(t *testing.T, what string, red *bpf.Redirector, vip netip.AddrPort, want map[string]string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var last string
