@@ -300,6 +300,11 @@ func versions(bin runner.Binaries, ghzVersion string, peers []string) []string {
 		}
 	}
 	var out []string
+	// The tree the zonelb binary was built from (make bench builds it just
+	// before running), since a binary's own version may be a placeholder.
+	if b, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		out = append(out, "source tree "+strings.TrimSpace(string(b)))
+	}
 	if ghzVersion != "" {
 		out = append(out, "ghz "+ghzVersion)
 	}
