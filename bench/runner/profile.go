@@ -18,7 +18,7 @@ import (
 // with `go tool pprof -top`.
 func (r *runner) profile(ctx context.Context, workload string) Profile {
 	rate := slices.Max(r.cfg.Rates)
-	p := Profile{Workload: workload, RPS: rate, Seconds: r.cfg.ProfileFor}
+	p := Profile{Workload: workload, RPS: rate, Duration: r.cfg.ProfileFor}
 	fail := func(err error) Profile { p.Err = err.Error(); return p }
 
 	dir := filepath.Join(r.cfg.WorkDir, "profile-"+workload)

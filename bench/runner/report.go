@@ -318,7 +318,7 @@ func (rp report) failuresSection(b *strings.Builder) {
 
 func (rp report) profilesSection(b *strings.Builder) {
 	for _, p := range rp.res.Profiles {
-		fmt.Fprintf(b, "### zonelb CPU profile, %s at %d req/s for %v\n\n", p.Workload, p.RPS, p.Seconds)
+		fmt.Fprintf(b, "### zonelb CPU profile, %s at %d req/s for %v\n\n", p.Workload, p.RPS, p.Duration)
 		if p.Err != "" {
 			fmt.Fprintf(b, "Profiling failed: %s\n\n", p.Err)
 			continue

@@ -131,7 +131,7 @@ func (s Sample) Phase(rps int) (PhaseResult, bool) {
 type Profile struct {
 	Workload string        `json:"workload"`
 	RPS      int           `json:"rps"`
-	Seconds  time.Duration `json:"duration_ns"`
+	Duration time.Duration `json:"duration_ns"`
 	Path     string        `json:"path"`
 	// AchievedRPS and ProxyBusy describe the load while profiling: a
 	// profile of a proxy that was starved or stalled says little.
