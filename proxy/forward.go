@@ -226,12 +226,13 @@ func (f *forwarding) respond(ctx context.Context, resp *http.Response) (zone.Out
 	w.WriteHeader(resp.StatusCode)
 	f.headersSent = true
 	rc := http.NewResponseController(w)
-	flush := func() { rc.Flush() }
-	// Headers go out now: a streaming server may send them long before its
-	// first message, and the client may be waiting for them.
-	flush()
-
-	n, err := f.p.copyBuffer(w, resp.Body, flush, newStallWatch(rc, f.p.cfg.StalledWriteTimeout))
+	// Headers and data go out when the upstream pauses (lazyFlusher): at
+	// once for a streaming server that sends headers long before its first
+	// message, batched with the message and trailers for a unary call.
+	lf := newLazyFlusher(rc, newStallWatch(rc, f.p.cfg.StalledWriteTimeout))
+	lf.wrote()
+	n, err := f.p.copyResponse(w, resp.Body, lf)
+	lf.stop()
 	if err != nil {
 		var we errWrite
 		switch {

@@ -61,7 +61,7 @@ func (p *Proxy) pipe(down *sniffedConn, up *net.TCPConn) (sent, recv int64) {
 	defer up.Close()
 	done := make(chan int64, 1)
 	go func() {
-		n, err := p.copyBuffer(down.Conn, up, nil, nil)
+		n, err := p.copyBuffer(down.Conn, up)
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			// Reset the other side too rather than leave it hanging.
 			down.Conn.SetDeadline(time.Now())
@@ -71,7 +71,7 @@ func (p *Proxy) pipe(down *sniffedConn, up *net.TCPConn) (sent, recv int64) {
 		}
 		done <- n
 	}()
-	n, err := p.copyBuffer(up, down, nil, nil)
+	n, err := p.copyBuffer(up, down)
 	if err != nil && !errors.Is(err, io.EOF) {
 		up.SetDeadline(time.Now())
 	}
