@@ -21,8 +21,8 @@ const flushDelay = 50 * time.Microsecond
 // both hold mu (and the handler is blocked in its read when the timer
 // runs).
 type lazyFlusher struct {
-	rc    *http.ResponseController
-	stall *stallWatch
+	rc      *http.ResponseController
+	stall   *stallWatch
 	mu      sync.Mutex
 	dirty   bool // written since the last flush
 	stopped bool // the handler is done with the ResponseWriter

@@ -164,7 +164,6 @@ func (g *floodGuard) frame(typ, flags byte, length int, stream uint32) string {
 type stallWatch struct {
 	timeout time.Duration
 	timer   *time.Timer
-	fired   bool
 }
 
 func newStallWatch(rc *http.ResponseController, timeout time.Duration) *stallWatch {

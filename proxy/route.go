@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -64,5 +63,3 @@ func (rr *RoundRobin) Pick(avoid netip.AddrPort) (zone.Picked, error) {
 	}
 	return zone.Picked{Endpoint: ep}, nil
 }
-
-var errNoRoute = errors.New("proxy: no route for connection")

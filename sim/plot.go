@@ -155,19 +155,6 @@ func scatter(path, title string, rs []Result) error {
 	return s.write(path)
 }
 
-func niceCeil(v float64) float64 {
-	if v <= 0 {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 2.5, 5, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
 func percent(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) }
 
 // writePlots writes the plots a reader of this scenario would rather look

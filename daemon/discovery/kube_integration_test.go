@@ -305,7 +305,7 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 
 	// Scale down: remove endpoints from a slice.
 	s1.Endpoints = s1.Endpoints[:1]
-	s1 = api.updateSlice(s1)
+	api.updateSlice(s1)
 	f.waitFor(t, followWithin, "scale down", func(s *Snapshot) bool {
 		return len(endpointsOf(s, "apps", "greeter", "grpc")) == 3
 	})
