@@ -25,9 +25,9 @@ Run the proxy for one upstream service with explicit endpoints and their
 zones: no Kubernetes, no root. Clients connect to --listen with cleartext
 HTTP/2 (gRPC) or HTTP/1.1; every request is balanced on its own over the
 --to endpoints, preferring those in --zone (Peak-EWMA latency, power of two
-choices; other zones take only what the local zone cannot). Other protocols are relayed as opaque TCP to one endpoint
-per connection. SIGTERM or SIGINT drains: GOAWAY to clients, in-flight
-requests finish within --drain-timeout.
+choices; other zones take only what the local zone cannot). Other protocols
+are relayed as opaque TCP to one endpoint per connection. SIGTERM or SIGINT
+drains: GOAWAY to clients, in-flight requests finish within --drain-timeout.
 
 Example:
   zonelb proxy --listen 127.0.0.1:15001 --zone zone-a \
