@@ -42,6 +42,11 @@ type ProxyConfig struct {
 	// steer to it: the node-local address. Default 169.254.20.11:15001
 	// (127.0.0.1:15001 when redirection is off).
 	Listen string `json:"listen,omitempty"`
+	// Listen6 is the node-local IPv6 address and port for connections to
+	// IPv6 service addresses, e.g. "[fd7a:6c62::11]:15001" (a ULA, which
+	// pods route to; not fe80::). Optional: without it, IPv6 service
+	// addresses are not redirected and go their usual way.
+	Listen6 string `json:"listen6,omitempty"`
 	// DrainTimeout bounds how long in-flight requests may finish on
 	// SIGTERM. Default 30s.
 	DrainTimeout Duration `json:"drainTimeout,omitempty"`
@@ -202,6 +207,18 @@ func (c Config) Validate() error {
 	}
 	if _, err := netip.ParseAddrPort(c.Proxy.Listen); err != nil {
 		return fmt.Errorf("proxy.listen %q: want IP:PORT", c.Proxy.Listen)
+	}
+	if c.Proxy.Listen6 != "" {
+		ap, err := netip.ParseAddrPort(c.Proxy.Listen6)
+		if err != nil || !ap.Addr().Is6() || ap.Addr().Is4In6() {
+			return fmt.Errorf("proxy.listen6 %q: want [IPv6]:PORT", c.Proxy.Listen6)
+		}
+		if ap.Addr().IsLinkLocalUnicast() {
+			return fmt.Errorf("proxy.listen6 %q: a link-local (fe80::) address is not routable from pods; use a ULA", c.Proxy.Listen6)
+		}
+		if !c.RedirectEnabled() {
+			return errors.New("proxy.listen6: only used with redirect.enabled")
+		}
 	}
 	if c.Proxy.DrainTimeout < 0 {
 		return fmt.Errorf("proxy.drainTimeout %v: must not be negative", time.Duration(c.Proxy.DrainTimeout))

@@ -175,8 +175,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 		px.Shutdown(context.Background())
 		return fmt.Errorf("proxy listen on %s: %w", listen, err)
 	}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- px.Serve(l) }()
+	var l6 net.Listener
+	if a6 := cfg.listen6(); a6.IsValid() {
+		if l6, err = bpf.ListenConfig().Listen(ctx, "tcp6", a6.String()); err != nil {
+			l.Close()
+			px.Shutdown(context.Background())
+			return fmt.Errorf("proxy listen on %s: %w", a6, err)
+		}
+		go func() { serveErr <- px.Serve(l6) }()
+	}
 	if red == nil {
 		fl := newFrontendListeners(log.With("component", "frontends"), px)
 		direct.Store(fl)
@@ -211,10 +220,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	if red != nil {
-		if err := red.RegisterListener(l.(*net.TCPListener)); err != nil {
-			l.Close()
-			px.Shutdown(context.Background())
-			return fmt.Errorf("register proxy listener with BPF: %w", err)
+		for _, ln := range []net.Listener{l, l6} {
+			if ln == nil {
+				continue
+			}
+			if err := red.RegisterListener(ln.(*net.TCPListener)); err != nil {
+				px.Shutdown(context.Background())
+				return fmt.Errorf("register proxy listener with BPF: %w", err)
+			}
 		}
 	}
 	if opts.ConfigPath != "" {
@@ -268,11 +281,20 @@ func (c Config) bpfConfig(log *slog.Logger) bpf.Config {
 		PinDir:         c.Redirect.PinDir,
 		CgroupPath:     c.Redirect.CgroupPath,
 		ProxyAddr4:     netip.MustParseAddrPort(c.Proxy.Listen),
+		ProxyAddr6:     c.listen6(),
 		SocketMark:     c.Redirect.SocketMark,
 		Interface:      c.Redirect.Interface,
 		EnrollAllNetns: c.Redirect.Enroll == "all",
 		Logger:         log.With("component", "bpf"),
 	}
+}
+
+// listen6 is the IPv6 proxy address, or the zero AddrPort.
+func (c Config) listen6() netip.AddrPort {
+	if c.Proxy.Listen6 == "" {
+		return netip.AddrPort{}
+	}
+	return netip.MustParseAddrPort(c.Proxy.Listen6)
 }
 
 // source is a discovery source.

@@ -1,0 +1,78 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	c := Config{}.WithDefaults(func(k string) string {
+		if k == "NODE_NAME" {
+			return "node-1"
+		}
+		return ""
+	})
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeName != "node-1" || c.Source != "kubernetes" || c.Proxy.Listen != DefaultListen ||
+		c.Admin.Address != DefaultAdminAddress || c.Redirect.SocketMark != DefaultSocketMark ||
+		c.Redirect.Enroll != "all" || !c.RedirectEnabled() {
+		t.Fatalf("defaults: %+v", c)
+	}
+	off := false
+	c = Config{Source: "file:/x", Redirect: RedirectConfig{Enabled: &off}}.WithDefaults(func(string) string { return "" })
+	if c.Proxy.Listen != "127.0.0.1:15001" {
+		t.Fatalf("without redirection the proxy listens on %s, want loopback", c.Proxy.Listen)
+	}
+}
+
+// Every bad setting is rejected with an error that names its key.
+func TestConfigValidationNamesTheKey(t *testing.T) {
+	base := func() Config {
+		return Config{NodeName: "n", Source: "kubernetes"}.WithDefaults(func(string) string { return "" })
+	}
+	for key, mutate := range map[string]func(*Config){
+		"source":               func(c *Config) { c.Source = "etcd" },
+		"nodeName":             func(c *Config) { c.NodeName = "" },
+		"proxy.listen":         func(c *Config) { c.Proxy.Listen = "localhost" },
+		"proxy.listen6":        func(c *Config) { c.Proxy.Listen6 = "169.254.1.1:1" },
+		"proxy.drainTimeout":   func(c *Config) { c.Proxy.DrainTimeout = -1 },
+		"admin.metricsAddress": func(c *Config) { c.Admin.MetricsAddress = ":x" },
+		"redirect.enroll":      func(c *Config) { c.Redirect.Enroll = "some" },
+		"balancer":             func(c *Config) { c.Balancer.Decay = Duration(-5) },
+		"proxy:":               func(c *Config) { c.Proxy.MaxConnsPerEndpoint = -1 },
+	} {
+		c := base()
+		mutate(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(key, ":")) {
+			t.Errorf("%s: got %v, want an error naming it", key, err)
+		}
+	}
+	link := base()
+	link.Proxy.Listen6 = "[fe80::1]:15001"
+	if err := link.Validate(); err == nil || !strings.Contains(err.Error(), "link-local") {
+		t.Errorf("fe80:: proxy address: got %v, want a link-local error", err)
+	}
+	ok := base()
+	ok.Proxy.Listen6 = "[fd7a:6c62::11]:15001"
+	if err := ok.Validate(); err != nil {
+		t.Errorf("ULA proxy address rejected: %v", err)
+	}
+}
+
+// Unknown keys in the file are errors, not silently ignored.
+func TestConfigFileIsStrict(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("proxy:\n  lisen: 1.2.3.4:5\n"), 0o644)
+	if _, err := LoadConfigFile(path); err == nil || !strings.Contains(err.Error(), "lisen") {
+		t.Fatalf("misspelt key: got %v", err)
+	}
+	os.WriteFile(path, []byte("proxy: {drainTimeout: soon}\n"), 0o644)
+	if _, err := LoadConfigFile(path); err == nil || !strings.Contains(err.Error(), "duration") {
+		t.Fatalf("bad duration: got %v", err)
+	}
+}
