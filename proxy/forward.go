@@ -111,6 +111,9 @@ func (f *forwarding) serve() {
 		resp, err = p.roundTrip(ctx, ep.Addr, out)
 		if err == nil {
 			ttfb = p.cfg.Now().Sub(sent)
+			// Answered: a long stream must not count as load on the
+			// endpoint for the rest of its life.
+			picked.Responded()
 			break
 		}
 

@@ -10,9 +10,25 @@ var ErrNoEndpoint = errors.New("zone: no endpoint available")
 //
 // Picked is a small value: Pick returns it without allocating.
 type Picked struct {
-	Endpoint *Endpoint
-	state    *endpointState // nil for pickers that keep no state
-	start    int64          // pick time on the balancer clock, ns
+	Endpoint  *Endpoint
+	state     *endpointState // nil for pickers that keep no state
+	start     int64          // pick time on the balancer clock, ns
+	responded bool           // Responded was called: no longer in flight
+}
+
+// Responded tells the balancer that the response has started (its first
+// byte arrived). From then on the request no longer counts as in flight
+// toward the endpoint's load, so a long stream (a watch, a bidirectional
+// call) does not make its endpoint look busy for its whole life: the
+// in-flight count is then what is waiting for an endpoint to answer, the
+// same window the latency estimate measures. Optional; call it at most
+// once, before Done, on the same variable.
+func (p *Picked) Responded() {
+	if p.state == nil || p.responded {
+		return
+	}
+	p.responded = true
+	p.state.inflight.Add(-1)
 }
 
 // Done reports how the request ended. Call it exactly once: a second call
@@ -21,5 +37,5 @@ func (p Picked) Done(r Result) {
 	if p.state == nil {
 		return
 	}
-	p.state.done(p.start, r)
+	p.state.done(p.start, r, p.responded)
 }

@@ -73,3 +73,49 @@ func TestNewEndpointStartsAtPeersLevel(t *testing.T) {
 		t.Fatalf("after slow start the new endpoint got %d of 3000 requests, want about a third (%v)", newcomer, got)
 	}
 }
+
+// A response that has started no longer counts as load: long streams on an
+// endpoint do not make it look busy (cost = estimate x (in flight + 1)),
+// and Done after Responded does not release the slot twice.
+func TestRespondedReleasesInFlight(t *testing.T) {
+	b, clk := newTestBalancer(t, Config{LocalZone: "a", SlowStart: -1})
+	eps := makeEndpoints(zoneSpec{"a", 2})
+	b.Update(eps)
+	inflight := func(addr netip.AddrPort) int64 {
+		for _, e := range b.State().Endpoints {
+			if e.Endpoint.Addr == addr {
+				return e.InFlight
+			}
+		}
+		t.Fatalf("no endpoint %s", addr)
+		return 0
+	}
+	// Ten long streams on whichever endpoints P2C chooses, all answered.
+	var streams []Picked
+	for i := 0; i < 10; i++ {
+		p := mustPick(t, b, netip.AddrPort{})
+		clk.Advance(time.Millisecond)
+		p.Responded()
+		p.Responded() // at most once takes effect
+		streams = append(streams, p)
+	}
+	for _, ep := range eps {
+		if n := inflight(ep.Addr); n != 0 {
+			t.Fatalf("%s: %d in flight after every stream was answered, want 0", ep.Addr, n)
+		}
+	}
+	for _, p := range streams {
+		p.Done(Result{Outcome: Success, TTFB: time.Millisecond})
+	}
+	for _, ep := range eps {
+		if n := inflight(ep.Addr); n != 0 {
+			t.Fatalf("%s: in flight %d after Done, want 0 (released twice or not at all)", ep.Addr, n)
+		}
+	}
+	// Without Responded the slot is held until Done.
+	p := mustPick(t, b, netip.AddrPort{})
+	if n := inflight(p.Endpoint.Addr); n != 1 {
+		t.Fatalf("in flight %d before the response, want 1", n)
+	}
+	p.Done(Result{Outcome: Success, TTFB: time.Millisecond})
+}

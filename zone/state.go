@@ -32,10 +32,13 @@ type endpointState struct {
 	totalEjections uint64
 }
 
-// done folds one completed request into the endpoint's state.
-func (st *endpointState) done(start int64, r Result) {
+// done folds one completed request into the endpoint's state; responded
+// says the in-flight slot was already released (Picked.Responded).
+func (st *endpointState) done(start int64, r Result, responded bool) {
 	b := st.b
-	st.inflight.Add(-1)
+	if !responded {
+		st.inflight.Add(-1)
+	}
 	st.pair.Record(r.BytesSent, r.BytesReceived)
 	ttfb := float64(r.TTFB)
 	// A response's latency was measured when its first byte came: stamp
