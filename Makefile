@@ -15,7 +15,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 30m
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-deps demo interop lint generate clean help
+.PHONY: all build test test-deps demo interop bench-go lint generate clean help
 
 all: build
 
@@ -26,6 +26,7 @@ help:
 	@echo "make interop   run 100 rounds of the gRPC interop suite through zonelb"
 	@echo "make bench     benchmark zonelb against direct, HAProxy, nginx and Caddy"
 	@echo "make bench-e2e zonelb against kube-proxy in the mini cluster (root)"
+	@echo "make bench-go  Go benchmarks of the hot paths (pick, forwarding) with -benchmem"
 	@echo "make lint      go vet and staticcheck"
 	@echo "make generate  regenerate the BPF objects (installs clang and libbpf-dev)"
 
@@ -51,6 +52,11 @@ demo: e2e-demo
 
 interop: build
 	ZONELB_BIN=$(BIN)/zonelb ZONELB_INTEROP_ROUNDS=100 $(GO) test -count=1 -timeout 60m -run TestInterop -v ./test/interop
+
+# Go benchmarks of the hot paths (pick, EWMA update, forwarding), with
+# allocations; compare runs with benchstat.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./zone ./proxy
 
 lint:
 	$(GO) vet ./...

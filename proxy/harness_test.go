@@ -41,7 +41,7 @@ type backend struct {
 	sawDeadline atomic.Int64 // remaining time (ns) the last call's context carried, -1 if none
 }
 
-func startBackend(t *testing.T, name string) *backend {
+func startBackend(t testing.TB, name string) *backend {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -153,7 +153,7 @@ func (b *backend) StreamingInputCall(stream testgrpc.TestService_StreamingInputC
 
 // startProxy runs a proxy on loopback in front of the given picker and
 // returns its address.
-func startProxy(t *testing.T, picker proxy.Picker, mutate ...func(*proxy.Config)) (*proxy.Proxy, string) {
+func startProxy(t testing.TB, picker proxy.Picker, mutate ...func(*proxy.Config)) (*proxy.Proxy, string) {
 	t.Helper()
 	cfg := proxy.Config{
 		Router: proxy.StaticRouter{Service: "test", Picker: picker},
@@ -179,7 +179,7 @@ func startProxy(t *testing.T, picker proxy.Picker, mutate ...func(*proxy.Config)
 	return p, l.Addr().String()
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("ZONELB_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -195,7 +195,7 @@ func endpointsOf(bs ...*backend) []zone.Endpoint {
 }
 
 // dial opens ONE gRPC client connection to addr.
-func dial(t *testing.T, addr string, opts ...grpc.DialOption) testgrpc.TestServiceClient {
+func dial(t testing.TB, addr string, opts ...grpc.DialOption) testgrpc.TestServiceClient {
 	t.Helper()
 	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
 	cc, err := grpc.NewClient(addr, opts...)

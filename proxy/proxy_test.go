@@ -518,7 +518,7 @@ func grpcFrame(msg []byte) []byte {
 }
 
 // startRawH2Backend serves handler over h2c with prior knowledge.
-func startRawH2Backend(t *testing.T, handler http.HandlerFunc) *backend {
+func startRawH2Backend(t testing.TB, handler http.HandlerFunc) *backend {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -535,7 +535,7 @@ func startRawH2Backend(t *testing.T, handler http.HandlerFunc) *backend {
 	return b
 }
 
-func startEcho(t *testing.T) *backend {
+func startEcho(t testing.TB) *backend {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -554,7 +554,7 @@ func startEcho(t *testing.T) *backend {
 	return &backend{name: "echo", addr: mustAddrPort(l.Addr().String())}
 }
 
-func mustConn(t *testing.T, addr string) *grpc.ClientConn {
+func mustConn(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecureCreds()))
 	if err != nil {
