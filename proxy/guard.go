@@ -23,9 +23,12 @@ const (
 	// A frame that carries a request (HEADERS) or request bytes (non-empty
 	// DATA) earns this much credit; every control or empty frame costs one.
 	floodEarnPerFrame = 4
-	// floodEarnBytes written to the client earn one credit: a client that
-	// receives data legitimately sends WINDOW_UPDATE and PING in return.
-	floodEarnBytes = 1024
+	// Every HEADERS or DATA frame written to the client earns this much: a
+	// client legitimately answers received data with control frames (grpc-go
+	// sends a BDP PING and WINDOW_UPDATEs as messages arrive, one message
+	// at a time on a paced stream). Answers to the client's own frames
+	// (PING and SETTINGS acks) earn nothing, so a flood still drains.
+	floodEarnPerFrameOut = 2
 	// Rapid reset: after resetMinStreams streams, a connection whose
 	// client reset more than half of them is closed (CVE-2023-44487).
 	resetMinStreams = 500
@@ -40,19 +43,55 @@ type floodGuard struct {
 	onFlood func(reason string)
 
 	mu      sync.Mutex
-	skip    int // bytes of the client preface still to pass
-	hdr     [9]byte
-	hdrN    int
-	payload int // payload bytes of the current frame still to pass
+	in, out frameScanner // frames read from and written to the client
 	credit  int
-	written int
 	streams int
 	resets  int
 	tripped bool
 }
 
+// frameScanner finds HTTP/2 frame headers in a byte stream as it passes,
+// without copying payloads.
+type frameScanner struct {
+	skip    int // bytes still to pass before the first frame (the preface)
+	hdr     [9]byte
+	hdrN    int
+	payload int // payload bytes of the current frame still to pass
+}
+
+// scan walks b and calls frame for every frame header completed in it;
+// it stops early when frame returns a reason.
+func (fs *frameScanner) scan(b []byte, frame func(typ, flags byte, length int, stream uint32) string) string {
+	for len(b) > 0 {
+		switch {
+		case fs.skip > 0:
+			n := min(fs.skip, len(b))
+			fs.skip -= n
+			b = b[n:]
+		case fs.payload > 0:
+			n := min(fs.payload, len(b))
+			fs.payload -= n
+			b = b[n:]
+		default:
+			n := copy(fs.hdr[fs.hdrN:], b)
+			fs.hdrN += n
+			b = b[n:]
+			if fs.hdrN < len(fs.hdr) {
+				return ""
+			}
+			fs.hdrN = 0
+			length := int(fs.hdr[0])<<16 | int(fs.hdr[1])<<8 | int(fs.hdr[2])
+			fs.payload = length
+			if reason := frame(fs.hdr[3], fs.hdr[4], length, binary.BigEndian.Uint32(fs.hdr[5:])&(1<<31-1)); reason != "" {
+				return reason
+			}
+		}
+	}
+	return ""
+}
+
 func newFloodGuard(c net.Conn, onFlood func(string)) *floodGuard {
-	return &floodGuard{conn: c, onFlood: onFlood, skip: len(h2Preface), credit: floodBurst}
+	return &floodGuard{conn: c, onFlood: onFlood, in: frameScanner{skip: len(h2Preface)}, credit: floodBurst}
 }
 
 // read observes bytes the server read from the client.
@@ -63,52 +102,31 @@ func (g *floodGuard) read(b []byte) {
 	}
 }
 
-// wrote observes n bytes written to the client.
-func (g *floodGuard) wrote(n int) {
+// wrote observes bytes written to the client.
+func (g *floodGuard) wrote(b []byte) {
 	g.mu.Lock()
-	g.written += n
-	if g.written >= floodEarnBytes {
-		g.credit = min(g.credit+g.written/floodEarnBytes, floodBurst)
-		g.written %= floodEarnBytes
-	}
-	g.mu.Unlock()
+	defer g.mu.Unlock()
+	g.out.scan(b, func(typ, _ byte, _ int, _ uint32) string {
+		if typ == frameData || typ == frameHeaders {
+			g.credit = min(g.credit+floodEarnPerFrameOut, floodBurst)
+		}
+		return ""
+	})
 }
 
-// observe walks the frame headers in b; it returns why the connection
-// must close, or "".
+// observe walks the frame headers in b read from the client; it returns
+// why the connection must close, or "".
 func (g *floodGuard) observe(b []byte) string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.tripped {
 		return ""
 	}
-	for len(b) > 0 {
-		switch {
-		case g.skip > 0:
-			n := min(g.skip, len(b))
-			g.skip -= n
-			b = b[n:]
-		case g.payload > 0:
-			n := min(g.payload, len(b))
-			g.payload -= n
-			b = b[n:]
-		default:
-			n := copy(g.hdr[g.hdrN:], b)
-			g.hdrN += n
-			b = b[n:]
-			if g.hdrN < len(g.hdr) {
-				return ""
-			}
-			g.hdrN = 0
-			length := int(g.hdr[0])<<16 | int(g.hdr[1])<<8 | int(g.hdr[2])
-			g.payload = length
-			if reason := g.frame(g.hdr[3], g.hdr[4], length, binary.BigEndian.Uint32(g.hdr[5:])&(1<<31-1)); reason != "" {
-				g.tripped = true
-				return reason
-			}
-		}
+	reason := g.in.scan(b, g.frame)
+	if reason != "" {
+		g.tripped = true
 	}
-	return ""
+	return reason
 }
 
 // HTTP/2 frame types and flags the guard looks at.

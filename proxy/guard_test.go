@@ -115,3 +115,44 @@ func TestStalledReaderIsReset(t *testing.T) {
 func sendFailed(b *backend) bool {
 	return b.sent.Load() > 0 && b.sent.Load() < 2000 && b.streamErrs.Load() > 0
 }
+
+// A legitimate client is never taken for a flood: a long server stream of
+// tiny messages, read by a default grpc-go client (which answers data with
+// BDP pings and window updates), and many small unary calls.
+func TestFloodGuardSparesLegitimateClients(t *testing.T) {
+	b := startBackend(t, "a")
+	p, addr := startProxy(t, proxy.NewRoundRobin(endpointsOf(b)))
+	client := dial(t, addr)
+	// Paced, so that every message arrives alone and the client answers
+	// each with control frames (a watch stream), then a burst.
+	params := make([]*testgrpc.ResponseParameters, 23000)
+	for i := range params {
+		params[i] = &testgrpc.ResponseParameters{Size: 8}
+		if i < 3000 {
+			params[i].IntervalUs = 200
+		}
+	}
+	stream, err := client.StreamingOutputCall(ctxTimeout(t, 60*time.Second), &testgrpc.StreamingOutputCallRequest{ResponseParameters: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		_, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d messages: %v", n, err)
+		}
+		n++
+	}
+	for i := 0; i < 2000; i++ {
+		if _, err := client.EmptyCall(ctxTimeout(t, 5*time.Second), &testgrpc.Empty{}); err != nil {
+			t.Fatalf("unary %d: %v", i, err)
+		}
+	}
+	if p.Stats().FloodsClosed != 0 {
+		t.Fatalf("flood guard closed %d legitimate connections", p.Stats().FloodsClosed)
+	}
+}

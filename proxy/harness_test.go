@@ -101,6 +101,9 @@ func (b *backend) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, 
 		return err
 	}
 	for _, p := range req.GetResponseParameters() {
+		if iv := p.GetIntervalUs(); iv > 0 {
+			time.Sleep(time.Duration(iv) * time.Microsecond) // a paced stream, like a watch
+		}
 		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
 			b.streamErrs.Add(1)
 			return err

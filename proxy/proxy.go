@@ -241,8 +241,8 @@ func (c *sniffedConn) Read(p []byte) (int, error) {
 
 func (c *sniffedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	if c.guard != nil {
-		c.guard.wrote(n)
+	if c.guard != nil && n > 0 {
+		c.guard.wrote(p[:n])
 	}
 	return n, err
 }
