@@ -30,7 +30,9 @@ const (
 	// (PING and SETTINGS acks) earn nothing, so a flood still drains.
 	floodEarnPerFrameOut = 2
 	// Rapid reset: after resetMinStreams streams, a connection whose
-	// client reset more than half of them is closed (CVE-2023-44487).
+	// client reset more than half of them prematurely (before the response
+	// headers went out) is closed (CVE-2023-44487; Envoy's rule). Resets of
+	// answered streams are ordinary cancellations and do not count.
 	resetMinStreams = 500
 )
 
@@ -46,7 +48,9 @@ type floodGuard struct {
 	in, out frameScanner // frames read from and written to the client
 	credit  int
 	streams int
-	resets  int
+	resets  int                 // premature resets
+	lastID  uint32              // highest stream id the client opened
+	waiting map[uint32]struct{} // streams opened and not answered yet
 	tripped bool
 }
 
@@ -91,7 +95,8 @@ func (fs *frameScanner) scan(b []byte, frame func(typ, flags byte, length int, s
 }
 
 func newFloodGuard(c net.Conn, onFlood func(string)) *floodGuard {
-	return &floodGuard{conn: c, onFlood: onFlood, in: frameScanner{skip: len(h2Preface)}, credit: floodBurst}
+	return &floodGuard{conn: c, onFlood: onFlood, in: frameScanner{skip: len(h2Preface)}, credit: floodBurst,
+		waiting: make(map[uint32]struct{})}
 }
 
 // read observes bytes the server read from the client.
@@ -106,7 +111,11 @@ func (g *floodGuard) read(b []byte) {
 func (g *floodGuard) wrote(b []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.out.scan(b, func(typ, _ byte, _ int, _ uint32) string {
+	g.out.scan(b, func(typ, _ byte, _ int, stream uint32) string {
+		switch typ {
+		case frameHeaders, frameRSTStream:
+			delete(g.waiting, stream) // answered (or reset by us)
+		}
 		if typ == frameData || typ == frameHeaders {
 			g.credit = min(g.credit+floodEarnPerFrameOut, floodBurst)
 		}
@@ -149,12 +158,19 @@ func (g *floodGuard) frame(typ, flags byte, length int, stream uint32) string {
 	case frameData:
 		useful = length > 0 || flags&flagEndStream != 0
 	case frameHeaders:
-		g.streams++
+		if stream > g.lastID { // a new stream, not trailers
+			g.lastID = stream
+			g.streams++
+			g.waiting[stream] = struct{}{}
+		}
 		useful = true
 	case frameRSTStream:
-		g.resets++
-		if g.streams >= resetMinStreams && 2*g.resets > g.streams {
-			return "rapid reset: most streams reset by the client"
+		if _, ok := g.waiting[stream]; ok {
+			delete(g.waiting, stream)
+			g.resets++
+			if g.streams >= resetMinStreams && 2*g.resets > g.streams {
+				return "rapid reset: most streams reset before they were answered"
+			}
 		}
 	case frameSettings, framePing:
 		if flags&flagAck != 0 {

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"testing"
@@ -150,6 +151,22 @@ func TestFloodGuardSparesLegitimateClients(t *testing.T) {
 	for i := 0; i < 2000; i++ {
 		if _, err := client.EmptyCall(ctxTimeout(t, 5*time.Second), &testgrpc.Empty{}); err != nil {
 			t.Fatalf("unary %d: %v", i, err)
+		}
+	}
+	// 600 streams cancelled by the client after their first message (a
+	// client giving up on a watch): resets of answered streams are not a
+	// rapid-reset attack. On a connection of their own, so that they are
+	// all of its streams.
+	watcher := dial(t, addr)
+	for i := 0; i < 600; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		s, err := watcher.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 8}, {Size: 8, IntervalUs: 1e6}}})
+		if err == nil {
+			_, err = s.Recv()
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
 		}
 	}
 	if p.Stats().FloodsClosed != 0 {
