@@ -2,13 +2,10 @@ package proxy_test
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 
-	"golang.org/x/net/http2"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/zonelb/zonelb/proxy"
@@ -25,12 +22,9 @@ func BenchmarkForwardH2(b *testing.B) {
 	body := make([]byte, 1024)
 	h2 := startRawH2Backend(b, func(w http.ResponseWriter, r *http.Request) { w.Write(body) })
 	_, addr := startProxy(b, proxy.NewRoundRobin(endpointsOf(h2)))
-	client := &http.Client{Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, a)
-		},
-	}}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge, as gRPC clients speak
+	client := &http.Client{Transport: &http.Transport{Protocols: &protos}}
 	url := "http://" + addr + "/"
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -21,6 +22,8 @@ const flushDelay = 50 * time.Microsecond
 // both hold mu (and the handler is blocked in its read when the timer
 // runs).
 type lazyFlusher struct {
+	w       http.ResponseWriter
+	src     io.Reader // the upstream response body
 	rc      *http.ResponseController
 	stall   *stallWatch
 	mu      sync.Mutex
@@ -29,21 +32,31 @@ type lazyFlusher struct {
 	timer   *time.Timer
 }
 
-func newLazyFlusher(rc *http.ResponseController, stall *stallWatch) *lazyFlusher {
-	f := &lazyFlusher{rc: rc, stall: stall}
+func newLazyFlusher(w http.ResponseWriter, src io.Reader, rc *http.ResponseController, stall *stallWatch) *lazyFlusher {
+	f := &lazyFlusher{w: w, src: src, rc: rc, stall: stall}
 	f.timer = time.AfterFunc(time.Hour, f.flushNow)
 	f.timer.Stop()
 	return f
 }
 
-// write writes p through w, unflushed.
-func (f *lazyFlusher) write(w http.ResponseWriter, p []byte) (int, error) {
+// Write writes p to the client, unflushed. With Read, it makes the
+// flusher the two ends of the response copy (Proxy.copyBuffer).
+func (f *lazyFlusher) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.stall.arm()
-	n, err := w.Write(p)
+	n, err := f.w.Write(p)
 	f.stall.disarm()
 	f.dirty = true
+	return n, err
+}
+
+// Read reads from upstream with the flush armed: if the read has not
+// returned within flushDelay, what was written so far goes out.
+func (f *lazyFlusher) Read(p []byte) (int, error) {
+	f.beforeRead()
+	n, err := f.src.Read(p)
+	f.afterRead()
 	return n, err
 }
 

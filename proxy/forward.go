@@ -232,9 +232,9 @@ func (f *forwarding) respond(ctx context.Context, resp *http.Response) (zone.Out
 	// Headers and data go out when the upstream pauses (lazyFlusher): at
 	// once for a streaming server that sends headers long before its first
 	// message, batched with the message and trailers for a unary call.
-	lf := newLazyFlusher(rc, newStallWatch(rc, f.p.cfg.StalledWriteTimeout))
+	lf := newLazyFlusher(w, resp.Body, rc, newStallWatch(rc, f.p.cfg.StalledWriteTimeout))
 	lf.wrote()
-	n, err := f.p.copyResponse(w, resp.Body, lf)
+	n, err := f.p.copyBuffer(lf, lf)
 	lf.stop()
 	if err != nil {
 		var we errWrite

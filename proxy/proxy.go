@@ -323,7 +323,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 }
 
 // copyBuffer copies src to dst through a pooled buffer, accounting the
-// bytes held between read and write (the opaque TCP relay).
+// bytes held between read and write: the opaque TCP relay, and response
+// bodies (through a lazyFlusher on both ends).
 func (p *Proxy) copyBuffer(dst io.Writer, src io.Reader) (int64, error) {
 	bufp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bufp)
@@ -336,36 +337,6 @@ func (p *Proxy) copyBuffer(dst io.Writer, src io.Reader) (int64, error) {
 			w, werr := dst.Write(buf[:n])
 			p.stats.release(n)
 			written += int64(w)
-			if werr != nil {
-				return written, errWrite{werr}
-			}
-		}
-		if rerr != nil {
-			if rerr == io.EOF {
-				return written, nil
-			}
-			return written, rerr
-		}
-	}
-}
-
-// copyResponse copies an upstream response body to the client through a
-// pooled buffer, flushing lazily (see lazyFlusher), and accounts the bytes
-// held between read and write.
-func (p *Proxy) copyResponse(w http.ResponseWriter, src io.Reader, lf *lazyFlusher) (int64, error) {
-	bufp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bufp)
-	buf := *bufp
-	var written int64
-	for {
-		lf.beforeRead()
-		n, rerr := src.Read(buf)
-		lf.afterRead()
-		if n > 0 {
-			p.stats.hold(n)
-			m, werr := lf.write(w, buf[:n])
-			p.stats.release(n)
-			written += int64(m)
 			if werr != nil {
 				return written, errWrite{werr}
 			}

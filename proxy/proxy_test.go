@@ -553,6 +553,12 @@ func startRawH2Backend(t testing.TB, handler http.HandlerFunc) *backend {
 }
 
 func startEcho(t testing.TB) *backend {
+	return startTCPBackend(t, "echo", func(c net.Conn) { io.Copy(c, c) })
+}
+
+// startTCPBackend accepts connections on loopback and hands each to serve
+// in its own goroutine, closing it when serve returns.
+func startTCPBackend(t testing.TB, name string, serve func(net.Conn)) *backend {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -565,10 +571,10 @@ func startEcho(t testing.TB) *backend {
 			if err != nil {
 				return
 			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
+			go func() { defer c.Close(); serve(c) }()
 		}
 	}()
-	return &backend{name: "echo", addr: mustAddrPort(l.Addr().String())}
+	return &backend{name: name, addr: mustAddrPort(l.Addr().String())}
 }
 
 func mustConn(t testing.TB, addr string) *grpc.ClientConn {
@@ -630,42 +636,26 @@ func TestNoRetryAfterResponseHeaders(t *testing.T) {
 
 // startRefusingBackend speaks just enough HTTP/2 to refuse every stream.
 func startRefusingBackend(t *testing.T) *backend {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	return startTCPBackend(t, "refusing", func(c net.Conn) {
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings()
 		for {
-			c, err := l.Accept()
+			f, err := fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				preface := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(c, preface); err != nil {
-					return
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
 				}
-				fr := http2.NewFramer(c, c)
-				fr.WriteSettings()
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							fr.WriteSettingsAck()
-						}
-					case *http2.HeadersFrame:
-						fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
-					}
-				}
-			}()
+			case *http2.HeadersFrame:
+				fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+			}
 		}
-	}()
-	return &backend{name: "refusing", addr: mustAddrPort(l.Addr().String())}
+	})
 }

@@ -1,7 +1,6 @@
 package netlab
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/zonelb/zonelb/bpf"
 )
 
 // Prefix starts the name of everything a lab creates on the host (its
@@ -126,7 +127,7 @@ func New(cfg Config) (_ *Lab, err error) {
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 5 * time.Second
 	}
-	root, err := cgroup2Mount()
+	root, err := bpf.CgroupV2Root()
 	if err != nil {
 		return nil, err
 	}
@@ -583,45 +584,6 @@ func removeCgroupTree(dir string) error {
 	return nil
 }
 
-// cgroup2Mount returns the first cgroup2 mount point in /proc/mounts.
-func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/mounts")
-	if err != nil {
-		return "", fmt.Errorf("netlab: read mounts: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 3 && fields[2] == "cgroup2" {
-			return unescapeMount(fields[1]), nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("netlab: read mounts: %w", err)
-	}
-	return "", errors.New("netlab: no cgroup2 mount in /proc/mounts")
-}
-
-// unescapeMount undoes the octal escapes of /proc/mounts (\040 for space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // Sweep removes what labs of dead owners left behind: cgroup directories
 // and bpffs pin directories named Prefix<pid>-... whose pid no longer runs.
 // A lab's namespaces need no sweeping (they die with their owner and its
@@ -631,7 +593,7 @@ func Sweep(log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	root, err := cgroup2Mount()
+	root, err := bpf.CgroupV2Root()
 	if err != nil {
 		return err
 	}

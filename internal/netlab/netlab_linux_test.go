@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/zonelb/zonelb/internal/testenv"
+
+	"github.com/zonelb/zonelb/bpf"
 )
 
 func TestMain(m *testing.M) {
@@ -323,7 +325,7 @@ func TestProcessPlacement(t *testing.T) {
 	if w.Netns != ino {
 		t.Errorf("netns inode %d, want the pod's %d", w.Netns, ino)
 	}
-	root, _ := cgroup2Mount()
+	root, _ := bpf.CgroupV2Root()
 	if want := strings.TrimPrefix(a.Cgroup, root); w.Cgroup != want {
 		t.Errorf("cgroup %q, want %q", w.Cgroup, want)
 	}
@@ -507,14 +509,5 @@ func TestOwnerPid(t *testing.T) {
 		if ok != (want != 0) || got != want {
 			t.Errorf("ownerPid(%q) = %d, %v; want %d", name, got, ok, want)
 		}
-	}
-}
-
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/sys/fs/cgroup/with\040space`); got != "/sys/fs/cgroup/with space" {
-		t.Errorf("got %q", got)
-	}
-	if got := unescapeMount(`/plain`); got != "/plain" {
-		t.Errorf("got %q", got)
 	}
 }

@@ -119,7 +119,7 @@ func TestMiniCluster(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("daemon log:\n%s", readTail(filepath.Join(c.WorkDir(), "zonelb-node-a.log"), 60))
+			t.Logf("daemon log:\n%s", cluster.Tail(filepath.Join(c.WorkDir(), "zonelb-node-a.log"), 60))
 		}
 		if err := c.Close(); err != nil {
 			t.Errorf("tear down: %v", err)
@@ -393,16 +393,4 @@ func timeline(t *testing.T, ctx context.Context, cs cluster.Clients, d time.Dura
 		ws = append(ws, w)
 	}
 	return ws
-}
-
-func readTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

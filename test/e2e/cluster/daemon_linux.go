@@ -175,9 +175,9 @@ func (d *Daemon) waitRedirected(ctx context.Context, pod *netlab.Pod) error {
 func (d *Daemon) pollWait(ctx context.Context, what string) error {
 	select {
 	case <-d.proc.Done():
-		return fmt.Errorf("cluster: zonelb daemon exited (%v) before %s; log %s:\n%s", d.proc.Err(), what, d.LogPath, tail(d.LogPath, 30))
+		return fmt.Errorf("cluster: zonelb daemon exited (%v) before %s; log %s:\n%s", d.proc.Err(), what, d.LogPath, Tail(d.LogPath, 30))
 	case <-ctx.Done():
-		return fmt.Errorf("cluster: zonelb daemon not %s: %w; log %s:\n%s", what, ctx.Err(), d.LogPath, tail(d.LogPath, 30))
+		return fmt.Errorf("cluster: zonelb daemon not %s: %w; log %s:\n%s", what, ctx.Err(), d.LogPath, Tail(d.LogPath, 30))
 	case <-time.After(50 * time.Millisecond): // polling another process
 		return nil
 	}
@@ -199,7 +199,7 @@ func (d *Daemon) Stop() error {
 		return fmt.Errorf("cluster: zonelb daemon did not stop on SIGTERM within 30s; killed")
 	}
 	if err != nil {
-		return fmt.Errorf("cluster: zonelb daemon exit: %w; log:\n%s", err, tail(d.LogPath, 20))
+		return fmt.Errorf("cluster: zonelb daemon exit: %w; log:\n%s", err, Tail(d.LogPath, 20))
 	}
 	return nil
 }
@@ -296,8 +296,9 @@ func (c *Cluster) Uninstall() error {
 	return nil
 }
 
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
+// Tail returns the last n lines of a file (or the error reading it), for
+// logs shown when something fails.
+func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
