@@ -178,16 +178,37 @@ func TestDaemonServesFileServicesInZone(t *testing.T) {
 	c := startCluster(t, nil)
 	client := c.client(t)
 	// A new balancer first learns the other zones' latency with probe
-	// requests, paced by its 100ms control steps (docs/zone-balancing.md);
-	// measure after that.
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
-		if _, err := call(t, client); err != nil {
-			t.Fatalf("warm-up call: %v", err)
+	// requests (docs/zone-balancing.md); measure once it has stopped
+	// probing: no probe in the last 500 calls (bounded wait).
+	probes := func() uint64 {
+		var n uint64
+		for _, sp := range c.state(t).Services[0].Balancer.Spill {
+			n += sp.Probes
 		}
+		return n
+	}
+	last, quiet := probes(), false
+	for end := time.Now().Add(30 * time.Second); !quiet && time.Now().Before(end); {
+		for i := 0; i < 500; i++ {
+			if _, err := call(t, client); err != nil {
+				t.Fatalf("warm-up call: %v", err)
+			}
+		}
+		cur := probes()
+		quiet, last = cur == last, cur
+	}
+	if !quiet {
+		t.Fatalf("the balancer was still probing other zones after 30s (%d probes)", last)
 	}
 	before := c.state(t).Services[0]
+	t.Logf("after warm-up: %d requests, %d local, spill %+v", before.Requests, before.LocalRequests, before.Balancer.Spill)
 	got := map[string]int{}
-	const calls, workers = 600, 8
+	// Two calls in flight over two local pods: the local zone has spare
+	// capacity. (With many calls in flight on one CPU the local pods queue
+	// while the remote ones idle, and spilling is then the right,
+	// load-aware answer; with one at a time, Peak-EWMA may rightly keep
+	// to the pod without a recent slow sample.)
+	const calls, workers = 600, 2
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
