@@ -31,7 +31,7 @@ e2e-root:
 	@if [ "$$(id -u)" != 0 ]; then \
 		echo "This needs root: it builds a mini cluster out of network namespaces, veth pairs,"; \
 		echo "cgroups and eBPF programs (all removed when it ends). Run it as root: sudo make $(MAKECMDGOALS)"; \
-		echo "Without root, 'go run ./internal/demo --loopback' shows per-request balancing on loopback."; \
+		echo "Without root, 'go run ./cmd/zonelb-demo --loopback' shows per-request balancing on loopback."; \
 		exit 1; \
 	fi
 
@@ -46,11 +46,11 @@ e2e-deps:
 test-deps:: e2e-deps
 
 e2e-demo: e2e-root e2e-deps build
-	$(E2E_GO) build -o $(E2E_DEMO_BIN) ./internal/demo
+	$(E2E_GO) build -o $(E2E_DEMO_BIN) ./cmd/zonelb-demo
 	$(E2E_DEMO_BIN) --zonelb $(E2E_ZONELB) $(DEMO_ARGS)
 
 bench-e2e: e2e-root e2e-deps build
-	$(E2E_GO) build -o $(E2E_BENCH_BIN) ./test/e2e/benche2e
+	$(E2E_GO) build -o $(E2E_BENCH_BIN) ./cmd/zonelb-bench-e2e
 	$(E2E_BENCH_BIN) --zonelb $(E2E_ZONELB) --out docs/benchmarks-e2e.md \
 		--command 'sudo make bench-e2e$(if $(BENCH_E2E_ARGS), BENCH_E2E_ARGS='"'"'$(BENCH_E2E_ARGS)'"'"')' $(BENCH_E2E_ARGS)
 

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zonelb/zonelb/internal/cluster"
 	"github.com/zonelb/zonelb/internal/testenv"
-	"github.com/zonelb/zonelb/test/e2e/cluster"
 )
 
 func TestMain(m *testing.M) {

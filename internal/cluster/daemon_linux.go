@@ -49,7 +49,7 @@ func (c *Cluster) daemonConfig() (string, error) {
 	if b := strings.TrimSpace(c.opts.BalancerYAML); b != "" {
 		balancer = "  " + strings.ReplaceAll(b, "\n", "\n  ")
 	}
-	doc := fmt.Sprintf(`# zonelb daemon on %[1]s of the e2e mini cluster (written by test/e2e/cluster)
+	doc := fmt.Sprintf(`# zonelb daemon on %[1]s of the e2e mini cluster (written by internal/cluster)
 source: %[2]s
 %[3]snodeName: %[1]s
 proxy:

@@ -1,5 +1,5 @@
 // Command benche2e is `make bench-e2e`: the e2e mini cluster (package
-// test/e2e/cluster) under load, zonelb against the kube-proxy baselines,
+// internal/cluster) under load, zonelb against the kube-proxy baselines,
 // in interleaved rounds, written as a Markdown report (by default
 // docs/benchmarks-e2e.md).
 //
@@ -27,7 +27,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/zonelb/zonelb/test/e2e/cluster"
+	"github.com/zonelb/zonelb/internal/cluster"
 	"github.com/zonelb/zonelb/zone"
 )
 

@@ -1,5 +1,5 @@
 // Command demo is what `make demo` runs: a three-zone mini cluster in
-// network namespaces on this machine (package test/e2e/cluster), gRPC
+// network namespaces on this machine (package internal/cluster), gRPC
 // clients in zone-a calling a Service's ClusterIP, and side by side what
 // kube-proxy, kube-proxy with PreferSameZone, and zonelb (the real daemon,
 // eBPF redirection and node proxy) do with the calls: requests per backend
@@ -28,7 +28,7 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/zonelb/zonelb/test/e2e/cluster"
+	"github.com/zonelb/zonelb/internal/cluster"
 	"github.com/zonelb/zonelb/zone"
 )
 
@@ -86,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, `make demo needs root: it builds a mini cluster out of network namespaces,
 veth pairs, cgroups and eBPF programs (all removed when it ends). Run it as
-root, e.g. "sudo make demo". Without root, "go run ./internal/demo --loopback"
+root, e.g. "sudo make demo". Without root, "go run ./cmd/zonelb-demo --loopback"
 shows per-request balancing on loopback only.`)
 		return 1
 	}
