@@ -50,7 +50,7 @@ type panelCheck struct {
 	// series queries are evaluated at every scrape of the phase (the
 	// panel's line) and each series averaged.
 	series bool
-	check func(m measured, v model.Vector) error
+	check  func(m measured, v model.Vector) error
 }
 
 // panelChecks holds one check per panel query of the dashboard, by
