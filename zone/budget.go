@@ -77,9 +77,13 @@ func (b *Balancer) SpillBudget() float64 {
 // that is never idle keeps the lowest level it showed recently, and a
 // service that got slower for good (a new release) is relearnt within
 // minutes, while a sustained overload never raises its own yardstick.
+// For its first unloadedFirst LevelTimes the unloaded level follows the
+// slow level both ways: the slow level starts from a handful of samples
+// (measured: 25% below the mean on the queue model).
 const (
-	unloadedFall = 10 * time.Second
-	unloadedRise = 10 * time.Minute
+	unloadedFall  = 10 * time.Second
+	unloadedRise  = 10 * time.Minute
+	unloadedFirst = 3
 )
 
 // throughputFloor: while spilling, the tier before a gate keeps at least
@@ -107,9 +111,12 @@ const (
 
 // learnUnloaded moves g's unloaded level of the tier before it toward its
 // slow level (see unloadedFall).
-func (g *spillGate) learnUnloaded(slow float64, dt int64, budget float64) {
+func (g *spillGate) learnUnloaded(slow float64, dt, levelTime int64, budget float64) {
+	g.learning += dt
 	switch {
-	case g.unloaded == 0:
+	case g.unloaded == 0 || g.learning < unloadedFirst*levelTime:
+		// The slow level starts from the first few samples and takes
+		// some LevelTimes to average them out: follow it both ways.
 		g.unloaded = slow
 	case slow < g.unloaded:
 		g.unloaded += (slow - g.unloaded) * (1 - math.Exp(-float64(dt)/float64(unloadedFall)))
@@ -140,12 +147,16 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, reach float64
 	if !from.known {
 		return
 	}
-	g.learnUnloaded(from.slow, dt, cfg.Budget)
+	g.learnUnloaded(from.slow, dt, int64(cfg.LevelTime), cfg.Budget)
 	set := g.unloaded * (1 + cfg.Budget)
 	g.setpoint = set
 	secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
 	if secs > 0 {
-		g.okRate += (from.ok/secs - g.okRate) * okRateSmoothing
+		w := okRateSmoothing
+		if g.okRate == 0 {
+			w = 1 // the first rate measured, not a fraction of it
+		}
+		g.okRate += (from.ok/secs - g.okRate) * w
 	}
 	// In-flight requests show a capacity step at once, latency one
 	// queueing delay late: cap them at inFlightHeadroom times what
