@@ -195,6 +195,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	var reloads atomic.Uint64
 	adm := &admin{log: log, metrics: m}
+	m.registerReady(adm.ready.Load)
 	base := StateReport{Node: cfg.NodeName, Source: cfg.Source, Redirect: red != nil}
 	adm.state = func() StateReport {
 		r := buildReport(base, svcs, m, acct, px)
