@@ -1,4 +1,4 @@
-// Command benche2e is `make bench-e2e`: the e2e mini cluster (package
+// Command zonelb-bench-e2e is `make bench-e2e`: the e2e mini cluster (package
 // internal/cluster) under load, zonelb against the kube-proxy baselines,
 // in interleaved rounds, written as a Markdown report (by default
 // docs/benchmarks-e2e.md).

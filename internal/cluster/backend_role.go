@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
+	"github.com/zonelb/zonelb/internal/duration"
 	"github.com/zonelb/zonelb/internal/testservice"
 )
 
@@ -47,21 +48,7 @@ type backendArgs struct {
 }
 
 // Duration is a time.Duration written as "10ms" in JSON.
-type Duration time.Duration
-
-// MarshalJSON writes "10ms".
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads "10ms".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	v, err := time.ParseDuration(s)
-	*d = Duration(v)
-	return err
-}
+type Duration = duration.Duration
 
 // slots is a counting semaphore whose size can change while calls wait.
 type slots struct {
