@@ -302,3 +302,7 @@ func (b *batch) flush() {
 	}
 	b.dirty = b.dirty[:0]
 }
+
+// maxFrameSize is the largest frame the proxy reads: HTTP/2's initial
+// SETTINGS_MAX_FRAME_SIZE, which it never raises.
+const maxFrameSize = 16384

@@ -71,6 +71,7 @@ func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, route Route) {
 	sc.rf = http2.NewFramer(nil, br)
 	sc.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	sc.rf.MaxHeaderListSize = maxHeaderListSize
+	sc.rf.SetMaxReadFrameSize(maxFrameSize)
 	sc.rf.SetReuseFrames()
 	if !p.addConn(sc) {
 		c.Close()

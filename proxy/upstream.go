@@ -374,6 +374,7 @@ func (u *upstreams) connect(ep *endpointPool) (*clientConn, error) {
 	cc.rf = http2.NewFramer(nil, cc.br)
 	cc.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cc.rf.MaxHeaderListSize = maxHeaderListSize
+	cc.rf.SetMaxReadFrameSize(maxFrameSize)
 	cc.rf.SetReuseFrames()
 
 	cc.wmu.Lock()
