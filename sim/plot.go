@@ -18,6 +18,9 @@ var palette = map[Policy]string{
 	LeastRequest:   "#ff7f0e",
 	PeakEWMA:       "#1f77b4",
 	PreferSameZone: "#7f7f7f",
+	HAZLLike:       "#d62728",
+	EnvoyLoadAware: "#17becf",
+	EnvoyZoneAware: "#bcbd22",
 	Zonelb:         "#2ca02c",
 }
 

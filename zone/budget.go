@@ -77,13 +77,9 @@ func (b *Balancer) SpillBudget() float64 {
 // that is never idle keeps the lowest level it showed recently, and a
 // service that got slower for good (a new release) is relearnt within
 // minutes, while a sustained overload never raises its own yardstick.
-// For its first unloadedFirst LevelTimes the unloaded level follows the
-// slow level both ways: the slow level starts from a handful of samples
-// (measured: 25% below the mean on the queue model).
 const (
-	unloadedFall  = 10 * time.Second
-	unloadedRise  = 10 * time.Minute
-	unloadedFirst = 3
+	unloadedFall = 10 * time.Second
+	unloadedRise = 10 * time.Minute
 )
 
 // throughputFloor: while spilling, the tier before a gate keeps at least
@@ -110,14 +106,15 @@ const (
 )
 
 // learnUnloaded moves g's unloaded level of the tier before it toward its
-// slow level (see unloadedFall).
-func (g *spillGate) learnUnloaded(slow float64, dt, levelTime int64, budget float64) {
-	g.learning += dt
-	switch {
-	case g.unloaded == 0 || g.learning < unloadedFirst*levelTime:
-		// The slow level starts from the first few samples and takes
-		// some LevelTimes to average them out: follow it both ways.
-		g.unloaded = slow
+// levels (see unloadedFall): it starts at the fast level of the tier's
+// first learnSamples requests (the slow level starts from a handful of
+// samples, 25% low on the queue model, and a balancer started into an
+// overload sees the queue build within seconds), then follows the slow
+// level.
+func (g *spillGate) learnUnloaded(from tierStats, dt int64, budget float64) {
+	switch slow := from.slow; {
+	case g.unloaded == 0:
+		g.unloaded = from.fast
 	case slow < g.unloaded:
 		g.unloaded += (slow - g.unloaded) * (1 - math.Exp(-float64(dt)/float64(unloadedFall)))
 	case !g.active && slow < g.unloaded*(1+budget/2):
@@ -147,7 +144,7 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, reach float64
 	if !from.known {
 		return
 	}
-	g.learnUnloaded(from.slow, dt, int64(cfg.LevelTime), cfg.Budget)
+	g.learnUnloaded(from, dt, cfg.Budget)
 	set := g.unloaded * (1 + cfg.Budget)
 	g.setpoint = set
 	secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
