@@ -116,6 +116,7 @@ func newPicker(e *engine, p Policy, n *node, seed uint64) (picker, error) {
 			Now:          func() time.Time { return simEpoch.Add(time.Duration(e.now)) },
 			Rand:         rand.NewPCG(seed, uint64(n.idx)+1<<33),
 		}
+		cfg.Spill.Budget = e.budget
 		if e.log != nil {
 			cfg.Logger = e.log.With("policy", p, "node", n.idx)
 		}

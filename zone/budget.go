@@ -96,12 +96,12 @@ const throughputFloor = 0.85
 // inFlightHeadroom x (completions/s x budgeted level) + inFlightSlack:
 // twice what the budget allows in a steady state, so that ordinary
 // fluctuations of the in-flight count never spill (at 30% load, Poisson
-// counts of mean 3 pass 13 once in 10^5), while a capacity step cannot
+// counts of mean 3 pass 11 once in 10^4), while a capacity step cannot
 // queue more than that before the share reacts. okRateSmoothing is the
 // weight of the newest control step in the completion rate.
 const (
 	inFlightHeadroom = 2.0
-	inFlightSlack    = 4
+	inFlightSlack    = 2
 	okRateSmoothing  = 0.5
 )
 
@@ -139,7 +139,7 @@ func (g *spillGate) learnUnloaded(from tierStats, dt int64, budget float64) {
 //     keeps throughputFloor of the requests it completed (no overshoot).
 //   - It closes when the share has decayed below MinShare while from's
 //     slow level is back under set.
-func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, reach float64, dt int64) {
+func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]float64, reach float64, dt int64) {
 	cfg := b.cfg.Spill
 	if !from.known {
 		return
@@ -177,7 +177,11 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, reach float64
 	}
 	e := from.fast/set - 1
 	if to.known {
-		e = min(e, from.fast/to.fast-1)
+		// Not into a slower tier, as measured: the pessimistic bound
+		// guards the opening; here it would stop a spill the remote
+		// tier can take. (Sweeping the budget with a guard at 2x the
+		// local level instead spilled more for the same p99.)
+		e = min(e, from.fast/measured[1]-1)
 	}
 	e = min(max(e, -1), 1)
 	share := g.share * math.Exp(cfg.Gain*e*secs)

@@ -246,7 +246,7 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 		reach += ts.completed + ts.growth
 		g.completed += ts.completed
 	}
-	toMeasured := to.slow
+	toMeasured := [2]float64{to.slow, to.fast}
 	if to.known {
 		// Judge the tier behind the gate by a pessimistic bound, one
 		// standard error above its mean for latencies whose deviation is
@@ -264,9 +264,9 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 			// A tier that serves the same service at a level below the
 			// one learnt as unloaded here shows that level was not
 			// unloaded (a balancer started into an overload).
-			g.unloaded = min(g.unloaded, toMeasured)
+			g.unloaded = min(g.unloaded, toMeasured[0])
 		}
-		b.controlBudget(g, from, to, reach, dt)
+		b.controlBudget(g, from, to, toMeasured, reach, dt)
 		g.threshold.Store(shareThreshold(g.share))
 		g.probe.Store(0) // the budget rule learns from its spill, not from probes
 		return
