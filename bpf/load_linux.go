@@ -36,12 +36,12 @@ func Load(cfg Config) (*Redirector, error) {
 }
 
 func load(cfg Config, opts loadOptions) (_ *Redirector, err error) {
-	cfg, err = cfg.withDefaults(CgroupV2Root)
-	if err != nil {
-		return nil, err
-	}
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	if cfg, err = cfg.withCgroupRoot(CgroupV2Root); err != nil {
+		return nil, err
 	}
 	if err := ensurePinDir(cfg.PinDir); err != nil {
 		return nil, err

@@ -126,6 +126,17 @@ func TestMiniCluster(t *testing.T) {
 		}
 	})
 	t.Logf("discovery: %s", c.DiscoveryDetail)
+	// A real Prometheus scrapes the daemon from here on (dashboard_linux_test.go,
+	// alerts_linux_test.go).
+	prom, promErr := c.StartPrometheus(ctx, cluster.PrometheusOptions{})
+	if promErr != nil {
+		t.Logf("no Prometheus: %v", promErr)
+	}
+	needProm := func(t *testing.T) {
+		if promErr != nil {
+			testenv.SkipOrFail(t, promErr.Error())
+		}
+	}
 
 	t.Run("baseline/one connection goes to one endpoint", func(t *testing.T) {
 		w := run(t, ctx, c, cluster.Workload{Concurrency: 4}, 200)
@@ -214,6 +225,10 @@ func TestMiniCluster(t *testing.T) {
 		if len(st.Services) != 1 || len(st.Services[0].Balancer.Spill) == 0 || st.Services[0].Balancer.Spill[0].Flips == 0 {
 			t.Errorf("the daemon's state shows no spillover: %+v", st.Services)
 		}
+	})
+	t.Run("zonelb/dashboard: every panel on a real Prometheus shows what the clients saw", func(t *testing.T) {
+		needProm(t)
+		checkDashboard(t, ctx, c, prom)
 	})
 	t.Run("zonelb/fails over without a failed call when zone a's pods are deleted", func(t *testing.T) {
 		cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 8, Rate: 400})
