@@ -239,6 +239,7 @@ func (a *agent) listen(ctx context.Context, network string, addr netip.AddrPort)
 func (a *agent) startAdmin() error {
 	m := a.metrics.Load()
 	a.adm = &admin{log: a.log, metrics: m}
+	m.registerReady(a.adm.ready.Load)
 	a.onClose(a.adm.close)
 	base := StateReport{Node: a.cfg.NodeName, Source: a.cfg.Source, Redirect: a.red != nil}
 	a.adm.state = func() StateReport {

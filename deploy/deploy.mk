@@ -23,3 +23,11 @@ $(DEPLOY_PROMTOOL) $(DEPLOY_PROMETHEUS):
 	{ apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; } && \
 	dpkg-deb -x prometheus_*.deb root && install -m 0755 root/usr/bin/$(BINARY) $@.tmp && mv -f $@.tmp $@; \
 	status=$$?; rm -rf $$tmp; exit $$status
+
+# The alerting rules are generated from one source (deploy/alerts):
+# prometheus/zonelb-alerts.yaml and the PrometheusRule of
+# components/prometheus-operator. deploy's TestAlertFilesGenerated fails
+# when they are stale.
+.PHONY: alerts
+alerts:
+	$(GO) generate ./deploy/alerts

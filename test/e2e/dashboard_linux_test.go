@@ -139,6 +139,28 @@ var panelChecks = map[string]panelCheck{
 		// answered outside zone-a. Every other zone is at distance 1.
 		return near(only(v, "service", serviceID), 1-m.ph.Window.Share(cluster.ClientZone), "share of calls answered outside zone-a, averaged over the phase")
 	}},
+	"Local latency level vs spill budget/A": {gauge: true, check: func(m measured, v model.Vector) error {
+		// A smoothed mean of the proxy's time to first byte: above 0, below
+		// the clients' p99 of the whole call.
+		return between(only(v, "service", serviceID), 1e-6, m.ph.Window.Percentile(99).Seconds(), "zone-a's latency level (s)")
+	}},
+	"Local latency level vs spill budget/B": {gauge: true, check: func(m measured, v model.Vector) error {
+		return between(only(v, "service", serviceID), 1e-6, m.ph.Window.Percentile(99).Seconds(), "the level zone-a's budget allows (s)")
+	}},
+	"BPF programs attached/A": {gauge: true, check: func(m measured, v model.Vector) error {
+		if len(v) != 5 {
+			return fmt.Errorf("want the 5 cgroup hooks, got %v", v)
+		}
+		for _, s := range v {
+			if err := exact(float64(s.Value), 1, "attached, "+string(s.Metric["program"])); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
+	"Daemon ready/A": {gauge: true, check: func(m measured, v model.Vector) error {
+		return exact(only(v, "instance", "node-a"), 1, "node-a's daemon ready")
+	}},
 	"Spillover transitions/A": {check: func(m measured, v model.Vector) error {
 		// The clients cannot see a flip: the daemon's own state (its admin
 		// API, read at the scrapes around the phase) says how many there were.
