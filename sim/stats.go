@@ -164,29 +164,7 @@ func (e *engine) result(pricePerGB float64) Result {
 	}
 	res.UtilMean = sum / float64(len(e.eps))
 
-	if w := sc.Watch; w != nil {
-		from, to := int(w.From/bucketLen), min(int(w.To/bucketLen), len(s.series))
-		win := int(time.Second / bucketLen)
-		moved := -1
-		for i := to - win; i >= from; i-- {
-			var watched, ok int
-			for _, b := range s.series[i : i+win] {
-				watched += b.watched
-				ok += b.movedOK
-			}
-			if watched > 0 && float64(ok) < 0.99*float64(watched) {
-				break
-			}
-			moved = i
-		}
-		if moved >= 0 {
-			res.Moved = time.Duration(moved-from) * bucketLen
-		}
-		for i := from; i < to; i++ {
-			res.WindowFailed += s.series[i].requests - s.series[i].ok
-		}
-	}
-
+	res.watchFigures(sc, s)
 	res.stepFigures(sc, s)
 
 	var flips uint64
@@ -248,5 +226,34 @@ func (res *Result) stepFigures(sc *Scenario, s *runStats) {
 	res.StepSettled = local((first+end)/2, end)
 	for i := first; i+win <= end; i += win {
 		res.StepDip = max(res.StepDip, res.StepSettled-local(i, i+win))
+	}
+}
+
+// watchFigures fills the failure window's figures: when the watched
+// zone's requests moved, and how many failed meanwhile.
+func (res *Result) watchFigures(sc *Scenario, s *runStats) {
+	w := sc.Watch
+	if w == nil {
+		return
+	}
+	from, to := int(w.From/bucketLen), min(int(w.To/bucketLen), len(s.series))
+	win := int(time.Second / bucketLen)
+	moved := -1
+	for i := to - win; i >= from; i-- {
+		var watched, ok int
+		for _, b := range s.series[i : i+win] {
+			watched += b.watched
+			ok += b.movedOK
+		}
+		if watched > 0 && float64(ok) < 0.99*float64(watched) {
+			break
+		}
+		moved = i
+	}
+	if moved >= 0 {
+		res.Moved = time.Duration(moved-from) * bucketLen
+	}
+	for i := from; i < to; i++ {
+		res.WindowFailed += s.series[i].requests - s.series[i].ok
 	}
 }

@@ -141,7 +141,7 @@ func (b *Balancer) State() State {
 			zones[zs] = z
 		}
 		z.Endpoints++
-		st.Endpoints = append(st.Endpoints, b.endpointState(m, now))
+		st.Endpoints = append(st.Endpoints, b.endpointView(m, now))
 	}
 	for _, z := range zones {
 		st.Zones = append(st.Zones, *z)
@@ -152,7 +152,7 @@ func (b *Balancer) State() State {
 	return st
 }
 
-func (b *Balancer) endpointState(m member, now int64) EndpointState {
+func (b *Balancer) endpointView(m member, now int64) EndpointState {
 	es := m.st
 	out := EndpointState{
 		Endpoint:        *m.ep,
