@@ -60,6 +60,9 @@ func originalDstOf(red *bpf.Redirector) originalDst {
 type portEntry struct {
 	id  discovery.PortID
 	bal atomic.Pointer[zone.Balancer] // nil once the port is gone
+	// http2 is set when the port declares an HTTP/2 appProtocol: its
+	// connections must be HTTP/2 (proxy.ProtocolHTTP2).
+	http2 atomic.Bool
 	// updates counts the endpoint sets given to the port's balancers
 	// (guarded by services.mu).
 	updates int
@@ -132,6 +135,7 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 				e = &portEntry{id: id}
 				s.ports[id] = e
 			}
+			e.http2.Store(discovery.IsHTTP2AppProtocol(port.AppProtocol))
 			b := e.bal.Load()
 			switch {
 			case b == nil || rebuild:
@@ -199,7 +203,11 @@ func (s *services) Route(c net.Conn) (proxy.Route, error) {
 	if e == nil {
 		return proxy.Route{}, fmt.Errorf("service %s at %s is gone", id, dst)
 	}
-	return proxy.Route{Service: id.String(), Picker: e}, nil
+	r := proxy.Route{Service: id.String(), Picker: e}
+	if e.http2.Load() {
+		r.Protocol = proxy.ProtocolHTTP2
+	}
+	return r, nil
 }
 
 // destination is where c was going: its original destination when the

@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"log/slog"
+	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/zonelb/zonelb/daemon/discovery"
+	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
 
@@ -133,5 +135,47 @@ func TestApplySpillBudgetPerService(t *testing.T) {
 	}
 	if got := budgetOf("a"); got != zone.DefaultSpillBudget {
 		t.Errorf("after the annotation was removed: budget %v, want the default", got)
+	}
+}
+
+// A port declaring an HTTP/2 appProtocol is routed as HTTP/2 only (the
+// proxy then refuses connections without the preface); others are
+// detected from their first bytes.
+func TestRouteProtocolFromAppProtocol(t *testing.T) {
+	s := newTestServices(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	front := netip.MustParseAddrPort(l.Addr().String())
+	for _, tc := range []struct {
+		appProtocol string
+		want        proxy.Protocol
+	}{{"grpc", proxy.ProtocolHTTP2}, {"kubernetes.io/h2c", proxy.ProtocolHTTP2}, {"", proxy.ProtocolAuto}, {"http", proxy.ProtocolAuto}} {
+		svc := testService("a", front.Port(), "10.0.0.1:8080")
+		svc.Ports[0].AppProtocol = tc.appProtocol
+		snap := testSnapshot("a", svc)
+		snap.Frontends = map[netip.AddrPort]discovery.PortID{front: svc.Ports[0].ID(svc.Name)}
+		if err := s.apply(snap); err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial("tcp", front.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Route(sc)
+		c.Close()
+		sc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Protocol != tc.want {
+			t.Errorf("appProtocol %q: route protocol %v, want %v", tc.appProtocol, r.Protocol, tc.want)
+		}
 	}
 }
