@@ -28,8 +28,11 @@ zones: no Kubernetes, no root. Clients connect to --listen with cleartext
 HTTP/2 (gRPC) or HTTP/1.1; every request is balanced on its own over the
 --to endpoints, preferring those in --zone (Peak-EWMA latency, power of two
 choices; other zones take only what the local zone cannot). Other protocols
-are relayed as opaque TCP to one endpoint per connection. SIGTERM or SIGINT
-drains: GOAWAY to clients, in-flight requests finish within --drain-timeout.
+are relayed as opaque TCP to one endpoint per connection, unless --protocol
+h2 says clients speak HTTP/2 only: then a connection that does not start
+with the HTTP/2 preface is refused (GOAWAY), as RFC 9113 asks. SIGTERM or
+SIGINT drains: GOAWAY to clients, in-flight requests finish within
+--drain-timeout.
 
 Example:
   zonelb proxy --listen 127.0.0.1:15001 --zone zone-a \
@@ -69,7 +72,8 @@ type proxyFlags struct {
 	listen, localZone, service, admin string
 	drain                             time.Duration
 	minConns, maxConns, streamWindow  int
-	upstreamH1, ignoreZones           bool
+	protocol                          string
+	ignoreZones                       bool
 	price                             float64
 	endpoints                         endpointFlags
 	logs                              logFlags
@@ -84,7 +88,7 @@ func (f *proxyFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.minConns, "min-conns-per-endpoint", proxy.DefaultMinConnsPerEndpoint, "upstream connections kept per endpoint (raise for servers that balance by connection)")
 	fs.IntVar(&f.maxConns, "max-conns-per-endpoint", proxy.DefaultMaxConnsPerEndpoint, "upstream connections allowed per endpoint")
 	fs.IntVar(&f.streamWindow, "stream-window", proxy.DefaultStreamWindow, "HTTP/2 flow-control window per stream, bytes (bounds memory per stream)")
-	fs.BoolVar(&f.upstreamH1, "upstream-http1", false, "speak HTTP/1.1 to endpoints instead of HTTP/2 cleartext")
+	fs.StringVar(&f.protocol, "protocol", "auto", "what clients speak: auto (HTTP/2, HTTP/1.1 or opaque TCP, told apart by the first bytes) or h2 (HTTP/2 with prior knowledge only)")
 	fs.BoolVar(&f.ignoreZones, "ignore-zones", false, "balance over all endpoints by latency alone, ignoring zones")
 	fs.Float64Var(&f.price, "price-per-gb", zone.DefaultPricePerGB, "USD per GB crossing zones, charged on each side (for the cost estimate)")
 	fs.Var(&f.endpoints, "to", "endpoint as ZONE=IP:PORT (repeatable; ZONE may be omitted)")
@@ -101,6 +105,14 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	if len(f.endpoints) == 0 {
 		return usageError(stderr, "proxy", "no endpoints: give at least one --to ZONE=IP:PORT")
 	}
+	var proto proxy.Protocol
+	switch f.protocol {
+	case "auto":
+	case "h2":
+		proto = proxy.ProtocolHTTP2
+	default:
+		return usageError(stderr, "proxy", "--protocol %q: want auto or h2", f.protocol)
+	}
 	if _, err := netip.ParseAddrPort(f.listen); err != nil {
 		return usageError(stderr, "proxy", "--listen %q: want IP:PORT", f.listen)
 	}
@@ -112,7 +124,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "proxy", "--price-per-gb: %v", err)
 	}
-	p, err := f.newProxy(acct, log)
+	p, err := f.newProxy(acct, proto, log)
 	if err != nil {
 		return usageError(stderr, "proxy", "%v", err)
 	}
@@ -130,7 +142,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 }
 
 // newProxy builds the balancer over the --to endpoints and the proxy.
-func (f *proxyFlags) newProxy(acct *zone.Accounting, log *slog.Logger) (*proxy.Proxy, error) {
+func (f *proxyFlags) newProxy(acct *zone.Accounting, proto proxy.Protocol, log *slog.Logger) (*proxy.Proxy, error) {
 	bal, err := zone.NewBalancer(zone.Config{
 		LocalZone:   f.localZone,
 		IgnoreZones: f.ignoreZones,
@@ -142,12 +154,11 @@ func (f *proxyFlags) newProxy(acct *zone.Accounting, log *slog.Logger) (*proxy.P
 	}
 	bal.Update(f.endpoints)
 	return proxy.New(proxy.Config{
-		Router:              proxy.StaticRouter{Service: f.service, Picker: bal},
+		Router:              proxy.StaticRouter{Service: f.service, Picker: bal, Protocol: proto},
 		Logger:              log,
 		MinConnsPerEndpoint: f.minConns,
 		MaxConnsPerEndpoint: f.maxConns,
 		StreamWindow:        f.streamWindow,
-		UpstreamHTTP1:       f.upstreamH1,
 	})
 }
 
