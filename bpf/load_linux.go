@@ -43,6 +43,9 @@ func load(cfg Config, opts loadOptions) (_ *Redirector, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
+	if cfg.CgroupPath, err = Cgroup2Dir(cfg.CgroupPath); err != nil {
+		return nil, err
+	}
 	if err := ensurePinDir(cfg.PinDir); err != nil {
 		return nil, err
 	}
