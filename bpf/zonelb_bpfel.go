@@ -21,7 +21,7 @@ type zonelbConfig struct {
 	Port4     uint16
 	Port6     uint16
 	Mark      uint32
-	Flags     uint32
+	Flags     zonelbZlbCfgFlag
 }
 
 type zonelbOrigDst struct {
@@ -52,6 +52,13 @@ type zonelbTupleKey struct {
 	Pad        uint16
 }
 
+type zonelbZlbCfgFlag uint32
+
+const (
+	zonelbZlbCfgFlagZLB_CFG_SHORTCUT   zonelbZlbCfgFlag = 1
+	zonelbZlbCfgFlagZLB_CFG_ENROLL_ALL zonelbZlbCfgFlag = 2
+)
+
 type zonelbZlbCounter uint32
 
 const (
@@ -69,6 +76,14 @@ const (
 	zonelbZlbCounterZLB_C_GETPEERNAME_REWRITTEN zonelbZlbCounter = 11
 	zonelbZlbCounterZLB_C_SHORTCUT_SOCKETS      zonelbZlbCounter = 12
 	zonelbZlbCounterZLB_C_MAX                   zonelbZlbCounter = 13
+)
+
+type zonelbZlbListenerSlot uint32
+
+const (
+	zonelbZlbListenerSlotZLB_LISTENER_V4    zonelbZlbListenerSlot = 0
+	zonelbZlbListenerSlotZLB_LISTENER_V6    zonelbZlbListenerSlot = 1
+	zonelbZlbListenerSlotZLB_LISTENER_SLOTS zonelbZlbListenerSlot = 2
 )
 
 // Names of all BPF objects in the ELF.

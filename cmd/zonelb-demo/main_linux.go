@@ -50,6 +50,7 @@ type options struct {
 	keep       bool
 	verbose    bool
 	pricePerGB float64
+	reportDir  string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -67,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs and logs)")
 	fs.BoolVar(&o.verbose, "v", false, "log the harness's steps to stderr")
 	fs.Float64Var(&o.pricePerGB, "price-per-gb", zone.DefaultPricePerGB, "price of a cross-zone GB, charged on each side")
+	fs.StringVar(&o.reportDir, "report-dir", "demo-report", "where the HTML report (report.html) and its results file (results.json) go")
 	loopback := fs.Bool("loopback", false, "run the loopback-only demo instead (no root needed, no namespaces, no BPF)")
 	lo := loopbackFlags(fs, &o.bin, &o.crossZone)
 	if err := fs.Parse(args); err != nil {
@@ -230,6 +232,11 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	prog.clear()
 	printLive(stdout, live, o.rate*float64(len(c.Clients)))
+	if path, err := writeReport(o, c, phases, live); err != nil {
+		fmt.Fprintln(stderr, "demo: report:", err)
+	} else {
+		fmt.Fprintf(stdout, "\nReport (charts of the live scenario and the table, one self-contained page): %s\n", path)
+	}
 	if d := c.Daemon(); d != nil {
 		if st, err := d.State(ctx); err == nil {
 			var crossed uint64
@@ -253,46 +260,23 @@ func pct(x float64) string { return fmt.Sprintf("%.1f%%", 100*x) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 
-// printTable prints the modes side by side.
+// printTable prints the modes side by side (sideBySide's table).
 func printTable(w io.Writer, c *cluster.Cluster, phases []cluster.Phase, o options) {
 	const lw, cw = 32, 18
-	row := func(label string, cell func(cluster.Phase) string) {
-		fmt.Fprintf(w, "%-*s", lw, label)
-		for _, p := range phases {
-			fmt.Fprintf(w, "%*s", cw, cell(p))
+	t := sideBySide(c, phases, o)
+	fmt.Fprintf(w, "%-*s", lw, "")
+	for _, col := range t.Columns {
+		fmt.Fprintf(w, "%*s", cw, col)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, strings.Repeat("-", lw+cw*len(phases)))
+	for _, r := range t.Rows {
+		fmt.Fprintf(w, "%-*s", lw, r.Label)
+		for _, cell := range r.Cells {
+			fmt.Fprintf(w, "%*s", cw, cell)
 		}
 		fmt.Fprintln(w)
 	}
-	row("", func(p cluster.Phase) string { return p.Name })
-	fmt.Fprintln(w, strings.Repeat("-", lw+cw*len(phases)))
-	fmt.Fprintln(w, "requests per backend pod")
-	for _, b := range c.Backends {
-		row(fmt.Sprintf("  %s (%s)", b.Name, b.Zone), func(p cluster.Phase) string {
-			n := p.Window.ByBackend[b.Name]
-			if n == 0 {
-				return "-"
-			}
-			return fmt.Sprintf("%d (%s)", n, pct(float64(n)/float64(max(p.Window.OK, 1))))
-		})
-	}
-	row("in-zone share of requests", func(p cluster.Phase) string { return pct(p.Window.Share(cluster.ClientZone)) })
-	row("in-zone share of bytes", func(p cluster.Phase) string { return pct(p.Window.ByteShare(cluster.ClientZone)) })
-	row("cross-zone traffic (wire)", func(p cluster.Phase) string {
-		return fmt.Sprintf("%.2f MB/s", p.CrossZoneBytesPerSecond()/1e6)
-	})
-	row("est. cross-zone cost per day", func(p cluster.Phase) string {
-		return fmt.Sprintf("$%.2f", p.CostPerDay(o.pricePerGB))
-	})
-	row("calls per second", func(p cluster.Phase) string { return fmt.Sprintf("%.0f", p.Window.Rate()) })
-	row("latency p50", func(p cluster.Phase) string { return ms(p.Window.Percentile(50)) })
-	row("latency p99", func(p cluster.Phase) string { return ms(p.Window.Percentile(99)) })
-	row("errors", func(p cluster.Phase) string { return fmt.Sprint(p.Window.Failed) })
-	row("node proxy CPU per call", func(p cluster.Phase) string {
-		if p.Window.ViaProxy == 0 {
-			return "(in the kernel)"
-		}
-		return fmt.Sprintf("%.0f us", float64(p.CPUPerRequest().Nanoseconds())/1000)
-	})
 	fmt.Fprintf(w, "\nCost: bytes on node-a's uplink (the only way out of zone-a: one node per zone) x 86400 s,\n")
 	fmt.Fprintf(w, "at $%.2f/GB charged on each side of the crossing, at this run's call rate.\n", o.pricePerGB)
 	fmt.Fprintf(w, "kube-proxy picks one endpoint per connection: %d long-lived gRPC connections are a lottery over 6 pods\n", len(c.Clients))
