@@ -15,7 +15,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 30m
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-deps demo interop bench-go lint generate clean help
+.PHONY: all build test test-deps fuzz demo interop bench-go lint generate clean help
 
 all: build
 
@@ -24,7 +24,8 @@ help:
 	@echo "make demo      the demo: a three-zone mini cluster, kube-proxy vs zonelb side by side (root)"
 	@echo "make k8s-demo  the DaemonSet on a real kubelet node, steering real pods (root)"
 	@echo "make image     zonelb's image (and the test images) as tarballs in bin/images"
-	@echo "make test      run the whole test suite (as root for the privileged tests)"
+	@echo "make test      run the whole test suite (as root for the privileged tests), then make fuzz"
+	@echo "make fuzz      fuzz the proxy's two HTTP/2 read loops, FUZZTIME (20s) each"
 	@echo "make interop   run 100 rounds of the gRPC interop suite through zonelb"
 	@echo "make bench     benchmark zonelb against direct, HAProxy, nginx and Caddy"
 	@echo "make bench-e2e zonelb against kube-proxy in the mini cluster (root)"
@@ -44,6 +45,15 @@ test: build test-deps
 	$(GO) vet ./...
 	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /test/kubenode$$)
 	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) ./test/kubenode
+	$(MAKE) --no-print-directory fuzz
+
+# The proxy's two read loops (client side, endpoint side) fed arbitrary
+# bytes for a bounded time each: a crash, a hang or a goroutine of the
+# proxy that outlives it fails. The seed corpus is in proxy/testdata/fuzz.
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzServerReadLoop$$' -fuzztime $(FUZZTIME) ./proxy
+	$(GO) test -run '^$$' -fuzz '^FuzzClientReadLoop$$' -fuzztime $(FUZZTIME) ./proxy
 
 # What the tests need beyond Go; fragments below add to it. Tools go to
 # .cache/bin, which the tests find on PATH.
