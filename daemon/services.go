@@ -122,6 +122,10 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 	var errs []error
 	for name, svc := range snap.Services {
 		unchanged := prev != nil && prev.Services[name] == svc
+		svcCfg := cfg
+		if svc.SpillBudget != 0 { // the Service's annotation
+			svcCfg.Spill.Budget = svc.SpillBudget
+		}
 		for i := range svc.Ports {
 			port := &svc.Ports[i]
 			id := port.ID(svc.Name)
@@ -135,7 +139,7 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 			b := e.bal.Load()
 			switch {
 			case b == nil || rebuild:
-				nb, err := zone.NewBalancer(cfg)
+				nb, err := zone.NewBalancer(svcCfg)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("balancer for %s: %w", id, err))
 					continue
@@ -144,6 +148,7 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 				e.updates++
 				e.bal.Store(nb)
 			case !unchanged:
+				s.setBudget(id, b, svcCfg.Spill.Budget)
 				b.Update(port.Endpoints)
 				e.updates++
 			}
@@ -157,6 +162,24 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 	}
 	s.snap.Store(snap)
 	return errors.Join(errs...)
+}
+
+// setBudget gives a running balancer a new spill budget (0: the default),
+// keeping what it learnt, when the Service's annotation changed.
+func (s *services) setBudget(id discovery.PortID, b *zone.Balancer, budget float64) {
+	if budget == 0 {
+		budget = zone.DefaultSpillBudget
+	}
+	old := b.SpillBudget()
+	if old == budget {
+		return
+	}
+	if err := b.SetSpillBudget(budget); err != nil {
+		s.log.Warn("spill budget not changed", "service", id.String(), "err", err)
+		return
+	}
+	s.log.Info("spill budget changed", "service", id.String(),
+		"from", zone.FormatSpillBudget(old), "to", zone.FormatSpillBudget(budget))
 }
 
 // Route implements proxy.Router: the connection's original destination

@@ -86,6 +86,58 @@ func TestApplyLeavesUnchangedServicesAlone(t *testing.T) {
 	}
 }
 
+// A Service's spill-budget annotation reaches its balancer, a change of it
+// reaches the running balancer (keeping its state), and its removal brings
+// the daemon's default back; other Services keep the default.
+func TestApplySpillBudgetPerService(t *testing.T) {
+	s := newTestServices(t)
+	budgetOf := func(name string) float64 {
+		for _, st := range s.BalancerStates() {
+			if st.Service == "default/"+name+":grpc" {
+				return st.State.SpillBudget
+			}
+		}
+		t.Fatalf("no balancer for %s", name)
+		return 0
+	}
+	a := testService("a", 80, "10.0.0.1:8080")
+	a.SpillBudget = 2
+	b := testService("b", 81, "10.0.1.1:8080")
+	if err := s.apply(testSnapshot("a", a, b)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := budgetOf("a"), 2.0; got != want {
+		t.Errorf("annotated service: budget %v, want %v", got, want)
+	}
+	if got := budgetOf("b"); got != zone.DefaultSpillBudget {
+		t.Errorf("other service: budget %v, want the default %v", got, zone.DefaultSpillBudget)
+	}
+	s.mu.Lock()
+	before := s.ports[a.Ports[0].ID(a.Name)].bal.Load()
+	s.mu.Unlock()
+
+	a2 := testService("a", 80, "10.0.0.1:8080")
+	a2.SpillBudget = zone.ParityBudget
+	if err := s.apply(testSnapshot("a", a2, b)); err != nil {
+		t.Fatal(err)
+	}
+	if got := budgetOf("a"); got != zone.ParityBudget {
+		t.Errorf("after the annotation changed: budget %v, want parity", got)
+	}
+	s.mu.Lock()
+	after := s.ports[a.Ports[0].ID(a.Name)].bal.Load()
+	s.mu.Unlock()
+	if after != before {
+		t.Error("the balancer was replaced: a budget change must keep its state")
+	}
+	if err := s.apply(testSnapshot("a", testService("a", 80, "10.0.0.1:8080"), b)); err != nil {
+		t.Fatal(err)
+	}
+	if got := budgetOf("a"); got != zone.DefaultSpillBudget {
+		t.Errorf("after the annotation was removed: budget %v, want the default", got)
+	}
+}
+
 // A port declaring an HTTP/2 appProtocol is routed as HTTP/2 only (the
 // proxy then refuses connections without the preface); others are
 // detected from their first bytes.

@@ -296,7 +296,7 @@ func liveScenario(ctx context.Context, c *cluster.Cluster, w cluster.Workload, p
 		}
 	}
 	events := []cluster.PhaseEvent{
-		{At: 3 * time.Second, Name: "zone-a overloaded", Do: func(ctx context.Context) error {
+		{At: liveOverloadAt * time.Second, Name: "zone-a overloaded", Do: func(ctx context.Context) error {
 			for _, b := range local {
 				if err := b.SetLoad(ctx, overloaded); err != nil {
 					return err
@@ -304,7 +304,7 @@ func liveScenario(ctx context.Context, c *cluster.Cluster, w cluster.Workload, p
 			}
 			return nil
 		}},
-		{At: 9 * time.Second, Name: "zone-a's pods killed", Do: func(ctx context.Context) error {
+		{At: liveKillAt * time.Second, Name: "zone-a's pods killed", Do: func(ctx context.Context) error {
 			for _, b := range local {
 				b.Kill()
 			}
@@ -312,8 +312,8 @@ func liveScenario(ctx context.Context, c *cluster.Cluster, w cluster.Workload, p
 		}},
 	}
 	label := fmt.Sprintf("[%d/%d] live: zone-a overloaded, then killed", step, step)
-	return c.RunPhase(ctx, "live", w, 12*time.Second, time.Second, events, func(el time.Duration, _ cluster.Window) {
-		prog.show("%s: %4.1fs of 12s", label, el.Seconds())
+	return c.RunPhase(ctx, "live", w, liveLength*time.Second, time.Second, events, func(el time.Duration, _ cluster.Window) {
+		prog.show("%s: %4.1fs of %ds", label, el.Seconds(), liveLength)
 	})
 }
 
@@ -327,19 +327,28 @@ func zoneBackends(c *cluster.Cluster, z string) []*cluster.Backend {
 	return out
 }
 
+// The live scenario's timeline, in seconds: the overload phase is long
+// enough (12 s) to see where the local share settles after the capacity
+// step, and whether it first dipped below that.
+const (
+	liveOverloadAt = 3
+	liveKillAt     = 15
+	liveLength     = 18
+)
+
 // printLive prints the live scenario's timeline, one line per second.
 func printLive(w io.Writer, ph cluster.Phase, offered float64) {
-	fmt.Fprintf(w, "\nLive, zonelb only: every pod now takes 5 ms a call. At 3s zone-a's two pods drop to one call at a\n")
-	fmt.Fprintf(w, "time (400 calls/s together, less than the %.0f offered); at 9s they are killed (SIGKILL).\n\n", offered)
+	fmt.Fprintf(w, "\nLive, zonelb only: every pod now takes 5 ms a call. At %ds zone-a's two pods drop to one call at a\n", liveOverloadAt)
+	fmt.Fprintf(w, "time (400 calls/s together, less than the %.0f offered); at %ds they are killed (SIGKILL).\n\n", offered, liveKillAt)
 	fmt.Fprintf(w, "%8s %8s %8s %8s %8s %10s %8s\n", "time", "calls/s", "zone-a", "zone-b", "zone-c", "p99", "errors")
 	// The last window is the tail between the last snapshot and the
 	// clients' stop: not a whole second, left out.
 	for i, win := range ph.Windows[:max(len(ph.Windows)-1, 0)] {
 		note := ""
 		switch i {
-		case 3:
+		case liveOverloadAt:
 			note = "  <- zone-a overloaded"
-		case 9:
+		case liveKillAt:
 			note = "  <- zone-a's pods killed"
 		}
 		fmt.Fprintf(w, "%8s %8.0f %8s %8s %8s %10s %8d%s\n", fmt.Sprintf("%d-%ds", i, i+1), win.Rate(),
@@ -350,11 +359,40 @@ func printLive(w io.Writer, ph cluster.Phase, offered float64) {
 	for _, f := range ph.Window.Failures {
 		failed = append(failed, f.Code)
 	}
+	printStep(w, ph)
 	fmt.Fprintf(w, "\nFailed calls: %d", ph.Window.Failed)
 	if ph.Window.Failed > 0 {
 		fmt.Fprintf(w, " (%s): calls that were in flight on the killed pods; a killed process takes its calls with it", strings.Join(uniq(failed), ", "))
 	}
 	fmt.Fprintln(w)
+}
+
+// printStep measures the capacity step (docs/zone-balancing.md): the
+// local share over the last half of the overload, how far the worst
+// one-second window from the first second after the step fell below it
+// (the budget rule's bound: 15 points), and p99 in the step's first second
+// against the second before.
+func printStep(w io.Writer, ph cluster.Phase) {
+	if len(ph.Windows) < liveKillAt+1 {
+		return
+	}
+	over := ph.Windows[liveOverloadAt+1 : liveKillAt]
+	var settled float64
+	half := over[len(over)/2:]
+	for _, win := range half {
+		settled += win.Share("zone-a")
+	}
+	settled /= float64(len(half))
+	worst, at := 0.0, 0
+	for i, win := range over {
+		if d := settled - win.Share("zone-a"); d > worst {
+			worst, at = d, liveOverloadAt+1+i
+		}
+	}
+	fmt.Fprintf(w, "\nCapacity step: zone-a settles at %s of the calls (last half of the overload); the worst second from\n", pct(settled))
+	fmt.Fprintf(w, "1s after the step is %.1f points below it (%d-%ds; bound 15). p99 in the step's first second %s,\n",
+		100*worst, at, at+1, ms(ph.Windows[liveOverloadAt].Percentile(99)))
+	fmt.Fprintf(w, "the second before %s.\n", ms(ph.Windows[liveOverloadAt-1].Percentile(99)))
 }
 
 func uniq(s []string) []string {

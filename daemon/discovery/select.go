@@ -6,6 +6,12 @@ import "strings"
 // that opts Services in to zonelb, or out of it: "true" or "false".
 const EnabledKey = "zonelb.io/enabled"
 
+// SpillBudgetKey is the annotation on a Service that overrides the
+// daemon's spill budget for it: a percentage ("80%") or "parity" (see
+// zone.ParseSpillBudget). A value that does not parse is ignored, with a
+// warning naming the Service.
+const SpillBudgetKey = "zonelb.io/spill-budget"
+
 // The appProtocol values that mean "HTTP/2 in cleartext": a port declaring
 // one is taken over without any opt-in. Compared case-insensitively.
 var http2AppProtocols = []string{"grpc", "h2c", "kubernetes.io/h2c"}
