@@ -100,10 +100,12 @@ func (s *slots) serveCall(ctx context.Context) error {
 		s.mu.Unlock()
 		s.cond.Signal()
 	}()
-	return sleepCtx(ctx, serve)
+	return SleepCtx(ctx, serve)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// SleepCtx waits for d or until ctx ends, whichever comes first; it
+// reports ctx's error in the second case.
+func SleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil
 	}
@@ -146,7 +148,7 @@ func runBackend(ctx context.Context, raw []byte) error {
 		// The extra round trip of crossing a zone is paid on the way in;
 		// it is network time, so it holds no service slot.
 		if z := zoneOf(from); z != "" && z != args.Zone {
-			if err := sleepCtx(ctx, time.Duration(args.CrossZoneDelay)); err != nil {
+			if err := SleepCtx(ctx, time.Duration(args.CrossZoneDelay)); err != nil {
 				return nil, err
 			}
 		}
