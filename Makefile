@@ -22,6 +22,8 @@ all: build
 help:
 	@echo "make build     build bin/zonelb"
 	@echo "make demo      the demo: a three-zone mini cluster, kube-proxy vs zonelb side by side (root)"
+	@echo "make k8s-demo  the DaemonSet on a real kubelet node, steering real pods (root)"
+	@echo "make image     zonelb's image (and the test images) as tarballs in bin/images"
 	@echo "make test      run the whole test suite (as root for the privileged tests), then make fuzz"
 	@echo "make fuzz      fuzz the proxy's two HTTP/2 read loops, FUZZTIME (20s) each"
 	@echo "make interop   run 100 rounds of the gRPC interop suite through zonelb"
@@ -32,12 +34,17 @@ help:
 	@echo "make generate  regenerate the BPF objects (installs clang and libbpf-dev)"
 	@echo "make alerts    regenerate the alerting rules in deploy/ from deploy/alerts"
 
+# Static (cgo off): the same binary runs on a host and in the image.
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/zonelb ./cmd/zonelb
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/zonelb ./cmd/zonelb
 
+# The real-node test (test/kubenode) runs on its own after the rest: it is
+# the heaviest privileged package, and two cores do not run it side by side
+# with the others' namespaces and API servers without starving both.
 test: build test-deps
 	$(GO) vet ./...
-	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) ./...
+	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /test/kubenode$$)
+	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) ./test/kubenode
 	$(MAKE) --no-print-directory fuzz
 
 # The proxy's two read loops (client side, endpoint side) fed arbitrary
@@ -86,4 +93,7 @@ include bpf/bpf.mk
 include tools/kube/kube.mk
 include bench/bench.mk
 include deploy/deploy.mk
+include deploy/image.mk
+include tools/containerd/containerd.mk
+include test/kubenode/kubenode.mk
 include test/e2e/e2e.mk
