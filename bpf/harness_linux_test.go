@@ -37,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zonelb/zonelb/bpf/nodeaddr"
+	"github.com/zonelb/zonelb/internal/eintr"
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
@@ -597,7 +598,7 @@ func rawConnect(network string, dst netip.AddrPort, mark uint32) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("setsockopt: %w", err)
 	}
-	if err := unix.Connect(fd, sa); err != nil {
+	if err := eintr.Connect(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, fmt.Errorf("connect %v: %w", dst, err)
 	}
@@ -608,10 +609,7 @@ func readLine(fd int) (string, error) {
 	var buf [512]byte
 	n := 0
 	for n < len(buf) {
-		m, err := unix.Read(fd, buf[n:])
-		if errors.Is(err, unix.EINTR) {
-			continue // a signal for the helper (SIGTERM ends the loop client)
-		}
+		m, err := eintr.Read(fd, buf[n:])
 		if err != nil {
 			return "", fmt.Errorf("read: %w", err)
 		}
@@ -687,9 +685,6 @@ func helperLoopClient(args helperArgs) error {
 		default:
 		}
 		res := oneConnection(args, dst)
-		if strings.Contains(res.Err, unix.EINTR.Error()) {
-			continue // interrupted by the stop signal itself, not a failure
-		}
 		if res.Err != "" || res.Reply == "" {
 			sum.Failed++
 			if sum.FirstErr == "" {
@@ -771,7 +766,7 @@ func helperConnectBench(args helperArgs) error {
 			return err
 		}
 		start := time.Now()
-		err = unix.Connect(fd, sa)
+		err = eintr.Connect(fd, sa)
 		d := time.Since(start)
 		total += d
 		samples = append(samples, d)
@@ -830,14 +825,11 @@ func helperRRBench(args helperArgs) error {
 func rrRounds(fd, count int, msg, buf []byte) error {
 	for i := range count {
 		msg[0] = byte(i) // the echo must carry this round's bytes
-		if _, err := unix.Write(fd, msg); err != nil {
+		if _, err := eintr.Write(fd, msg); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
 		for got := 0; got < len(buf); {
-			n, err := unix.Read(fd, buf[got:])
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
+			n, err := eintr.Read(fd, buf[got:])
 			if err != nil {
 				return fmt.Errorf("read: %w", err)
 			}
