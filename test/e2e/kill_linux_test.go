@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zonelb/zonelb/internal/cluster"
+	"github.com/zonelb/zonelb/internal/testenv"
+)
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return n
+}
+
+// killRound is one SIGKILL of the daemon under load.
+type killRound struct {
+	sent, reaped time.Time // SIGKILL sent; the process reaped
+	w            cluster.Window
+}
+
+// conn finds the client connection a failure was sent on.
+func (r killRound) conn(f cluster.Failure) (cluster.Conn, bool) {
+	for _, c := range r.w.Conns {
+		if c.Local == f.Conn && f.Conn != "" {
+			return c, true
+		}
+	}
+	return cluster.Conn{}, false
+}
+
+// inFlight: a call that was sent to the proxy on a connection the proxy
+// had before it was killed, and started before the process was gone, is
+// lost with the process.
+func (r killRound) inFlight(f cluster.Failure) bool {
+	c, ok := r.conn(f)
+	return ok && c.Redirected() && c.Established < r.sent.UnixNano() && f.Start < r.reaped.UnixNano()
+}
+
+func (r killRound) describe(f cluster.Failure) string {
+	ms := func(ns int64) string {
+		if ns == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%+.3fms", float64(ns-r.sent.UnixNano())/1e6)
+	}
+	s := fmt.Sprintf("call %s start=%s end=%s code=%s msg=%q", f.ID, ms(f.Start), ms(f.End), f.Code, f.Msg)
+	if c, ok := r.conn(f); ok {
+		s += fmt.Sprintf(" conn %s->%s dialed=%s established=%s broken=%s err=%q", c.Local, c.Remote, ms(c.DialStart), ms(c.Established), ms(c.Broken), c.Err)
+	} else {
+		s += " (never on a connection)"
+	}
+	return s
+}
+
+// TestDaemonKilledUnderLoad SIGKILLs the zonelb daemon under gRPC load
+// ZONELB_E2E_KILLS times (default 50), at seeded moments
+// (ZONELB_E2E_SEED), restarting it each time, and joins the clients'
+// failed calls with what the backends received: no failed call may be
+// saveable (never reached a backend, and not in flight on the proxy when
+// it died). There is no time allowance after the kill.
+func TestDaemonKilledUnderLoad(t *testing.T) {
+	testenv.RequireRoot(t)
+	kills := envInt(t, "ZONELB_E2E_KILLS", 50)
+	seed := envInt(t, "ZONELB_E2E_SEED", 1)
+	rng := rand.New(rand.NewPCG(uint64(seed), 14))
+	ctx := context.Background()
+	c, err := cluster.Up(ctx, cluster.Options{
+		Logger:    testLogger(t),
+		ZonelbBin: zonelbBin(t),
+		Discovery: cluster.DiscoveryFile, // the kill is the subject here, not discovery
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", cluster.Tail(filepath.Join(c.WorkDir(), "zonelb-node-a.log"), 40))
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("tear down: %v", err)
+		}
+	})
+	d, err := c.StartDaemon(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rounds []killRound
+	totalOK, totalFailed := 0, 0
+	for i := range kills {
+		// New connections now and then, so that connects race the kill.
+		cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 4, Rate: 300, RedialEvery: 10 + rng.IntN(40)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The seeded moment of the kill, 100-600 ms into the load.
+		time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond) // the schedule, not a synchronisation
+		r := killRound{sent: time.Now()}
+		d.Kill()
+		r.reaped = time.Now()
+		time.Sleep(time.Second) // load after the kill, on the fail-open path
+		r.w, err = cs.Stop(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rounds = append(rounds, r)
+		totalOK += r.w.OK
+		totalFailed += r.w.Failed
+		if r.w.Failed > len(r.w.Failures) {
+			t.Fatalf("kill %d: %d failures, only %d recorded: cannot tell which are saveable", i, r.w.Failed, len(r.w.Failures))
+		}
+		if d, err = c.StartDaemon(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	received, err := c.Received()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveable := 0
+	for i, r := range rounds {
+		for _, f := range r.w.Failures {
+			_, got := received[f.ID]
+			kind := "saveable"
+			switch {
+			case got:
+				kind = "reached a backend"
+			case r.inFlight(f):
+				kind = "in flight on the killed proxy"
+			default:
+				saveable++
+			}
+			t.Logf("kill %d (reaped %+.3fms): %s: %s", i, float64(r.reaped.Sub(r.sent).Microseconds())/1e3, kind, r.describe(f))
+		}
+	}
+	t.Logf("%d kills: %d calls ok, %d failed, %d saveable", kills, totalOK, totalFailed, saveable)
+	if saveable != 0 {
+		t.Errorf("%d saveable failed calls (never reached a backend, not in flight on the killed proxy)", saveable)
+	}
+	_ = strings.TrimSpace
+}
