@@ -17,6 +17,12 @@ type Counters struct {
 	TupleFailed    uint64 // sockops could not write it
 	PeerRewritten  uint64 // getpeername answered with the original destination
 	ShortcutSocket uint64 // sockets added to the sk_msg shortcut map
+	// SkipProxyExiting counts connects that failed open because the
+	// listener's process was exiting (killed, panicking) while the
+	// listener was still registered.
+	SkipProxyExiting uint64
+	// ProxyExits counts registered proxy processes seen beginning to exit.
+	ProxyExits uint64
 
 	// Listener state at the time of the snapshot (not counters).
 	ProxyListening4 bool
@@ -40,5 +46,7 @@ func (c *Counters) fields() []*uint64 {
 		&c.TupleFailed,
 		&c.PeerRewritten,
 		&c.ShortcutSocket,
+		&c.SkipProxyExiting,
+		&c.ProxyExits,
 	}
 }

@@ -420,6 +420,10 @@ type helperArgs struct {
 	Config  *Config       `json:",omitempty"` // proxy: how to open the pins
 	Listen  string        `json:",omitempty"` // proxy: address
 	Echo    bool          `json:",omitempty"` // proxy: echo instead of one line
+	// Ballast (proxy) is MiB of heap the proxy touches and keeps: its
+	// exit then takes long enough (freeing the memory comes before the
+	// kernel closes its sockets) for connects to land in between.
+	Ballast int `json:",omitempty"`
 }
 
 // connResult is one client connection's outcome.
@@ -664,7 +668,17 @@ type loopSummary struct {
 	Replies    map[string]int
 	FirstErr   string
 	FirstOdd   string // first reply that did not come from the proxy's happy path
+	// Failures are the first maxLoopFailures failed connections, with the
+	// time (Unix ns) each began, before its socket was opened.
+	Failures []loopFailure
 }
+
+type loopFailure struct {
+	Start int64
+	Err   string
+}
+
+const maxLoopFailures = 100
 
 // helperLoopClient connects back to back until SIGTERM (or args.Loop) and
 // reports how many connections got a reply.
@@ -684,11 +698,15 @@ func helperLoopClient(args helperArgs) error {
 			return json.NewEncoder(os.Stdout).Encode(sum)
 		default:
 		}
+		start := time.Now()
 		res := oneConnection(args, dst)
 		if res.Err != "" || res.Reply == "" {
 			sum.Failed++
 			if sum.FirstErr == "" {
 				sum.FirstErr = res.Err + " reply=" + res.Reply
+			}
+			if len(sum.Failures) < maxLoopFailures {
+				sum.Failures = append(sum.Failures, loopFailure{Start: start.UnixNano(), Err: res.Err + " reply=" + res.Reply})
 			}
 			continue
 		}
@@ -722,6 +740,11 @@ func helperProxy(args helperArgs) error {
 	if err := r.RegisterListener(ln.(*net.TCPListener)); err != nil {
 		return err
 	}
+	ballast := make([]byte, args.Ballast<<20)
+	for i := 0; i < len(ballast); i += 4096 {
+		ballast[i] = 1
+	}
+	defer runtime.KeepAlive(ballast)
 	fmt.Println("ready")
 	for {
 		c, err := ln.Accept()

@@ -6,8 +6,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
-	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,12 +45,13 @@ func (r killRound) conn(f cluster.Failure) (cluster.Conn, bool) {
 	return cluster.Conn{}, false
 }
 
-// inFlight: a call that was sent to the proxy on a connection the proxy
-// had before it was killed, and started before the process was gone, is
-// lost with the process.
+// inFlight: a call sent to the proxy on a connection the proxy had before
+// it was killed, before that connection broke, is lost with the process.
+// Everything else that failed without reaching a backend (a connection
+// made after the kill, a call failed fast by the client) is saveable.
 func (r killRound) inFlight(f cluster.Failure) bool {
 	c, ok := r.conn(f)
-	return ok && c.Redirected() && c.Established < r.sent.UnixNano() && f.Start < r.reaped.UnixNano()
+	return ok && c.Redirected() && c.Established < r.sent.UnixNano() && c.Broken != 0 && f.Start <= c.Broken
 }
 
 func (r killRound) describe(f cluster.Failure) string {
@@ -152,5 +154,118 @@ func TestDaemonKilledUnderLoad(t *testing.T) {
 	if saveable != 0 {
 		t.Errorf("%d saveable failed calls (never reached a backend, not in flight on the killed proxy)", saveable)
 	}
-	_ = strings.TrimSpace
+}
+
+// upstreamRE finds the endpoint the node proxy names in a failure.
+var upstreamRE = regexp.MustCompile(`upstream (\d+\.\d+\.\d+\.\d+:\d+)`)
+
+// TestBackendsKilledUnderLoad SIGKILLs zone a's two backend pods under load
+// through zonelb, ZONELB_E2E_POD_KILLS times (default 5), and joins the
+// failed calls with what the backends received. A failed call is in flight
+// on a killed pod when the proxy names that pod's address in the error and
+// the call started before the pod's process was gone (reaped): a killed
+// process takes milliseconds to die, and until its sockets close it still
+// takes in what is sent to it, as it would from a client without zonelb.
+// Every other failed call that no backend received is saveable, and there
+// must be none.
+func TestBackendsKilledUnderLoad(t *testing.T) {
+	testenv.RequireRoot(t)
+	rounds := envInt(t, "ZONELB_E2E_POD_KILLS", 5)
+	seed := envInt(t, "ZONELB_E2E_SEED", 1)
+	rng := rand.New(rand.NewPCG(uint64(seed), 15))
+	ctx := context.Background()
+	c, err := cluster.Up(ctx, cluster.Options{Logger: testLogger(t), ZonelbBin: zonelbBin(t), Discovery: cluster.DiscoveryFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("tear down: %v", err)
+		}
+	})
+	if _, err := c.StartDaemon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WarmUp(ctx, cluster.Workload{Concurrency: 4}, 0.99, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	local := zoneBackends(c, cluster.ClientZone)
+	saveable, failed, ok := 0, 0, 0
+	for i := range rounds {
+		cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 8, Rate: 400})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(300+rng.IntN(500)) * time.Millisecond) // the schedule, not a synchronisation
+		killed := map[string]time.Time{}                                // backend address -> kill sent
+		gone := map[string]time.Time{}                                  // backend address -> reaped
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, b := range local {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sent := time.Now()
+				b.Kill()
+				mu.Lock()
+				killed[b.Addr.String()], gone[b.Addr.String()] = sent, time.Now()
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		time.Sleep(1500 * time.Millisecond) // load after the kill
+		w, err := cs.Stop(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Failed > len(w.Failures) {
+			t.Fatalf("round %d: %d failures, %d recorded", i, w.Failed, len(w.Failures))
+		}
+		received, err := c.Received()
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := time.Now()
+		for _, at := range killed {
+			if at.Before(first) {
+				first = at
+			}
+		}
+		inFlight := func(f cluster.Failure) bool {
+			m := upstreamRE.FindStringSubmatch(f.Msg)
+			if m == nil {
+				return false
+			}
+			at, ok := gone[m[1]]
+			return ok && f.Start < at.UnixNano()
+		}
+		for _, f := range w.Failures {
+			kind := "saveable"
+			switch {
+			case received[f.ID] != "":
+				kind = "reached " + received[f.ID]
+			case inFlight(f):
+				kind = "in flight on a killed pod"
+			default:
+				saveable++
+			}
+			t.Logf("round %d: %s: call %s start=%+.3fms end=%+.3fms %s %q", i, kind, f.ID,
+				float64(f.Start-first.UnixNano())/1e6, float64(f.End-first.UnixNano())/1e6, f.Code, f.Msg)
+		}
+		failed += w.Failed
+		ok += w.OK
+		for _, b := range local {
+			if err := b.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Back in zone a before the next round (ejection backoff).
+		if _, err := c.WarmUp(ctx, cluster.Workload{Concurrency: 4}, 0.95, 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d rounds: %d calls ok, %d failed, %d saveable", rounds, ok, failed, saveable)
+	if saveable != 0 {
+		t.Errorf("%d saveable failed calls", saveable)
+	}
 }
