@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"maps"
+	"regexp"
 	"slices"
 	"time"
 )
@@ -188,4 +189,29 @@ func Saveable(fs []Failure, received map[string]string, inFlight func(Failure) b
 		out = append(out, f)
 	}
 	return out
+}
+
+// connInMsgRE finds the local address of the connection a grpc-go
+// transport error names ("read tcp4 10.244.1.12:39984->10.96.0.10:80").
+var connInMsgRE = regexp.MustCompile(`tcp4? (\d+\.\d+\.\d+\.\d+:\d+)->`)
+
+// ConnOf returns the connection a failed call went out on or, for a call
+// that never went out (failed fast while its channel was in transient
+// failure), the connection whose failure the error names.
+func (w Window) ConnOf(f Failure) (Conn, bool) {
+	local := f.Conn
+	if local == "" {
+		if m := connInMsgRE.FindStringSubmatch(f.Msg); m != nil {
+			local = m[1]
+		}
+	}
+	if local == "" {
+		return Conn{}, false
+	}
+	for _, c := range w.Conns {
+		if c.Local == local {
+			return c, true
+		}
+	}
+	return Conn{}, false
 }

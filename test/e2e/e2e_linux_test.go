@@ -308,9 +308,7 @@ func TestMiniCluster(t *testing.T) {
 			}
 		}()
 		before := timeline(t, ctx, cs, time.Second)
-		r := killRound{sent: time.Now()}
-		d.Kill()
-		r.reaped = time.Now()
+		r := kill(t, d)
 		after := timeline(t, ctx, cs, 3*time.Second)
 		last, err := cs.Stop(ctx)
 		stopped = true
@@ -333,6 +331,9 @@ func TestMiniCluster(t *testing.T) {
 		}
 		for _, f := range cluster.Saveable(r.w.Failures, received, r.inFlight) {
 			t.Errorf("saveable failed call: %s", r.describe(f))
+		}
+		for _, c := range r.steeredAfterKill() {
+			t.Errorf("connection %s dialled %+.3fms after the kill was steered to the dying proxy", c.Local, float64(c.DialStart-r.sent.UnixNano())/1e6)
 		}
 		if direct := cluster.Merge(after[4:]...); direct.OK == 0 || direct.ViaProxy != 0 || direct.Failed != 0 {
 			t.Errorf("from 2s after the kill: want every call answered straight from the pod (the baseline path): %s", describe(direct))

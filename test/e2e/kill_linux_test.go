@@ -9,10 +9,12 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zonelb/zonelb/internal/cluster"
+	"github.com/zonelb/zonelb/internal/netlab"
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
@@ -31,27 +33,57 @@ func envInt(t *testing.T, name string, def int) int {
 
 // killRound is one SIGKILL of the daemon under load.
 type killRound struct {
-	sent, reaped time.Time // SIGKILL sent; the process reaped
+	// sent is when kill(2) had returned (the hooks' mark is set inside
+	// it); reaped is when the process was gone.
+	sent, reaped time.Time
 	w            cluster.Window
 }
 
-// conn finds the client connection a failure was sent on.
-func (r killRound) conn(f cluster.Failure) (cluster.Conn, bool) {
-	for _, c := range r.w.Conns {
-		if c.Local == f.Conn && f.Conn != "" {
-			return c, true
-		}
+// kill SIGKILLs the daemon and waits for it.
+func kill(t *testing.T, d *cluster.Daemon) killRound {
+	t.Helper()
+	if err := d.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
 	}
-	return cluster.Conn{}, false
+	r := killRound{sent: time.Now()}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Wait(ctx); err != nil && !netlab.KilledBySignal(err, syscall.SIGKILL) {
+		t.Fatalf("killed daemon: %v", err)
+	}
+	r.reaped = time.Now()
+	return r
 }
 
-// inFlight: a call sent to the proxy on a connection the proxy had before
-// it was killed, before that connection broke, is lost with the process.
-// Everything else that failed without reaching a backend (a connection
-// made after the kill, a call failed fast by the client) is saveable.
+// steeredAfterKill lists connections the kernel sent to the proxy although
+// they were dialled after the kill: what the hooks must never do.
+func (r killRound) steeredAfterKill() []cluster.Conn {
+	var out []cluster.Conn
+	for _, c := range r.w.Conns {
+		if c.Redirected() && c.DialStart >= r.sent.UnixNano() {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// inFlight: a failed call is lost with the killed proxy when its
+// connection was steered to the proxy by a connect begun before the kill,
+// and either the call went out on it before it broke, or the call
+// failed because that connection did (it was still being set up on the
+// proxy, which had not yet answered its HTTP/2 preface, and grpc-go then
+// fails calls fast until its backoff ends or the channel is replaced).
+// Connections made after the kill was sent must never fail: those are the
+// ones the hooks must no longer steer to the dying proxy.
 func (r killRound) inFlight(f cluster.Failure) bool {
-	c, ok := r.conn(f)
-	return ok && c.Redirected() && c.Established < r.sent.UnixNano() && c.Broken != 0 && f.Start <= c.Broken
+	c, ok := r.w.ConnOf(f)
+	if !ok || !c.Redirected() || c.DialStart >= r.sent.UnixNano() || c.Broken == 0 {
+		return false
+	}
+	if f.Conn == c.Local {
+		return f.Start <= c.Broken
+	}
+	return true
 }
 
 func (r killRound) describe(f cluster.Failure) string {
@@ -62,10 +94,10 @@ func (r killRound) describe(f cluster.Failure) string {
 		return fmt.Sprintf("%+.3fms", float64(ns-r.sent.UnixNano())/1e6)
 	}
 	s := fmt.Sprintf("call %s start=%s end=%s code=%s msg=%q", f.ID, ms(f.Start), ms(f.End), f.Code, f.Msg)
-	if c, ok := r.conn(f); ok {
+	if c, ok := r.w.ConnOf(f); ok {
 		s += fmt.Sprintf(" conn %s->%s dialed=%s established=%s broken=%s err=%q", c.Local, c.Remote, ms(c.DialStart), ms(c.Established), ms(c.Broken), c.Err)
 	} else {
-		s += " (never on a connection)"
+		s += " (no connection)"
 	}
 	return s
 }
@@ -112,9 +144,7 @@ func TestDaemonKilledUnderLoad(t *testing.T) {
 		}
 		// The seeded moment of the kill, 100-600 ms into the load.
 		time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond) // the schedule, not a synchronisation
-		r := killRound{sent: time.Now()}
-		d.Kill()
-		r.reaped = time.Now()
+		r := kill(t, d)
 		time.Sleep(time.Second) // load after the kill, on the fail-open path
 		r.w, err = cs.Stop(ctx)
 		if err != nil {
@@ -136,6 +166,9 @@ func TestDaemonKilledUnderLoad(t *testing.T) {
 	}
 	saveable := 0
 	for i, r := range rounds {
+		for _, c := range r.steeredAfterKill() {
+			t.Errorf("kill %d: connection %s dialled %+.3fms after the kill was steered to the dying proxy", i, c.Local, float64(c.DialStart-r.sent.UnixNano())/1e6)
+		}
 		for _, f := range r.w.Failures {
 			_, got := received[f.ID]
 			kind := "saveable"
