@@ -149,7 +149,9 @@ func kernelPeer(local string) (string, error) {
 	}
 	for _, line := range strings.Split(string(b), "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) < 3 {
+		// Only ESTABLISHED (01): an earlier connection from the same port
+		// may linger in TIME_WAIT with another destination.
+		if len(f) < 4 || f[3] != "01" {
 			continue
 		}
 		if l, err := procAddr(f[1]); err == nil && l == want {

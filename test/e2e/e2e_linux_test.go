@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -308,7 +309,7 @@ func TestMiniCluster(t *testing.T) {
 			}
 		}()
 		before := timeline(t, ctx, cs, time.Second)
-		r := kill(t, d)
+		r := kill(t, d, syscall.SIGKILL)
 		after := timeline(t, ctx, cs, 3*time.Second)
 		last, err := cs.Stop(ctx)
 		stopped = true

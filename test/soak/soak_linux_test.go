@@ -340,8 +340,7 @@ func inFlight(evs []event, w cluster.Window) func(cluster.Failure) bool {
 		for _, ev := range evs {
 			if sent, ok := ev.Sent[""]; ok {
 				c, ok := w.ConnOf(f)
-				if ok && c.Redirected() && c.DialStart < sent.UnixNano() && c.Broken != 0 && c.Broken >= sent.UnixNano() &&
-					(f.Conn != c.Local || f.Start <= c.Broken) {
+				if ok && c.Redirected() && c.DialStart < sent.UnixNano() && c.Broken >= sent.UnixNano() && c.Broken < ev.Restarted.UnixNano() {
 					return true
 				}
 			}
