@@ -31,6 +31,7 @@ help:
 	@echo "make bench-go  Go benchmarks of the hot paths (pick, forwarding) with -benchmem"
 	@echo "make lint      go vet and staticcheck"
 	@echo "make generate  regenerate the BPF objects (installs clang and libbpf-dev)"
+	@echo "make alerts    regenerate the alerting rules in deploy/ from deploy/alerts"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/zonelb ./cmd/zonelb

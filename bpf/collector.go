@@ -12,6 +12,13 @@ type CounterReader interface {
 
 var _ CounterReader = (*Redirector)(nil)
 
+// AttachmentReader is what the collector reads for
+// zonelb_bpf_program_attached, when its source has it (*Redirector on
+// Linux, for a handle that loaded and attached the programs).
+type AttachmentReader interface {
+	Attached() (map[string]bool, error)
+}
+
 type collector struct {
 	src        CounterReader
 	connects   *prometheus.Desc
@@ -21,6 +28,7 @@ type collector struct {
 	shortcut   *prometheus.Desc
 	exits      *prometheus.Desc
 	listening  *prometheus.Desc
+	attached   *prometheus.Desc
 }
 
 // NewCollector returns a Prometheus collector that reads the BPF counters
@@ -43,6 +51,8 @@ func NewCollector(src CounterReader) prometheus.Collector {
 			"Registered proxy processes seen beginning to exit (SIGKILL, panic, exit) while their listener was registered.", nil, nil),
 		listening: prometheus.NewDesc("zonelb_bpf_proxy_listener_up",
 			"1 while the proxy's listener is registered for the family by a process that is not exiting (redirection active), 0 while failing open.", []string{"family"}, nil),
+		attached: prometheus.NewDesc("zonelb_bpf_program_attached",
+			"1 while the daemon's program for the cgroup hook is attached to the pods' cgroup, as the kernel reports it at scrape time; 0 once it was detached or replaced.", []string{"program"}, nil),
 	}
 }
 
@@ -54,6 +64,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.shortcut
 	ch <- c.exits
 	ch <- c.listening
+	ch <- c.attached
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -87,6 +98,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.exits, prometheus.CounterValue, float64(s.ProxyExits))
 	ch <- prometheus.MustNewConstMetric(c.listening, prometheus.GaugeValue, boolFloat(s.ProxyListening4), "ipv4")
 	ch <- prometheus.MustNewConstMetric(c.listening, prometheus.GaugeValue, boolFloat(s.ProxyListening6), "ipv6")
+	if ar, ok := c.src.(AttachmentReader); ok {
+		progs, err := ar.Attached()
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(c.attached, err)
+			return
+		}
+		for name, up := range progs {
+			ch <- prometheus.MustNewConstMetric(c.attached, prometheus.GaugeValue, boolFloat(up), name)
+		}
+	}
 }
 
 func boolFloat(b bool) float64 {

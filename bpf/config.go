@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Defaults applied by Config.withDefaults.
+// Defaults for the zero fields of Config.
 const (
 	DefaultPinDir              = "/sys/fs/bpf/zonelb"
 	DefaultInterface           = "zonelb0"
@@ -84,9 +84,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// withDefaults returns a copy of c with defaults filled in. cgroupRoot
-// finds the cgroup2 mount when CgroupPath is empty.
-func (c Config) withDefaults(cgroupRoot func() (string, error)) (Config, error) {
+// withDefaults returns a copy of c with defaults filled in. It does no I/O
+// and cannot fail: the cgroup2 mount, which takes reading /proc/mounts, is
+// found by withCgroupRoot when Load needs it.
+func (c Config) withDefaults() Config {
 	if c.PinDir == "" {
 		c.PinDir = DefaultPinDir
 	}
@@ -108,46 +109,53 @@ func (c Config) withDefaults(cgroupRoot func() (string, error)) (Config, error) 
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.CgroupPath == "" && cgroupRoot != nil {
-		root, err := cgroupRoot()
-		if err != nil {
-			return c, fmt.Errorf("find cgroup2 mount: %w", err)
-		}
-		c.CgroupPath = root
+	return c
+}
+
+// withCgroupRoot fills an empty CgroupPath with what cgroupRoot finds (the
+// cgroup2 mount point).
+func (c Config) withCgroupRoot(cgroupRoot func() (string, error)) (Config, error) {
+	if c.CgroupPath != "" {
+		return c, nil
 	}
+	root, err := cgroupRoot()
+	if err != nil {
+		return c, fmt.Errorf("find cgroup2 mount: %w", err)
+	}
+	c.CgroupPath = root
 	return c, nil
 }
 
-// validate rejects configurations the hooks cannot honour.
-func (c Config) validate() error {
+// Validate reports every setting of c, after defaults, that the hooks
+// cannot honour, joined.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if !filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) == "/" {
-		return fmt.Errorf("pin dir %q: must be an absolute path below a bpffs mount", c.PinDir)
+		bad("pin dir %q: must be an absolute path below a bpffs mount", c.PinDir)
 	}
 	if c.CgroupPath != "" && !filepath.IsAbs(c.CgroupPath) {
-		return fmt.Errorf("cgroup path %q: must be absolute", c.CgroupPath)
+		bad("cgroup path %q: must be absolute", c.CgroupPath)
 	}
-	if !c.ProxyAddr4.IsValid() || !c.ProxyAddr4.Addr().Unmap().Is4() || c.ProxyAddr4.Port() == 0 {
-		return fmt.Errorf("proxy IPv4 address %v: want an IPv4 address with a port", c.ProxyAddr4)
-	}
-	if c.ProxyAddr4.Addr().Unmap().IsUnspecified() {
-		return fmt.Errorf("proxy IPv4 address %v: must not be unspecified", c.ProxyAddr4)
+	switch a := c.ProxyAddr4.Addr().Unmap(); {
+	case !c.ProxyAddr4.IsValid() || !a.Is4() || c.ProxyAddr4.Port() == 0:
+		bad("proxy IPv4 address %v: want an IPv4 address with a port", c.ProxyAddr4)
+	case a.IsUnspecified():
+		bad("proxy IPv4 address %v: must not be unspecified", c.ProxyAddr4)
 	}
 	if c.ProxyAddr6.IsValid() {
-		a := c.ProxyAddr6.Addr()
-		if !a.Is6() || a.Is4In6() || a.IsUnspecified() || c.ProxyAddr6.Port() == 0 {
-			return fmt.Errorf("proxy IPv6 address %v: want a native IPv6 address with a port", c.ProxyAddr6)
+		switch a := c.ProxyAddr6.Addr(); {
+		case !a.Is6() || a.Is4In6() || a.IsUnspecified() || c.ProxyAddr6.Port() == 0:
+			bad("proxy IPv6 address %v: want a native IPv6 address with a port", c.ProxyAddr6)
+		case a.IsLinkLocalUnicast():
+			bad("proxy IPv6 address %v: link-local addresses are not routable from pods; use a ULA", c.ProxyAddr6)
 		}
-		if a.IsLinkLocalUnicast() {
-			return fmt.Errorf("proxy IPv6 address %v: link-local addresses are not routable from pods; use a ULA", c.ProxyAddr6)
-		}
-	}
-	if c.SocketMark == 0 {
-		return errors.New("socket mark must not be 0")
 	}
 	if !c.SkipInterface && (c.Interface == "" || len(c.Interface) > 15) {
-		return fmt.Errorf("interface name %q: want 1 to 15 characters", c.Interface)
+		bad("interface name %q: want 1 to 15 characters", c.Interface)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Original is where a redirected connection was going.

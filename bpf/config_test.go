@@ -9,7 +9,7 @@ import (
 func TestConfigDefaultsAndValidation(t *testing.T) {
 	base := Config{ProxyAddr4: netip.MustParseAddrPort("169.254.20.11:15001")}
 	root := func() (string, error) { return "/sys/fs/cgroup/unified", nil }
-	c, err := base.withDefaults(root)
+	c, err := base.withDefaults().withCgroupRoot(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,7 +18,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		c.HostNetns != "/proc/self/ns/net" {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
-	if err := c.validate(); err != nil {
+	if err := c.Validate(); err != nil {
 		t.Fatalf("default config rejected: %v", err)
 	}
 
@@ -42,9 +42,9 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			c := c
 			b.mod(&c)
-			err := c.validate()
+			err := c.Validate()
 			if err == nil || !strings.Contains(err.Error(), b.want) {
-				t.Fatalf("validate() = %v, want an error about %q", err, b.want)
+				t.Fatalf("Validate() = %v, want an error about %q", err, b.want)
 			}
 		})
 	}

@@ -29,24 +29,42 @@ type Counters struct {
 	ProxyListening6 bool
 }
 
-// counterIndex maps the C enum zlb_counter to Counters fields; the order
-// is the C enum's.
-func (c *Counters) fields() []*uint64 {
-	return []*uint64{
-		&c.Redirected,
-		&c.SkipHostNetns,
-		&c.SkipNotEnroll,
-		&c.SkipNotSelect,
-		&c.SkipMarked,
-		&c.SkipProxyDown,
-		&c.SkipNotTCP,
-		&c.SkipNoV6Proxy,
-		&c.StorageFailed,
-		&c.TupleRecorded,
-		&c.TupleFailed,
-		&c.PeerRewritten,
-		&c.ShortcutSocket,
-		&c.SkipProxyExiting,
-		&c.ProxyExits,
+// field returns the field that the C counter k (enum zlb_counter, whose
+// constants bpf2go generates) is summed into; nil for none. Keyed by the
+// generated constants, so that a reordering in zonelb.c cannot swap two
+// fields; contract_test.go checks that every counter has its field.
+func (c *Counters) field(k zonelbZlbCounter) *uint64 {
+	switch k {
+	case zonelbZlbCounterZLB_C_REDIRECTED:
+		return &c.Redirected
+	case zonelbZlbCounterZLB_C_SKIP_HOST_NETNS:
+		return &c.SkipHostNetns
+	case zonelbZlbCounterZLB_C_SKIP_NOT_ENROLLED:
+		return &c.SkipNotEnroll
+	case zonelbZlbCounterZLB_C_SKIP_NOT_SELECTED:
+		return &c.SkipNotSelect
+	case zonelbZlbCounterZLB_C_SKIP_MARKED:
+		return &c.SkipMarked
+	case zonelbZlbCounterZLB_C_SKIP_PROXY_DOWN:
+		return &c.SkipProxyDown
+	case zonelbZlbCounterZLB_C_SKIP_NOT_TCP:
+		return &c.SkipNotTCP
+	case zonelbZlbCounterZLB_C_SKIP_NO_V6PROXY:
+		return &c.SkipNoV6Proxy
+	case zonelbZlbCounterZLB_C_STORAGE_FAILED:
+		return &c.StorageFailed
+	case zonelbZlbCounterZLB_C_TUPLE_RECORDED:
+		return &c.TupleRecorded
+	case zonelbZlbCounterZLB_C_TUPLE_FAILED:
+		return &c.TupleFailed
+	case zonelbZlbCounterZLB_C_GETPEERNAME_REWRITTEN:
+		return &c.PeerRewritten
+	case zonelbZlbCounterZLB_C_SKIP_PROXY_EXITING:
+		return &c.SkipProxyExiting
+	case zonelbZlbCounterZLB_C_PROXY_EXITS:
+		return &c.ProxyExits
+	case zonelbZlbCounterZLB_C_SHORTCUT_SOCKETS:
+		return &c.ShortcutSocket
 	}
+	return nil
 }

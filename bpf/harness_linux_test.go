@@ -869,9 +869,6 @@ func rrRounds(fd, count int, msg, buf []byte) error {
 }
 
 func nodeAddrExists(cfg Config) (bool, error) {
-	c, err := cfg.withDefaults(nil)
-	if err != nil {
-		return false, err
-	}
+	c := cfg.withDefaults()
 	return nodeaddr.Exists(c.Interface, c.InterfaceNetns)
 }

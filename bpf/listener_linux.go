@@ -13,10 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Slots of zlb_listeners.
+// Slots of zlb_listeners, from the generated enum zlb_listener_slot.
 const (
-	listenerSlot4 uint32 = 0
-	listenerSlot6 uint32 = 1
+	listenerSlot4 = zonelbZlbListenerSlotZLB_LISTENER_V4
+	listenerSlot6 = zonelbZlbListenerSlotZLB_LISTENER_V6
 )
 
 // RegisterListener puts the proxy's listening socket in the liveness
@@ -32,7 +32,7 @@ func (r *Redirector) RegisterListener(l *net.TCPListener) error {
 	if err != nil {
 		return fmt.Errorf("register listener: parse %s: %w", l.Addr(), err)
 	}
-	var slots []uint32
+	var slots []zonelbZlbListenerSlot
 	matches := func(proxy netip.AddrPort) bool {
 		return proxy.IsValid() && proxy.Port() == local.Port() &&
 			(local.Addr().IsUnspecified() || local.Addr().Unmap() == proxy.Addr().Unmap())
@@ -95,7 +95,7 @@ func ListenConfig() *net.ListenConfig {
 // registered right now, by a process that is not exiting: whether the
 // hooks would redirect to them.
 func (r *Redirector) ListenersUp() (v4, v6 bool, err error) {
-	up := func(slot uint32) (bool, error) {
+	up := func(slot zonelbZlbListenerSlot) (bool, error) {
 		var cookie uint64
 		err := r.use(func(m *mapSet) error { return m.listeners.Lookup(slot, &cookie) })
 		if errors.Is(err, ebpf.ErrKeyNotExist) {

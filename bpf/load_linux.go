@@ -16,12 +16,6 @@ import (
 	"github.com/zonelb/zonelb/bpf/nodeaddr"
 )
 
-// Config flags shared with the C side (struct config.flags).
-const (
-	cfgFlagShortcut  = 1
-	cfgFlagEnrollAll = 2
-)
-
 // loadOptions are knobs for tests (a changed program for the upgrade
 // test). Production passes the zero value.
 type loadOptions struct {
@@ -36,12 +30,15 @@ func Load(cfg Config) (*Redirector, error) {
 }
 
 func load(cfg Config, opts loadOptions) (_ *Redirector, err error) {
-	cfg, err = cfg.withDefaults(CgroupV2Root)
-	if err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	if cfg, err = cfg.withCgroupRoot(CgroupV2Root); err != nil {
 		return nil, err
 	}
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("invalid config: %w", err)
+	if err := checkKernel(kernelRequirements(cfg.SockMsgShortcut)); err != nil {
+		return nil, err
 	}
 	if err := ensurePinDir(cfg.PinDir); err != nil {
 		return nil, err
@@ -177,10 +174,10 @@ func (r *Redirector) writeConfig(hostNetns uint64) error {
 	}
 	c.Mark = r.cfg.SocketMark
 	if r.cfg.SockMsgShortcut {
-		c.Flags |= cfgFlagShortcut
+		c.Flags |= zonelbZlbCfgFlagZLB_CFG_SHORTCUT
 	}
 	if r.cfg.EnrollAllNetns {
-		c.Flags |= cfgFlagEnrollAll
+		c.Flags |= zonelbZlbCfgFlagZLB_CFG_ENROLL_ALL
 	}
 	if err := r.maps.config.Update(uint32(0), &c, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write %s: %w", zonelbMapZlbConfig, err)

@@ -27,7 +27,7 @@ func tuplesOnly(t *testing.T) (*Redirector, *ebpf.Map) {
 		t.Fatalf("create tuples map: %v", err)
 	}
 	t.Cleanup(func() { m.Close() })
-	cfg, _ := Config{ProxyAddr4: proxy4}.withDefaults(nil)
+	cfg := Config{ProxyAddr4: proxy4}.withDefaults()
 	return &Redirector{cfg: cfg, log: cfg.Logger, maps: mapSet{tuples: m}}, m
 }
 

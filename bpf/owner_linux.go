@@ -98,12 +98,12 @@ func detachPinnedLink(path string) error {
 
 // claimSlot runs zlb_claim in this process: the slot's owner becomes this
 // process, not exiting.
-func (r *Redirector) claimSlot(slot uint32) error {
+func (r *Redirector) claimSlot(slot zonelbZlbListenerSlot) error {
 	return r.use(func(*mapSet) error {
 		if r.claim == nil {
 			return fmt.Errorf("no program %s pinned in %s: load this zonelb version's agent first", zonelbProgZlbClaim, r.cfg.PinDir)
 		}
-		ret, err := r.claim.Run(&ebpf.RunOptions{Context: zonelbClaimArgs{Slot: slot}})
+		ret, err := r.claim.Run(&ebpf.RunOptions{Context: zonelbClaimArgs{Slot: uint32(slot)}})
 		if err != nil {
 			return fmt.Errorf("run %s: %w", zonelbProgZlbClaim, err)
 		}
@@ -116,7 +116,7 @@ func (r *Redirector) claimSlot(slot uint32) error {
 
 // ownerExiting reports whether the process that registered slot has begun
 // to exit.
-func (r *Redirector) ownerExiting(slot uint32) (bool, error) {
+func (r *Redirector) ownerExiting(slot zonelbZlbListenerSlot) (bool, error) {
 	var o zonelbListenerOwner
 	if err := r.use(func(m *mapSet) error { return m.owners.Lookup(slot, &o) }); err != nil {
 		return false, fmt.Errorf("look up owner of slot %d: %w", slot, err)

@@ -73,10 +73,7 @@ func (m *mapSet) close() error {
 // Open opens the pinned maps of an installed redirector without loading
 // or attaching anything: for a proxy process that is not the agent.
 func Open(cfg Config) (_ *Redirector, err error) {
-	cfg, err = cfg.withDefaults(nil)
-	if err != nil {
-		return nil, err
-	}
+	cfg = cfg.withDefaults()
 	r := &Redirector{cfg: cfg, log: cfg.Logger}
 	defer func() {
 		if err != nil {

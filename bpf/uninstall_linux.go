@@ -17,10 +17,7 @@ import (
 // those a still running agent holds), unpins maps and links, removes the
 // pin directory and the dummy interface. Missing pieces are not errors.
 func Uninstall(cfg Config) error {
-	cfg, err := cfg.withDefaults(nil)
-	if err != nil {
-		return err
-	}
+	cfg = cfg.withDefaults()
 	var errs []error
 	if isBPFFS(cfg.PinDir) {
 		var names []string

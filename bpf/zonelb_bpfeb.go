@@ -26,7 +26,7 @@ type zonelbConfig struct {
 	Port4     uint16
 	Port6     uint16
 	Mark      uint32
-	Flags     uint32
+	Flags     zonelbZlbCfgFlag
 }
 
 type zonelbListenerOwner struct {
@@ -63,6 +63,13 @@ type zonelbTupleKey struct {
 	Pad        uint16
 }
 
+type zonelbZlbCfgFlag uint32
+
+const (
+	zonelbZlbCfgFlagZLB_CFG_SHORTCUT   zonelbZlbCfgFlag = 1
+	zonelbZlbCfgFlagZLB_CFG_ENROLL_ALL zonelbZlbCfgFlag = 2
+)
+
 type zonelbZlbCounter uint32
 
 const (
@@ -82,6 +89,14 @@ const (
 	zonelbZlbCounterZLB_C_SKIP_PROXY_EXITING    zonelbZlbCounter = 13
 	zonelbZlbCounterZLB_C_PROXY_EXITS           zonelbZlbCounter = 14
 	zonelbZlbCounterZLB_C_MAX                   zonelbZlbCounter = 15
+)
+
+type zonelbZlbListenerSlot uint32
+
+const (
+	zonelbZlbListenerSlotZLB_LISTENER_V4    zonelbZlbListenerSlot = 0
+	zonelbZlbListenerSlotZLB_LISTENER_V6    zonelbZlbListenerSlot = 1
+	zonelbZlbListenerSlotZLB_LISTENER_SLOTS zonelbZlbListenerSlot = 2
 )
 
 // Names of all BPF objects in the ELF.

@@ -49,6 +49,7 @@ type admin struct {
 	state   func() StateReport
 	ready   atomic.Bool
 	servers []*http.Server
+	addr    net.Addr // where the debug endpoints are served
 }
 
 func (a *admin) mux(withDebug bool) *http.ServeMux {

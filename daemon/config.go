@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/zonelb/zonelb/bpf"
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
@@ -243,6 +245,41 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// The translation of this configuration into the configurations of the
+// packages the daemon wires (bpf, proxy, zone) is below, in one place.
+
+// BPFConfig is the BPF part of the configuration.
+func (c Config) BPFConfig() bpf.Config {
+	return c.bpfConfig(slog.New(slog.DiscardHandler))
+}
+
+func (c Config) bpfConfig(log *slog.Logger) bpf.Config {
+	return bpf.Config{
+		PinDir:         c.Redirect.PinDir,
+		CgroupPath:     c.Redirect.CgroupPath,
+		ProxyAddr4:     c.listen4(),
+		ProxyAddr6:     c.listen6(),
+		SocketMark:     c.Redirect.SocketMark,
+		Interface:      c.Redirect.Interface,
+		EnrollAllNetns: c.Redirect.Enroll == "all",
+		Logger:         log.With("component", "bpf"),
+	}
+}
+
+// listen6 is the IPv6 proxy address, or the zero AddrPort.
+func (c Config) listen6() netip.AddrPort {
+	if c.Proxy.Listen6 == "" {
+		return netip.AddrPort{}
+	}
+	return netip.MustParseAddrPort(c.Proxy.Listen6)
+}
+
+// listen4 is the proxy address (IPv4, or any address when redirection is
+// off). Validate has checked it.
+func (c Config) listen4() netip.AddrPort {
+	return netip.MustParseAddrPort(c.Proxy.Listen)
+}
+
 // proxyConfig is the proxy part of the configuration.
 func (c Config) proxyConfig(router proxy.Router, obs proxy.Observer) (proxy.Config, error) {
 	pc := proxy.Config{
@@ -282,6 +319,16 @@ func (c Config) zoneConfig(localZone string, acct *zone.Accounting) (zone.Config
 		return zc, fmt.Errorf("balancer: %w", err)
 	}
 	return zc, nil
+}
+
+// balancerConfigs returns what builds a balancer configuration for the
+// node's zone, charging acct and logging to log.
+func (c Config) balancerConfigs(acct *zone.Accounting, log *slog.Logger) func(localZone string) (zone.Config, error) {
+	return func(localZone string) (zone.Config, error) {
+		zc, err := c.zoneConfig(localZone, acct)
+		zc.Logger = log.With("component", "balancer")
+		return zc, err
+	}
 }
 
 // pricePerGB is the configured price of a cross-zone GB.

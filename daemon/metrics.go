@@ -157,6 +157,19 @@ func grpcCodeName(c int) string {
 
 func (m *Metrics) setLocalZone(z string) { m.localZone.Store(&z) }
 
+// registerReady exports ready (what /readyz answers) as zonelb_ready.
+func (m *Metrics) registerReady(ready func() bool) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "zonelb_ready",
+		Help: "1 while the daemon is ready (/readyz): discovery synced, proxy listening and registered with the BPF hooks; 0 while starting or draining.",
+	}, func() float64 {
+		if ready() {
+			return 1
+		}
+		return 0
+	}))
+}
+
 func (m *Metrics) setProxy(p *proxy.Proxy) { m.px.Store(p) }
 
 type proxyStatsFunc func() proxy.Stats
@@ -186,6 +199,12 @@ var (
 	descSpillShare = prometheus.NewDesc("zonelb_spillover_share",
 		"Share of a service's requests that spill across the boundary.",
 		[]string{"service", "distance"}, nil)
+	descSpillLevel = prometheus.NewDesc("zonelb_spill_local_level_seconds",
+		"Latency level (smoothed mean time to first byte) of the tier before the spill boundary (the local zone, for distance 1), as the spill rule compared it at its last step.",
+		[]string{"service", "distance"}, nil)
+	descSpillBudgeted = prometheus.NewDesc("zonelb_spill_budgeted_level_seconds",
+		"Latency level the service's spill budget allows the tier before the boundary (its unloaded level raised by the budget); absent under the parity rule or before the unloaded level is learnt. Requests spill so as to hold the local level here.",
+		[]string{"service", "distance"}, nil)
 	descSpillFlips = prometheus.NewDesc("zonelb_spillover_transitions_total",
 		"Times spillover turned on or off.",
 		[]string{"service", "distance"}, nil)
@@ -198,7 +217,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCrossBytes, descCrossCost, descEndpoints, descSpill, descSpillShare, descSpillFlips, descActive, descUpConns, descFloods} {
+	for _, d := range []*prometheus.Desc{descCrossBytes, descCrossCost, descEndpoints, descSpill, descSpillShare, descSpillLevel, descSpillBudgeted, descSpillFlips, descActive, descUpConns, descFloods} {
 		ch <- d
 	}
 }
@@ -233,6 +252,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(descSpill, prometheus.GaugeValue, active, s.Service, d)
 				ch <- prometheus.MustNewConstMetric(descSpillShare, prometheus.GaugeValue, sp.Share, s.Service, d)
 				ch <- prometheus.MustNewConstMetric(descSpillFlips, prometheus.CounterValue, float64(sp.Flips), s.Service, d)
+				if sp.FromLevel > 0 {
+					ch <- prometheus.MustNewConstMetric(descSpillLevel, prometheus.GaugeValue, sp.FromLevel.Seconds(), s.Service, d)
+				}
+				if sp.BudgetedLevel > 0 {
+					ch <- prometheus.MustNewConstMetric(descSpillBudgeted, prometheus.GaugeValue, sp.BudgetedLevel.Seconds(), s.Service, d)
+				}
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/zonelb/zonelb/bpf"
 	"github.com/zonelb/zonelb/daemon/discovery"
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
@@ -27,9 +28,9 @@ type services struct {
 	acct *zone.Accounting
 	// zoneConfig builds a balancer configuration for a local zone.
 	zoneConfig func(localZone string) (zone.Config, error)
-	// origDst returns where a connection was going before redirection;
-	// errNotRedirected when it came to the proxy directly.
-	origDst func(net.Conn) (netip.AddrPort, error)
+	// orig says where a redirected connection was going; nil without
+	// redirection.
+	orig originalDst
 
 	mu        sync.Mutex
 	ports     map[discovery.PortID]*portEntry
@@ -37,13 +38,31 @@ type services struct {
 	snap      atomic.Pointer[discovery.Snapshot]
 }
 
-// errNotRedirected says a connection reached the proxy directly.
-var errNotRedirected = errors.New("connection was not redirected")
+// originalDst is the part of the BPF redirector that says where a
+// redirected connection was going: an error wrapping bpf.ErrNotRedirected
+// for a client that dialled the proxy (or a frontend it serves) directly.
+type originalDst interface {
+	OriginalDst(net.Conn) (bpf.Original, error)
+}
+
+var _ originalDst = (*bpf.Redirector)(nil)
+
+// originalDstOf is red as an originalDst, or nil (not a typed nil) when
+// redirection is off.
+func originalDstOf(red *bpf.Redirector) originalDst {
+	if red == nil {
+		return nil
+	}
+	return red
+}
 
 // portEntry is one service port's picker, as the proxy holds it.
 type portEntry struct {
 	id  discovery.PortID
 	bal atomic.Pointer[zone.Balancer] // nil once the port is gone
+	// updates counts the endpoint sets given to the port's balancers
+	// (guarded by services.mu).
+	updates int
 }
 
 // Pick implements proxy.Picker.
@@ -55,8 +74,8 @@ func (e *portEntry) Pick(avoid netip.AddrPort) (zone.Picked, error) {
 	return b.Pick(avoid)
 }
 
-func newServices(log *slog.Logger, acct *zone.Accounting, zoneConfig func(string) (zone.Config, error), origDst func(net.Conn) (netip.AddrPort, error)) *services {
-	return &services{log: log, acct: acct, zoneConfig: zoneConfig, origDst: origDst, ports: map[discovery.PortID]*portEntry{}}
+func newServices(log *slog.Logger, acct *zone.Accounting, zoneConfig func(string) (zone.Config, error), orig originalDst) *services {
+	return &services{log: log, acct: acct, zoneConfig: zoneConfig, orig: orig, ports: map[discovery.PortID]*portEntry{}}
 }
 
 // apply makes the balancers match snap: new ports get a balancer, ports
@@ -86,14 +105,20 @@ func (s *services) reconfigure(zoneConfig func(string) (zone.Config, error)) err
 	return s.applyLocked(snap, true)
 }
 
+// applyLocked gives every port of snap its endpoints. A Service whose
+// pointer is the one of the last applied snapshot did not change (the
+// discovery.Snapshot contract): its balancers are left alone unless they
+// are rebuilt.
 func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 	cfg, err := s.zoneConfig(snap.Zone)
 	if err != nil {
 		return err
 	}
+	prev := s.snap.Load()
 	seen := make(map[discovery.PortID]bool)
 	var errs []error
-	for _, svc := range snap.Services {
+	for name, svc := range snap.Services {
+		unchanged := prev != nil && prev.Services[name] == svc
 		for i := range svc.Ports {
 			port := &svc.Ports[i]
 			id := port.ID(svc.Name)
@@ -104,17 +129,20 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 				s.ports[id] = e
 			}
 			b := e.bal.Load()
-			if b == nil || rebuild {
+			switch {
+			case b == nil || rebuild:
 				nb, err := zone.NewBalancer(cfg)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("balancer for %s: %w", id, err))
 					continue
 				}
 				nb.Update(port.Endpoints)
+				e.updates++
 				e.bal.Store(nb)
-				continue
+			case !unchanged:
+				b.Update(port.Endpoints)
+				e.updates++
 			}
-			b.Update(port.Endpoints)
 		}
 	}
 	for id, e := range s.ports {
@@ -130,12 +158,7 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 // Route implements proxy.Router: the connection's original destination
 // names the service port.
 func (s *services) Route(c net.Conn) (proxy.Route, error) {
-	dst, err := s.origDst(c)
-	if errors.Is(err, errNotRedirected) {
-		// A client that dialled the proxy directly (or a frontend
-		// address the proxy listens on).
-		dst, err = netip.ParseAddrPort(c.LocalAddr().String())
-	}
+	dst, err := s.destination(c)
 	if err != nil {
 		return proxy.Route{}, fmt.Errorf("original destination of %s: %w", c.RemoteAddr(), err)
 	}
@@ -154,6 +177,22 @@ func (s *services) Route(c net.Conn) (proxy.Route, error) {
 		return proxy.Route{}, fmt.Errorf("service %s at %s is gone", id, dst)
 	}
 	return proxy.Route{Service: id.String(), Picker: e}, nil
+}
+
+// destination is where c was going: its original destination when the
+// hooks redirected it, else the proxy address it reached (a client that
+// dialled the proxy directly, or a frontend address the proxy listens on).
+func (s *services) destination(c net.Conn) (netip.AddrPort, error) {
+	if s.orig != nil {
+		o, err := s.orig.OriginalDst(c)
+		if err == nil {
+			return o.Addr, nil
+		}
+		if !errors.Is(err, bpf.ErrNotRedirected) {
+			return netip.AddrPort{}, err
+		}
+	}
+	return netip.ParseAddrPort(c.LocalAddr().String())
 }
 
 // BalancerStates implements StateSource.

@@ -35,6 +35,10 @@ var daemonMetrics = []string{
 	"zonelb_cross_zone_cost_dollars_total",
 	"zonelb_endpoints",
 	"zonelb_spillover_active",
+	"zonelb_spillover_share",
+	"zonelb_spill_local_level_seconds",
+	"zonelb_spill_budgeted_level_seconds",
+	"zonelb_ready",
 	"zonelb_spillover_transitions_total",
 	"zonelb_retries_total",
 	"zonelb_active_requests",
@@ -223,6 +227,11 @@ func TestDashboardQueries(t *testing.T) {
 		{"series": `zonelb_spillover_active{instance="n1",service="apps/greeter"}`, "values": "1x20"},
 		{"series": `zonelb_spillover_active{instance="n2",service="apps/greeter"}`, "values": "0x20"},
 		{"series": `zonelb_spillover_active{instance="n2",service="apps/other"}`, "values": "0x20"},
+		{"series": `zonelb_spillover_share{instance="n1",service="apps/greeter",distance="1"}`, "values": "0.25x20"},
+		// 10 B/s from a to b; same-zone pairs are counted too but are not
+		// cross-zone bytes: the panels leave them out.
+		{"series": `zonelb_cross_zone_bytes_total{instance="n1",src_zone="a",dst_zone="b",direction="sent"}`, "values": "0+600x20"},
+		{"series": `zonelb_cross_zone_bytes_total{instance="n1",src_zone="a",dst_zone="a",direction="sent"}`, "values": "0+60000x20"},
 		{"series": `zonelb_bpf_connects_total{instance="n1",outcome="redirected"}`, "values": "0+600x20"},
 		{"series": `zonelb_bpf_connects_total{instance="n1",outcome="not_selected"}`, "values": "0+60x20"},
 	}
@@ -240,6 +249,9 @@ func TestDashboardQueries(t *testing.T) {
 		{"Latency p50 / p99 by destination zone", "A"}: {{`{dst_zone="a"}`, 0.005}},
 		{"Errors by code", "A"}:                        {{`{code="UNAVAILABLE"}`, 1}},
 		{"Services spilling", "A"}:                     {{"{}", 1}},
+		{"Spill share by service", "A"}:                {{`{service="apps/greeter",distance="1"}`, 0.25}},
+		{"Cross-zone bytes/day", "A"}:                  {{"{}", 864000}},
+		{"Cross-zone bytes by zone pair", "A"}:         {{`{src_zone="a",dst_zone="b",direction="sent"}`, 10}},
 		{"Connects by outcome", "A"}:                   {{`{outcome="redirected"}`, 10}, {`{outcome="not_selected"}`, 1}},
 	}
 	var tests []map[string]any

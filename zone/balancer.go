@@ -100,6 +100,15 @@ type tier struct {
 	gate     *spillGate // into this tier from the one before; nil for tiers[0]
 }
 
+// live is this balancer's requests in flight in the tier's zones.
+func (t *tier) live() int64 {
+	var n int64
+	for i := range t.zones {
+		n += t.zones[i].zs.live.Load()
+	}
+	return n
+}
+
 // firstNonEmpty is the index of the first tier with entries, or -1.
 func (s *snapshot) firstNonEmpty() int {
 	for i := range s.tiers {
@@ -361,6 +370,10 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 			t++
 			continue
 		}
+		if l := g.limit.Load(); l > 0 && s.tiers[t].live() >= l {
+			t++
+			continue
+		}
 		if n := g.probe.Load(); n > 0 && g.probe.CompareAndSwap(n, n-1) {
 			g.probes.Add(1)
 			t++
@@ -411,6 +424,7 @@ func (b *Balancer) pickRetry(s *snapshot, now int64, avoid *endpointState) (Pick
 
 func (b *Balancer) picked(e *entry, now int64) Picked {
 	e.st.inflight.Add(1)
+	e.st.zone.live.Add(1)
 	return Picked{Endpoint: e.ep, state: e.st, start: now}
 }
 

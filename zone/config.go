@@ -118,24 +118,38 @@ type EjectionConfig struct {
 // docs/zone-balancing.md for the rule and the reasoning behind each
 // default.
 type SpillConfig struct {
+	// Budget is the spill rule in one number: how far the local zone's
+	// latency level (mean time to first byte) may rise above its own
+	// unloaded level, as a share of that level, before requests spill.
+	// 0.5 lets the local level reach 1.5x its unloaded level; only the
+	// requests that would push it further go to other zones, and never
+	// to zones slower than the local one. Default DefaultSpillBudget.
+	// Negative selects the parity rule instead (ParityBudget): keep
+	// requests local until the local level reaches TargetRatio times the
+	// remote zones' (OnRatio, TargetRatio and ProbeShare apply only to
+	// it). See ParseSpillBudget for the text form.
+	Budget float64
+
 	// Interval is the control period: how often zone latency levels are
 	// refreshed and the spill share adjusted. Default 100ms.
 	Interval time.Duration
 
-	// OnRatio: spillover starts when the local zone's latency level
-	// exceeds OnRatio times the level of the nearest other zones.
-	// Default 1.25. Must be >= TargetRatio: the gap is the hysteresis.
+	// OnRatio (parity rule only): spillover starts when the local zone's
+	// latency level exceeds OnRatio times the level of the nearest other
+	// zones. Default 1.25. Must be >= TargetRatio: the gap is the
+	// hysteresis.
 	OnRatio float64
 
-	// TargetRatio: while spilling, the share spilled is adjusted so that
-	// the local level sits at TargetRatio times the remote level; when
-	// the local zone keeps below it, the share shrinks to zero and
-	// spillover stops. Default 1.0.
+	// TargetRatio (parity rule only): while spilling, the share spilled
+	// is adjusted so that the local level sits at TargetRatio times the
+	// remote level; when the local zone keeps below it, the share
+	// shrinks to zero and spillover stops. Default 1.0.
 	TargetRatio float64
 
 	// Gain is the controller's speed: the spill share is multiplied by
-	// exp(Gain x (local/remote/TargetRatio - 1) x seconds), the error
-	// capped to [-1, 1]. Default 2 (4 oscillates on a queue model: the
+	// exp(Gain x error x seconds), the error (local level over the
+	// budgeted level, or over the remote level times TargetRatio, minus
+	// 1) capped to [-1, 1]. Default 2 (4 oscillates on a queue model: the
 	// latency it reads lags the load by the queueing delay).
 	Gain float64
 
@@ -158,10 +172,12 @@ type SpillConfig struct {
 	StaleAfter time.Duration
 	LevelTime  time.Duration
 
-	// ProbeShare: while the level behind a closed gate is stale, at most
-	// one request in 1/ProbeShare is sent there to measure it; while it is
-	// not known yet (fewer than Samples requests ever), one in 10.
-	// Default 0.001; negative disables probing.
+	// ProbeShare (parity rule only): while the level behind a closed
+	// gate is stale, at most one request in 1/ProbeShare is sent there to
+	// measure it; while it is not known yet (fewer than Samples requests
+	// ever), one in 10. Default 0.001; negative disables probing. The
+	// budget rule needs no probes: it learns a remote level only once the
+	// local zone is over budget, from the requests it then spills.
 	ProbeShare float64
 }
 
@@ -180,6 +196,7 @@ const (
 	DefaultJitter              = 0.25
 	DefaultMaxEjectedShare     = 0.5
 
+	DefaultSpillBudget       = 0.5
 	DefaultSpillInterval     = 100 * time.Millisecond
 	DefaultSpillOnRatio      = 1.25
 	DefaultSpillTargetRatio  = 1.0
@@ -229,6 +246,7 @@ func (c Config) withDefaults() Config {
 	}
 
 	s := &c.Spill
+	setFloat(&s.Budget, DefaultSpillBudget)
 	setDur(&s.Interval, DefaultSpillInterval)
 	setFloat(&s.OnRatio, DefaultSpillOnRatio)
 	setFloat(&s.TargetRatio, DefaultSpillTargetRatio)
@@ -311,6 +329,9 @@ func (c Config) Validate() error {
 	}
 
 	s := c.Spill
+	if b := s.Budget; !finite(b) || b > MaxSpillBudget {
+		bad("Spill.Budget", b, fmt.Sprintf("<= %v (or negative for the parity rule)", MaxSpillBudget))
+	}
 	positiveDur("Spill.Interval", s.Interval)
 	positiveDur("Spill.StaleAfter", s.StaleAfter)
 	positiveDur("Spill.LevelTime", s.LevelTime)

@@ -82,16 +82,17 @@ type queueModel struct {
 	now time.Duration
 	rnd *rand.Rand
 
-	sigma    float64                  // lognormal sigma of service times
-	base     time.Duration            // mean service time
-	servers  int                      // workers per endpoint
-	rtt      map[string]time.Duration // round trip from the local zone
-	external map[string]float64       // background requests/s per endpoint, by zone
-	failing  map[string]Outcome       // zones whose endpoints fail, and how
-	retries  bool                     // retry NotReached once on another endpoint
-	every    time.Duration            // call hook every this much simulated time
-	hook     func()
-	nextHook time.Duration
+	sigma       float64                  // lognormal sigma of service times
+	base        time.Duration            // mean service time
+	servers     int                      // workers per endpoint
+	zoneServers map[string]int           // workers per endpoint of a zone, overriding servers
+	rtt         map[string]time.Duration // round trip from the local zone
+	external    map[string]float64       // background requests/s per endpoint, by zone
+	failing     map[string]Outcome       // zones whose endpoints fail, and how
+	retries     bool                     // retry NotReached once on another endpoint
+	every       time.Duration            // call hook every this much simulated time
+	hook        func()
+	nextHook    time.Duration
 
 	eps    map[netip.AddrPort]*modelEndpoint
 	order  []*modelEndpoint // eps in Update order: map order is random
@@ -159,16 +160,17 @@ func (h *eventHeap) Pop() any {
 func newQueueModel(tb testing.TB, b *Balancer, clk *testClock, eps []Endpoint) *queueModel {
 	m := &queueModel{
 		tb: tb, b: b, clk: clk, t0: clk.Now(),
-		rnd:      rand.New(rand.NewPCG(7, 8)),
-		sigma:    0.5,
-		base:     10 * time.Millisecond,
-		servers:  4,
-		rtt:      map[string]time.Duration{},
-		external: map[string]float64{},
-		failing:  map[string]Outcome{},
-		retries:  true,
-		eps:      map[netip.AddrPort]*modelEndpoint{},
-		picks:    map[string]int{},
+		rnd:         rand.New(rand.NewPCG(7, 8)),
+		sigma:       0.5,
+		base:        10 * time.Millisecond,
+		servers:     4,
+		rtt:         map[string]time.Duration{},
+		external:    map[string]float64{},
+		zoneServers: map[string]int{},
+		failing:     map[string]Outcome{},
+		retries:     true,
+		eps:         map[netip.AddrPort]*modelEndpoint{},
+		picks:       map[string]int{},
 	}
 	for _, e := range eps {
 		me := &modelEndpoint{addr: e.Addr, zone: e.Zone}
@@ -232,7 +234,7 @@ func (m *queueModel) run(d time.Duration, rate float64) {
 		case evServed:
 			ep := ev.ep
 			ep.busy--
-			if len(ep.queue) > 0 {
+			for len(ep.queue) > 0 && ep.busy < m.workers(ep) {
 				next := ep.queue[0]
 				ep.queue = ep.queue[1:]
 				m.start(ep, next)
@@ -264,8 +266,16 @@ func (m *queueModel) send(job *modelJob, avoid netip.AddrPort) {
 	m.schedule(m.now+m.rtt[job.ep.zone]/2, evReach, job.ep, job)
 }
 
+// workers is how many jobs ep serves at once.
+func (m *queueModel) workers(ep *modelEndpoint) int {
+	if n, ok := m.zoneServers[ep.zone]; ok {
+		return n
+	}
+	return m.servers
+}
+
 func (m *queueModel) enqueue(ep *modelEndpoint, job *modelJob) {
-	if ep.busy < m.servers {
+	if ep.busy < m.workers(ep) {
 		m.start(ep, job)
 		return
 	}

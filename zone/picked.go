@@ -29,6 +29,7 @@ func (p *Picked) Responded() {
 	}
 	p.responded = true
 	p.state.inflight.Add(-1)
+	p.state.zone.live.Add(-1)
 }
 
 // Done reports how the request ended. Call it exactly once: a second call

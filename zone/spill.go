@@ -22,6 +22,8 @@ type zoneStats struct {
 	// the top 20 bits, sum of microseconds in the low 44, so one atomic
 	// add records a sample and one swap reads count and sum together.
 	acc   atomic.Uint64
+	ok    atomic.Uint64 // successful completions since the last control step
+	live  atomic.Int64  // this balancer's requests in flight there, now
 	level atomic.Uint64 // float64 bits, ns: the slow level; 0 = unknown
 	// typical is the estimate of the endpoint of this zone that last
 	// completed a request (float64 bits, ns; 0 = none yet): the price of
@@ -39,6 +41,7 @@ type zoneStats struct {
 	inflightNow int64   // the same, being summed by the current step
 	growth      float64 // smoothed change of inflight per step
 	completed   float64 // requests completed in the last step
+	served      float64 // of which successfully
 }
 
 // A zone's level is used for a spill decision once learnSamples requests
@@ -88,12 +91,21 @@ type spillGate struct {
 	probe     atomic.Int64  // this many of the next requests reaching the gate cross it
 	probes    atomic.Uint64
 	flips     atomic.Uint64
+	// limit (budget rule) caps this balancer's requests in flight in the
+	// tier before the gate; a request that finds it reached crosses the
+	// gate. 0 = none.
+	limit atomic.Int64
 
 	// Guarded by Balancer.mu.
 	active    bool
 	share     float64
 	completed float64 // requests completed since the last probe was armed
 	from, to  float64 // slow levels compared at the last step, ns
+	toKnown   bool    // to rests on enough samples
+	unloaded  float64 // budget rule: the unloaded level of the tier before, ns
+	okRate    float64 // budget rule: its successful completions per second, smoothed
+	learning  int64   // budget rule: ns since the tier before's level was known
+	setpoint  float64 // budget rule: the budgeted level at the last step, ns
 }
 
 // tick runs the control step if no one else is: return ejected endpoints
@@ -145,6 +157,7 @@ func (b *Balancer) refreshZones(now, elapsed int64) {
 		acc := z.acc.Swap(0)
 		n := float64(acc >> accCountShift)
 		z.completed = n
+		z.served = float64(z.ok.Swap(0))
 		z.weight *= fade // what was learnt long ago counts for less
 		if n > 0 {
 			mean := float64(acc&accSumMask) / n * 1e3
@@ -183,6 +196,8 @@ type tierStats struct {
 	weight     float64 // recent samples behind the known zones' levels
 	growth     float64
 	completed  float64
+	ok         float64 // successful completions in the last step
+	inflight   float64 // this balancer's requests in flight there
 }
 
 func statsOf(t *tier, samples int) tierStats {
@@ -192,6 +207,8 @@ func statsOf(t *tier, samples int) tierStats {
 		z := tz.zs
 		ts.growth += z.growth
 		ts.completed += z.completed
+		ts.ok += z.served
+		ts.inflight += float64(z.inflight)
 		if z.weight < float64(samples) {
 			ts.stale = true
 		}
@@ -213,21 +230,8 @@ func statsOf(t *tier, samples int) tierStats {
 	return ts
 }
 
-// control adjusts gate k, between tiers k-1 ("from") and k ("to"). The
-// rule, with its reasoning in docs/zone-balancing.md:
-//
-//   - the gate opens when from's slow level exceeds OnRatio times to's;
-//   - while open, its share is multiplied by exp(Gain x e x dt), with e =
-//     from/(to x TargetRatio) - 1 on the fast levels, capped to [-1, 1]:
-//     integral action that settles from's latency at TargetRatio times
-//     to's, so that only what the tier before cannot serve as well passes;
-//   - and the share also moves by from's backlog growth over the requests
-//     reaching the gate: proportional action on the queue, which damps the
-//     oscillation an integral controller alone would have (the queue is
-//     itself an integrator, and latency lags it by the queueing delay);
-//   - the gate closes when the share falls below MinShare while from's slow
-//     level is below TargetRatio times to's. OnRatio > TargetRatio is the
-//     hysteresis band.
+// control adjusts gate k, between tiers k-1 ("from") and k ("to"), by
+// the budget rule (controlBudget) or the parity rule (controlParity).
 func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 	g := s.tiers[k].gate
 	cfg := b.cfg.Spill
@@ -253,50 +257,81 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 		worse := 1 + b.doubt/math.Sqrt(max(to.weight, 1))
 		to.slow *= worse
 		to.fast *= worse
-	} else {
+	}
+	g.from, g.to, g.toKnown = from.slow, to.slow, to.known
+	if cfg.Budget >= 0 {
+		b.controlBudget(g, from, to, reach, dt)
+		g.threshold.Store(shareThreshold(g.share))
+		g.probe.Store(0) // the budget rule learns from its spill, not from probes
+		return
+	}
+	if !to.known {
 		// No measurement yet: assume parity until probes measure it.
 		to.slow, to.fast = from.slow, from.fast
+		g.to = to.slow
 	}
-	g.from, g.to = from.slow, to.slow
+	b.controlParity(g, from, to, reach, dt)
+	g.threshold.Store(shareThreshold(g.share))
+	reached := s.firstNonEmpty() == k-1 || (k > 1 && s.tiers[k-1].gate.active)
+	b.armProbes(g, to, reached)
+}
 
-	if from.known {
-		if !g.active {
-			if from.slow > cfg.OnRatio*to.slow {
-				g.active, g.share = true, cfg.InitialShare
-				g.flips.Add(1)
-				b.log.Info("zone: spillover on", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
-					"from_level", time.Duration(from.slow), "to_level", time.Duration(to.slow))
-			}
+// controlParity is the parity rule for gate g, with its reasoning in
+// docs/zone-balancing.md:
+//
+//   - the gate opens when from's slow level exceeds OnRatio times to's;
+//   - while open, its share is multiplied by exp(Gain x e x dt), with e =
+//     from/(to x TargetRatio) - 1 on the fast levels, capped to [-1, 1]:
+//     integral action that settles from's latency at TargetRatio times
+//     to's, so that only what the tier before cannot serve as well passes;
+//   - and the share also moves by from's backlog growth over the requests
+//     reaching the gate: proportional action on the queue, which damps the
+//     oscillation an integral controller alone would have (the queue is
+//     itself an integrator, and latency lags it by the queueing delay);
+//   - the gate closes when the share falls below MinShare while from's slow
+//     level is below TargetRatio times to's. OnRatio > TargetRatio is the
+//     hysteresis band.
+func (b *Balancer) controlParity(g *spillGate, from, to tierStats, reach float64, dt int64) {
+	cfg := b.cfg.Spill
+	if !from.known {
+		return
+	}
+	if !g.active {
+		if from.slow > cfg.OnRatio*to.slow {
+			g.active, g.share = true, cfg.InitialShare
+			g.flips.Add(1)
+			b.log.Info("zone: spillover on", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
+				"from_level", time.Duration(from.slow), "to_level", time.Duration(to.slow))
+		}
+		return
+	}
+	secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
+	e := min(max(from.fast/(to.fast*cfg.TargetRatio)-1, -1), 1)
+	share := g.share * math.Exp(cfg.Gain*e*secs)
+	if reach > 0 {
+		share += from.growth / reach
+	}
+	g.share = min(share, cfg.MaxShare)
+	if g.share < cfg.MinShare {
+		// Off only when the slow levels agree: the hysteresis.
+		if from.slow < cfg.TargetRatio*to.slow {
+			g.active, g.share = false, 0
+			g.flips.Add(1)
+			b.log.Info("zone: spillover off", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
+				"from_level", time.Duration(from.slow), "to_level", time.Duration(to.slow))
 		} else {
-			secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
-			e := min(max(from.fast/(to.fast*cfg.TargetRatio)-1, -1), 1)
-			share := g.share * math.Exp(cfg.Gain*e*secs)
-			if reach > 0 {
-				share += from.growth / reach
-			}
-			g.share = min(share, cfg.MaxShare)
-			if g.share < cfg.MinShare {
-				// Off only when the slow levels agree: the hysteresis.
-				if from.slow < cfg.TargetRatio*to.slow {
-					g.active, g.share = false, 0
-					g.flips.Add(1)
-					b.log.Info("zone: spillover off", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
-						"from_level", time.Duration(from.slow), "to_level", time.Duration(to.slow))
-				} else {
-					g.share = cfg.MinShare
-				}
-			}
+			g.share = cfg.MinShare
 		}
 	}
-	g.threshold.Store(shareThreshold(g.share))
+}
 
-	// Keep the level behind a closed gate measured and fresh, so that the
-	// decision to open it rests on a measurement rather than on an
-	// assumption or an old state; only where requests reach the gate
-	// (the local zone's, or one behind an open gate), at most one probe
-	// per 1/ProbeShare completed requests.
-	reached := s.firstNonEmpty() == k-1 || (k > 1 && s.tiers[k-1].gate.active)
-	rate := cfg.ProbeShare
+// armProbes keeps the level behind a closed gate measured and fresh (the
+// parity rule compares with it), so that the decision to open it rests on
+// a measurement rather than on an assumption or an old state; only where
+// requests reach the gate (the local zone's, or one behind an open gate),
+// at most one probe per 1/ProbeShare completed requests.
+func (b *Balancer) armProbes(g *spillGate, to tierStats, reached bool) {
+	rate := b.cfg.Spill.ProbeShare
 	if to.unknown && rate > 0 {
 		rate = max(rate, learnProbeShare)
 	}

@@ -44,11 +44,12 @@ func TestBalancedLoadStaysLocal(t *testing.T) {
 	}
 }
 
-// Behaviour (b): when the local zone is offered more than it can serve,
-// only the excess spills, nearest zones first: the local endpoints stay the
-// busiest, the spill is at least the excess, the nearer zone takes more of
-// it than the farther, and p99 is no worse than 1.1x that of zone-blind
-// Peak-EWMA P2C on the same workload.
+// Behaviour (b), parity rule: when the local zone is offered more than it
+// can serve, only the excess spills, nearest zones first: the local
+// endpoints stay the busiest, the spill is at least the excess, the nearer
+// zone takes more of it than the farther, and p99 is no worse than 1.1x
+// that of zone-blind Peak-EWMA P2C on the same workload. (The budget rule
+// trades p99 for local share: TestDefaultBudgetTarget.)
 func TestOverloadSpillsOnlyTheExcess(t *testing.T) {
 	type outcome struct {
 		local, toB, toC float64 // shares of requests
@@ -70,7 +71,9 @@ func TestOverloadSpillsOnlyTheExcess(t *testing.T) {
 		return o
 	}
 	distance := map[string]int{"b": 1, "c": 2}
-	z := run(Config{LocalZone: "a", ZoneDistance: distance})
+	parity := Config{LocalZone: "a", ZoneDistance: distance}
+	parity.Spill.Budget = ParityBudget
+	z := run(parity)
 	blind := run(Config{LocalZone: "a", ZoneDistance: distance, IgnoreZones: true})
 
 	const excess = 1.0 / 3 // (1.5 - 1) / 1.5
@@ -95,9 +98,10 @@ func TestOverloadSpillsOnlyTheExcess(t *testing.T) {
 }
 
 // Behaviour (d): a steady load near the local capacity does not flip
-// spillover on and off. The same scenario without hysteresis (OnRatio =
-// TargetRatio, and remote levels taken at face value rather than one
-// standard error worse) flips many times, which shows the test bites.
+// spillover on and off, under the budget rule (default) or the parity
+// rule. The parity rule without hysteresis (OnRatio = TargetRatio, and
+// remote levels taken at face value rather than one standard error worse)
+// flips many times, which shows the scenario probes flipping.
 func TestSteadyLoadNearCapacityDoesNotFlip(t *testing.T) {
 	run := func(cfg Config, doubt float64) (flips uint64, st SpillState) {
 		b, clk := newTestBalancer(t, cfg)
@@ -110,11 +114,16 @@ func TestSteadyLoadNearCapacityDoesNotFlip(t *testing.T) {
 		t.Logf("%v local share %.3f; spill %+v", m, m.share("a"), st)
 		return st.Flips, st
 	}
-	flips, _ := run(Config{LocalZone: "a"}, 1)
-	if flips > 2 {
-		t.Errorf("%d flips with the default hysteresis, want at most 2", flips)
+	if flips, _ := run(Config{LocalZone: "a"}, 1); flips > 2 {
+		t.Errorf("%d flips under the budget rule, want at most 2", flips)
 	}
-	noBand := Config{LocalZone: "a"}
+	parity := Config{LocalZone: "a"}
+	parity.Spill.Budget = ParityBudget
+	flips, _ := run(parity, 1)
+	if flips > 2 {
+		t.Errorf("%d flips with the parity rule's hysteresis, want at most 2", flips)
+	}
+	noBand := parity
 	noBand.Spill.OnRatio, noBand.Spill.TargetRatio = 1.0, 1.0
 	if f, _ := run(noBand, 0); f < 2*flips+4 {
 		t.Errorf("without hysteresis: %d flips, want clearly more than %d (the scenario does not probe flipping)", f, flips)

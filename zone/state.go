@@ -38,6 +38,7 @@ func (st *endpointState) done(start int64, r Result, responded bool) {
 	b := st.b
 	if !responded {
 		st.inflight.Add(-1)
+		st.zone.live.Add(-1)
 	}
 	st.pair.Record(r.BytesSent, r.BytesReceived)
 	ttfb := float64(r.TTFB)
@@ -69,6 +70,7 @@ func (st *endpointState) done(start int64, r Result, responded bool) {
 	case Success:
 		sample(ttfb)
 		zoneSample = ttfb
+		st.zone.ok.Add(1)
 		st.healthyLocked(now)
 	case Overloaded:
 		// Load, not ill health: the endpoint answered.

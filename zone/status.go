@@ -2,6 +2,7 @@ package zone
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -20,6 +21,15 @@ type State struct {
 	// IgnoringEjection is true when every usable endpoint is ejected and
 	// they are used all the same.
 	IgnoringEjection bool
+	// SpillBudget is the spill rule's budget (SpillConfig.Budget;
+	// negative: the parity rule), and SpillBudgetText the same as
+	// configuration writes it ("50%", "parity").
+	SpillBudget     float64
+	SpillBudgetText string
+	// Reason says why the traffic is split as it is, for humans: "local
+	// under budget", "spilling 31%: local 7.9ms over budget 7.5ms",
+	// "local zone failed", ... (see Balancer.reason).
+	Reason string
 	// Spill has one entry per tier boundary, nearest first: Spill[0]
 	// governs traffic leaving the local zone for the nearest zones.
 	Spill     []SpillState
@@ -41,8 +51,12 @@ type SpillState struct {
 	// Probes counts single requests sent to refresh a stale level.
 	Probes uint64
 	// FromLevel and ToLevel are the latency levels compared at the last
-	// control step (ToLevel is DefaultLatency until measured).
+	// control step (ToLevel is 0 until measured under the budget rule,
+	// and FromLevel's under the parity rule).
 	FromLevel, ToLevel time.Duration
+	// UnloadedLevel and BudgetedLevel (budget rule) are the tier before's
+	// learnt unloaded level and the level its budget allows.
+	UnloadedLevel, BudgetedLevel time.Duration
 }
 
 // ZoneState describes one zone of the endpoint set.
@@ -84,17 +98,24 @@ func (b *Balancer) State() State {
 		ZoneAware:        !s.zoneBlind,
 		LastResort:       s.lastResort,
 		IgnoringEjection: s.ignoreEjection,
+		SpillBudget:      b.cfg.Spill.Budget,
+		SpillBudgetText:  FormatSpillBudget(b.cfg.Spill.Budget),
+		Reason:           b.reasonLocked(s),
 	}
 	for _, t := range s.tiers[1:] {
 		g := t.gate
 		sp := SpillState{
-			Distance:  t.distance,
-			Active:    g.active,
-			Share:     g.share,
-			Flips:     g.flips.Load(),
-			Probes:    g.probes.Load(),
-			FromLevel: time.Duration(g.from),
-			ToLevel:   time.Duration(g.to),
+			Distance:      t.distance,
+			Active:        g.active,
+			Share:         g.share,
+			Flips:         g.flips.Load(),
+			Probes:        g.probes.Load(),
+			FromLevel:     time.Duration(g.from),
+			UnloadedLevel: time.Duration(g.unloaded),
+			BudgetedLevel: time.Duration(g.setpoint),
+		}
+		if g.toKnown {
+			sp.ToLevel = time.Duration(g.to)
 		}
 		for _, tz := range t.zones {
 			sp.Zones = append(sp.Zones, tz.zs.name)
@@ -147,4 +168,59 @@ func (b *Balancer) endpointState(m member, now int64) EndpointState {
 	out.Probation = es.probation
 	es.ewma.mu.Unlock()
 	return out
+}
+
+// reasonLocked says why the service's traffic is split as it is: the
+// state of the local zone and of the first gate. Called with b.mu held.
+func (b *Balancer) reasonLocked(s *snapshot) string {
+	switch {
+	case s.zoneBlind && b.cfg.LocalZone == "":
+		return "zone-blind: the node's zone is unknown"
+	case s.zoneBlind:
+		return "zone-blind: zones ignored by configuration"
+	case len(s.tiers) == 0 || len(s.members) == 0:
+		return "no endpoints"
+	case len(s.tiers[0].entries) == 0 && b.zoneHasMembers(b.cfg.LocalZone):
+		return "local zone failed: no usable endpoint there"
+	case len(s.tiers[0].entries) == 0:
+		return "no endpoints in the local zone"
+	case len(s.tiers) == 1:
+		return "local only: no other zone has endpoints"
+	}
+	g := s.tiers[1].gate
+	parity := b.cfg.Spill.Budget < 0
+	switch {
+	case g.active && parity:
+		return fmt.Sprintf("spilling %.0f%%: local %v over remote %v (parity)",
+			100*g.share, roundLevel(g.from), roundLevel(g.to))
+	case g.active:
+		return fmt.Sprintf("spilling %.0f%%: local %v over budget %v",
+			100*g.share, roundLevel(g.from), roundLevel(g.setpoint))
+	case parity:
+		return "local at parity with remote zones"
+	case g.setpoint == 0:
+		return "local under budget (unloaded level not learnt yet)"
+	}
+	return fmt.Sprintf("local under budget: %v of %v", roundLevel(g.from), roundLevel(g.setpoint))
+}
+
+func (b *Balancer) zoneHasMembers(zone string) bool {
+	for _, m := range b.members {
+		if m.ep.Zone == zone {
+			return true
+		}
+	}
+	return false
+}
+
+// roundLevel rounds a level in ns for humans: 7.9ms, 312µs.
+func roundLevel(ns float64) time.Duration {
+	d := time.Duration(ns)
+	switch {
+	case d >= 10*time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
 }

@@ -48,13 +48,24 @@
 // orig_dst.flags
 #define ZLB_ORIG_V4_MAPPED 1 // the application dialled ::ffff:a.b.c.d
 
-// config.flags
-#define ZLB_CFG_SHORTCUT 1 // add pod<->proxy sockets to zlb_shortcut for sk_msg
-#define ZLB_CFG_ENROLL_ALL 2 // every non-host netns under the attach cgroup is enrolled
+// The enums below are the Go-C contract: bpf2go exports them (-type in
+// gen.go), the Go side uses the generated constants, and contract_test.go
+// fails when this file and the committed object drift apart.
+
+// Bits of config.flags.
+enum zlb_cfg_flag {
+	ZLB_CFG_SHORTCUT = 1, // add pod<->proxy sockets to zlb_shortcut for sk_msg
+	ZLB_CFG_ENROLL_ALL = 2, // every non-host netns under the attach cgroup is enrolled
+};
 
 // Listener slots in zlb_listeners and zlb_owners.
-#define ZLB_LISTENER_V4 0
-#define ZLB_LISTENER_V6 1
+enum zlb_listener_slot {
+	ZLB_LISTENER_V4 = 0,
+	ZLB_LISTENER_V6 = 1,
+	ZLB_LISTENER_SLOTS,
+};
+
+// Counters in zlb_counters, one per outcome.
 
 // Kernel constants the tracing programs compare with (stable for years):
 // SIGKILL, TRACE_SIGNAL_DELIVERED (include/trace/events/signal.h) and
@@ -98,7 +109,7 @@ struct config {
 	__u16 port4;
 	__u16 port6;
 	__u32 mark;
-	__u32 flags;
+	enum zlb_cfg_flag flags; // a set of bits; also puts the enum in BTF for bpf2go
 };
 
 // listener_owner is the process that registered a listener slot, by its
@@ -190,8 +201,8 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
-	__uint(max_entries, 2);
-	__type(key, __u32);
+	__uint(max_entries, ZLB_LISTENER_SLOTS);
+	__type(key, enum zlb_listener_slot); // also puts the enum in BTF for bpf2go
 	__type(value, __u64);
 } zlb_listeners SEC(".maps");
 

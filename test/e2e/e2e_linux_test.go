@@ -127,6 +127,21 @@ func TestMiniCluster(t *testing.T) {
 		}
 	})
 	t.Logf("discovery: %s", c.DiscoveryDetail)
+	// A real Prometheus scrapes the daemon from here on (dashboard_linux_test.go,
+	// alerts_linux_test.go).
+	prom, promErr := c.StartPrometheus(ctx, cluster.PrometheusOptions{RuleFiles: []string{e2eRuleFile(t)}})
+	if promErr != nil {
+		if testenv.InCI() {
+			t.Fatal(promErr)
+		}
+		t.Logf("no Prometheus: %v", promErr)
+	}
+	failedOpenDials := 0 // the clients' dials after the daemon was killed
+	needProm := func(t *testing.T) {
+		if promErr != nil {
+			testenv.SkipOrFail(t, promErr.Error())
+		}
+	}
 
 	t.Run("baseline/one connection goes to one endpoint", func(t *testing.T) {
 		w := run(t, ctx, c, cluster.Workload{Concurrency: 4}, 200)
@@ -215,6 +230,10 @@ func TestMiniCluster(t *testing.T) {
 		if len(st.Services) != 1 || len(st.Services[0].Balancer.Spill) == 0 || st.Services[0].Balancer.Spill[0].Flips == 0 {
 			t.Errorf("the daemon's state shows no spillover: %+v", st.Services)
 		}
+	})
+	t.Run("zonelb/dashboard: every panel on a real Prometheus shows what the clients saw", func(t *testing.T) {
+		needProm(t)
+		checkDashboard(t, ctx, c, prom)
 	})
 	t.Run("zonelb/fails over without a failed call when zone a's pods are deleted", func(t *testing.T) {
 		cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 8, Rate: 400})
@@ -308,9 +327,13 @@ func TestMiniCluster(t *testing.T) {
 				cs.Stop(ctx)
 			}
 		}()
+		if promErr == nil {
+			checkFailOpenQuiet(t, ctx, prom)
+		}
 		before := timeline(t, ctx, cs, time.Second)
 		r := kill(t, d, syscall.SIGKILL)
 		after := timeline(t, ctx, cs, 3*time.Second)
+		failedOpenDials = cluster.Merge(after...).Dials
 		last, err := cs.Stop(ctx)
 		stopped = true
 		if err != nil {
@@ -340,10 +363,20 @@ func TestMiniCluster(t *testing.T) {
 			t.Errorf("from 2s after the kill: want every call answered straight from the pod (the baseline path): %s", describe(direct))
 		}
 	})
-	t.Run("zonelb/restart without a failed call", func(t *testing.T) {
-		d2, err := c.StartDaemon(ctx)
-		if err != nil {
+	t.Run("zonelb/fail-open alert: fires once the killed daemon is back, ends after its hold", func(t *testing.T) {
+		needProm(t)
+		if _, err := c.StartDaemon(ctx); err != nil {
 			t.Fatal(err)
+		}
+		checkFailOpenAfterRestart(t, ctx, prom, failedOpenDials)
+	})
+	t.Run("zonelb/restart without a failed call", func(t *testing.T) {
+		d2 := c.Daemon()
+		if d2 == nil || d2.Exited() {
+			var err error
+			if d2, err = c.StartDaemon(ctx); err != nil {
+				t.Fatal(err)
+			}
 		}
 		// New connections every 50 calls, so traffic returns to the
 		// restarted proxy.

@@ -1,0 +1,203 @@
+package zone
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ParityBudget is the Budget value that selects the parity rule: keep
+// requests local until the local latency level matches the remote zones'.
+const ParityBudget = -1
+
+// MaxSpillBudget bounds Budget: a local level 100x its unloaded one is no
+// longer a latency budget but an overload.
+const MaxSpillBudget = 100.0
+
+// ParseSpillBudget reads a budget as configuration and annotations write
+// it: a percentage of the local zone's unloaded latency level ("50%": the
+// level may rise to 1.5x), or "parity" for the parity rule. It returns
+// the SpillConfig.Budget value.
+func ParseSpillBudget(s string) (float64, error) {
+	t := strings.TrimSpace(s)
+	if strings.EqualFold(t, "parity") {
+		return ParityBudget, nil
+	}
+	num, ok := strings.CutSuffix(t, "%")
+	if !ok {
+		return 0, fmt.Errorf("spill budget %q: want a percentage such as \"50%%\", or \"parity\"", s)
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("spill budget %q: want a percentage such as \"50%%\", or \"parity\"", s)
+	}
+	if v <= 0 || v/100 > MaxSpillBudget {
+		return 0, fmt.Errorf("spill budget %q: want a percentage above 0%% and at most %.0f%%", s, MaxSpillBudget*100)
+	}
+	return v / 100, nil
+}
+
+// FormatSpillBudget writes a Budget value the way ParseSpillBudget reads it.
+func FormatSpillBudget(b float64) string {
+	if b < 0 {
+		return "parity"
+	}
+	return strconv.FormatFloat(b*100, 'f', -1, 64) + "%"
+}
+
+// SetSpillBudget changes the balancer's spill budget (a SpillConfig.Budget
+// value: 0 for the default, negative for the parity rule) without losing
+// what it has learnt: the next control step uses it.
+func (b *Balancer) SetSpillBudget(budget float64) error {
+	if budget == 0 {
+		budget = DefaultSpillBudget
+	}
+	if math.IsNaN(budget) || math.IsInf(budget, 0) || budget > MaxSpillBudget {
+		return fmt.Errorf("spill budget %v: want <= %v, or negative for the parity rule", budget, MaxSpillBudget)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cfg.Spill.Budget = budget
+	return nil
+}
+
+// SpillBudget returns the balancer's spill budget (negative: parity rule).
+func (b *Balancer) SpillBudget() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cfg.Spill.Budget
+}
+
+// The unloaded level of the tier before a gate is learnt from its slow
+// level: it follows a lower level within unloadedFall and a higher one
+// only over unloadedRise, and not at all while the gate spills or while
+// the level is over the half of the budget (a loaded zone). So a zone
+// that is never idle keeps the lowest level it showed recently, and a
+// service that got slower for good (a new release) is relearnt within
+// minutes, while a sustained overload never raises its own yardstick.
+// For its first unloadedFirst LevelTimes the unloaded level follows the
+// slow level both ways: the slow level starts from a handful of samples
+// (measured: 25% below the mean on the queue model).
+const (
+	unloadedFall  = 10 * time.Second
+	unloadedRise  = 10 * time.Minute
+	unloadedFirst = 3
+)
+
+// throughputFloor: while spilling, the tier before a gate keeps at least
+// this share of the requests it completed successfully in the last step.
+// A queue drains one queueing delay after the spill that relieves it, so
+// latency still reads high when the spill is already enough; without the
+// floor the integral action overshoots (measured: the local share dipped
+// to 5% for 2 s on a capacity step that settles at 60%). With it the
+// share can fall at most 1-throughputFloor (15 points) below what the
+// local zone demonstrably serves, and its backlog drains at that rate.
+const throughputFloor = 0.85
+
+// The in-flight limit of the tier before a gate (budget rule) is
+// inFlightHeadroom x (completions/s x budgeted level) + inFlightSlack:
+// twice what the budget allows in a steady state, so that ordinary
+// fluctuations of the in-flight count never spill (at 30% load, Poisson
+// counts of mean 3 pass 13 once in 10^5), while a capacity step cannot
+// queue more than that before the share reacts. okRateSmoothing is the
+// weight of the newest control step in the completion rate.
+const (
+	inFlightHeadroom = 2.0
+	inFlightSlack    = 4
+	okRateSmoothing  = 0.5
+)
+
+// learnUnloaded moves g's unloaded level of the tier before it toward its
+// slow level (see unloadedFall).
+func (g *spillGate) learnUnloaded(slow float64, dt, levelTime int64, budget float64) {
+	g.learning += dt
+	switch {
+	case g.unloaded == 0 || g.learning < unloadedFirst*levelTime:
+		// The slow level starts from the first few samples and takes
+		// some LevelTimes to average them out: follow it both ways.
+		g.unloaded = slow
+	case slow < g.unloaded:
+		g.unloaded += (slow - g.unloaded) * (1 - math.Exp(-float64(dt)/float64(unloadedFall)))
+	case !g.active && slow < g.unloaded*(1+budget/2):
+		g.unloaded += (slow - g.unloaded) * (1 - math.Exp(-float64(dt)/float64(unloadedRise)))
+	}
+}
+
+// controlBudget is the budget rule for gate g (see control): the share
+// spilled is the one that keeps the tier before the gate at its budgeted
+// level, set = unloaded x (1 + Budget), and never sends requests to a
+// tier slower than the one they leave.
+//
+//   - The gate opens when from's slow level exceeds set, or at once, on a
+//     capacity step, when its fast level has used half the budget and
+//     Little's law on this node's in-flight requests (in flight over
+//     completions per second: the latency of the requests now queued,
+//     before they complete) exceeds set. It does not open into a tier
+//     known to be slower.
+//   - While open, the share moves by integral action on the error
+//     min(from/set, from/to) - 1, by proportional action on from's
+//     backlog growth (as the parity rule), and is capped so that from
+//     keeps throughputFloor of the requests it completed (no overshoot).
+//   - It closes when the share has decayed below MinShare while from's
+//     slow level is back under set.
+func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, reach float64, dt int64) {
+	cfg := b.cfg.Spill
+	if !from.known {
+		return
+	}
+	g.learnUnloaded(from.slow, dt, int64(cfg.LevelTime), cfg.Budget)
+	set := g.unloaded * (1 + cfg.Budget)
+	g.setpoint = set
+	secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
+	if secs > 0 {
+		w := okRateSmoothing
+		if g.okRate == 0 {
+			w = 1 // the first rate measured, not a fraction of it
+		}
+		g.okRate += (from.ok/secs - g.okRate) * w
+	}
+	// In-flight requests show a capacity step at once, latency one
+	// queueing delay late: cap them at inFlightHeadroom times what
+	// Little's law gives at the budgeted level and the rate the tier
+	// serves, plus inFlightSlack, until the share takes over.
+	g.limit.Store(int64(math.Ceil(inFlightHeadroom*g.okRate*set/1e9)) + inFlightSlack)
+	if !g.active {
+		little := 0.0
+		if from.ok > 0 && secs > 0 {
+			little = from.inflight / (from.ok / secs) // ns
+		}
+		step := from.fast > g.unloaded*(1+cfg.Budget/2) && little > set
+		slower := to.known && to.slow >= from.slow
+		if (from.slow > set || step) && !slower {
+			g.active, g.share = true, cfg.InitialShare
+			g.flips.Add(1)
+			b.log.Info("zone: spillover on", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
+				"level", time.Duration(from.slow), "budgeted_level", time.Duration(set))
+		}
+		return
+	}
+	e := from.fast/set - 1
+	if to.known {
+		e = min(e, from.fast/to.fast-1)
+	}
+	e = min(max(e, -1), 1)
+	share := g.share * math.Exp(cfg.Gain*e*secs)
+	if reach > 0 {
+		share += from.growth / reach
+		share = min(share, 1-throughputFloor*from.ok/reach)
+	}
+	share = min(share, cfg.MaxShare)
+	if share < cfg.MinShare {
+		if from.slow >= set {
+			share = cfg.MinShare
+		} else {
+			g.active, share = false, 0
+			g.flips.Add(1)
+			b.log.Info("zone: spillover off", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
+				"level", time.Duration(from.slow), "budgeted_level", time.Duration(set))
+		}
+	}
+	g.share = share
+}

@@ -1,0 +1,203 @@
+package zone
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestParseSpillBudget(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want float64
+		bad  bool
+	}{
+		{in: "50%", want: 0.5},
+		{in: " 12.5 % ", want: 0.125},
+		{in: "300%", want: 3},
+		{in: "parity", want: ParityBudget},
+		{in: "Parity", want: ParityBudget},
+		{in: "0.5", bad: true}, // a bare number is ambiguous: 0.5 or 0.5%?
+		{in: "0%", bad: true},
+		{in: "-10%", bad: true},
+		{in: "NaN%", bad: true},
+		{in: "Inf%", bad: true},
+		{in: "20000%", bad: true},
+		{in: "", bad: true},
+		{in: "fast", bad: true},
+	} {
+		got, err := ParseSpillBudget(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("ParseSpillBudget(%q) = %v, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseSpillBudget(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+		if back, err := ParseSpillBudget(FormatSpillBudget(got)); err != nil || back != got {
+			t.Errorf("round trip of %q: %v, %v", tc.in, back, err)
+		}
+	}
+}
+
+func TestSpillBudgetValidated(t *testing.T) {
+	for _, b := range []float64{math.NaN(), math.Inf(1), MaxSpillBudget + 1} {
+		cfg := Config{LocalZone: "a"}
+		cfg.Spill.Budget = b
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("Budget %v validated", b)
+		}
+	}
+	b, _ := newTestBalancer(t, Config{LocalZone: "a"})
+	if got := b.SpillBudget(); got != DefaultSpillBudget {
+		t.Errorf("default budget %v, want %v", got, DefaultSpillBudget)
+	}
+	if err := b.SetSpillBudget(math.NaN()); err == nil {
+		t.Error("SetSpillBudget(NaN) accepted")
+	}
+}
+
+// targetShape is the shape for the default's target: three zones
+// of three endpoints that each serve 2 calls at once (10 ms mean), zone a
+// offered 1.5x its capacity by this node, b and c at 40% from others.
+func targetShape(t *testing.T, cfg Config) (*queueModel, *Balancer) {
+	b, clk := newTestBalancer(t, cfg)
+	m := newQueueModel(t, b, clk, threeZones(3))
+	m.servers = 2
+	m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+	m.external = map[string]float64{"b": 0.4 * m.capacity(), "c": 0.4 * m.capacity()}
+	return m, b
+}
+
+// The default budget's target: when the local zone (of queueing
+// backends) is offered 1.5x its capacity, at least 50% of the calls stay
+// local while p99 over the overload stays within 2.5x of zone-blind P2C's
+// in the same run. The parity rule, for contrast, keeps fewer local.
+func TestDefaultBudgetTarget(t *testing.T) {
+	run := func(cfg Config) (local float64, p99 time.Duration) {
+		m, _ := targetShape(t, cfg)
+		offered := 1.5 * 3 * m.capacity()
+		m.run(10*time.Second, 0.3*3*m.capacity()) // a quiet start: the unloaded level
+		m.reset()
+		m.run(30*time.Second, offered)
+		t.Logf("budget %v blind %v: %v local %.3f p99 %v", cfg.Spill.Budget, cfg.IgnoreZones, m, m.share("a"), m.percentile(0.99))
+		return m.share("a"), m.percentile(0.99)
+	}
+	local, p99 := run(Config{LocalZone: "a"})
+	_, blind := run(Config{LocalZone: "a", IgnoreZones: true})
+	if local < 0.5 {
+		t.Errorf("default budget keeps %.3f local, want >= 0.5", local)
+	}
+	if limit := blind * 5 / 2; p99 > limit {
+		t.Errorf("default budget p99 %v, want <= 2.5 x zone-blind's %v = %v", p99, blind, limit)
+	}
+}
+
+// The learning bound: a fresh balancer in a healthy, unloaded zone sends
+// at most 1% of its first 10,000 calls to other zones (the budget rule
+// learns a remote level only when it spills). The parity rule, which
+// learns remote levels with probes, does not meet it: the test bites.
+func TestLearningIsFree(t *testing.T) {
+	first := func(cfg Config) float64 {
+		m, _ := targetShape(t, cfg)
+		rate := 0.3 * 3 * m.capacity() // 30% of the local zone
+		m.run(time.Duration(10000/rate*float64(time.Second)), rate)
+		t.Logf("budget %v: %v", cfg.Spill.Budget, m)
+		return 1 - m.share("a")
+	}
+	if cross := first(Config{LocalZone: "a"}); cross > 0.01 {
+		t.Errorf("%.4f of the first 10,000 calls crossed zones, want <= 0.01", cross)
+	}
+	parity := Config{LocalZone: "a"}
+	parity.Spill.Budget = ParityBudget
+	if cross := first(parity); cross <= 0.01 {
+		t.Errorf("parity rule: %.4f crossed: the scenario does not show learning costs", cross)
+	}
+}
+
+// stepWindows runs the capacity step the demo shows: zone a's two
+// endpoints (5 ms calls) serve 8 calls at once each, then from the step on
+// 1 call each (400 calls/s together) while 600 calls/s are offered; b and
+// c idle but for their own 20% load. It returns the local share and p99 of
+// each second from the step on, and p99 over the whole first second.
+func stepWindows(t *testing.T, cfg Config, phase time.Duration) (shares []float64, p99s []time.Duration) {
+	b, clk := newTestBalancer(t, cfg)
+	m := newQueueModel(t, b, clk, makeEndpoints(zoneSpec{"a", 2}, zoneSpec{"b", 2}, zoneSpec{"c", 2}))
+	m.base, m.servers = 5*time.Millisecond, 8
+	m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+	m.external = map[string]float64{"b": 0.2 * m.capacity(), "c": 0.2 * m.capacity()}
+	const offered = 600.0
+	m.run(10*time.Second, offered)
+	m.reset()
+	m.zoneServers["a"] = 1
+	m.every = time.Second
+	m.nextHook = m.now + time.Second
+	m.hook = func() {
+		shares = append(shares, m.share("a"))
+		p99s = append(p99s, m.percentile(0.99))
+		m.reset()
+	}
+	m.run(phase, offered)
+	return shares, p99s
+}
+
+// No overshoot on a capacity step, and no queue before the spill: from
+// the first second after the step to the end of the phase, the local
+// share of every one-second window is at most 15 points below its mean
+// over the last half of the phase, and p99 over the first second is
+// within 3x of zone-blind P2C's.
+func TestCapacityStepNoOvershoot(t *testing.T) {
+	const phase = 12 * time.Second
+	shares, p99s := stepWindows(t, Config{LocalZone: "a"}, phase)
+	_, blind := stepWindows(t, Config{LocalZone: "a", IgnoreZones: true}, phase)
+	half := shares[len(shares)/2:]
+	var settled float64
+	for _, s := range half {
+		settled += s
+	}
+	settled /= float64(len(half))
+	t.Logf("local shares per second %.3f, settled %.3f; p99 %v; zone-blind p99 %v", shares, settled, p99s, blind)
+	for i, s := range shares[1:] {
+		if s < settled-0.15 {
+			t.Errorf("second %d after the step: local share %.3f, more than 15 points below the settled %.3f", i+1, s, settled)
+		}
+	}
+	if limit := 3 * blind[0]; p99s[0] > limit {
+		t.Errorf("p99 over the first second %v, want <= 3 x zone-blind's %v", p99s[0], blind[0])
+	}
+	// The local zone could serve 2/3 of the offered load, with a queue;
+	// single-call endpoints reach the budget at about half their capacity.
+	if settled < 0.3 {
+		t.Errorf("settled local share %.3f: the local zone serves 2/3 of the offered load, want a good part kept", settled)
+	}
+}
+
+// A budget changed on a running balancer changes its split, keeping what
+// it learnt: a larger budget keeps more local.
+func TestSetSpillBudgetChangesTheSplit(t *testing.T) {
+	m, b := targetShape(t, Config{LocalZone: "a"})
+	offered := 1.5 * 3 * m.capacity()
+	m.run(10*time.Second, 0.3*3*m.capacity())
+	m.run(10*time.Second, offered)
+	m.reset()
+	m.run(10*time.Second, offered)
+	before := m.share("a")
+	st := b.State()
+	t.Logf("50%%: local %.3f, reason %q", before, st.Reason)
+	if st.SpillBudgetText != "50%" || st.Spill[0].BudgetedLevel == 0 {
+		t.Errorf("state %+v: want the budget and its level", st)
+	}
+	if err := b.SetSpillBudget(2); err != nil {
+		t.Fatal(err)
+	}
+	m.run(5*time.Second, offered)
+	m.reset()
+	m.run(10*time.Second, offered)
+	after := m.share("a")
+	t.Logf("200%%: local %.3f, reason %q", after, b.State().Reason)
+	if after < before+0.03 {
+		t.Errorf("local share %.3f with a 200%% budget, %.3f with 50%%: want more kept local", after, before)
+	}
+}
