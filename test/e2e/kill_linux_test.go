@@ -35,9 +35,11 @@ func envInt(t *testing.T, name string, def int) int {
 
 // killRound is one SIGKILL of the daemon under load.
 type killRound struct {
-	// sent is when kill(2) had returned (the hooks' mark is set inside
-	// it); reaped is when the process was gone.
-	sent, reaped time.Time
+	// before is just before kill(2), sent when it had returned (the
+	// hooks' mark is set inside it), reaped when the process was gone. A
+	// process can die (and reset its connections) before kill(2) returns
+	// to the killer.
+	before, sent, reaped time.Time
 	sig          syscall.Signal
 	w            cluster.Window
 }
@@ -47,10 +49,11 @@ type killRound struct {
 // goroutine and exits with status 2) and waits for it to be gone.
 func kill(t *testing.T, d *cluster.Daemon, sig syscall.Signal) killRound {
 	t.Helper()
+	before := time.Now()
 	if err := d.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
-	r := killRound{sent: time.Now()}
+	r := killRound{before: before, sent: time.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := d.Wait(ctx)
@@ -67,7 +70,7 @@ func kill(t *testing.T, d *cluster.Daemon, sig syscall.Signal) killRound {
 func (r killRound) steeredAfterKill() []cluster.Conn {
 	var out []cluster.Conn
 	for _, c := range r.w.Conns {
-		if c.Redirected() && c.DialStart >= r.sent.UnixNano() {
+		if mayBeProxied(c) && c.DialStart >= r.sent.UnixNano() {
 			out = append(out, c)
 		}
 	}
@@ -87,8 +90,14 @@ func (r killRound) steeredAfterKill() []cluster.Conn {
 // counts as saveable.
 func (r killRound) inFlight(f cluster.Failure) bool {
 	c, ok := r.w.ConnOf(f)
-	return ok && c.Redirected() && c.DialStart < r.sent.UnixNano() && c.Broken >= r.sent.UnixNano()
+	return ok && mayBeProxied(c) && c.DialStart < r.sent.UnixNano() && c.Broken >= r.before.UnixNano()
 }
+
+// mayBeProxied: the connection went to the proxy, or its destination is
+// unknown because it was reset before the client could read it from
+// /proc/net/tcp (a reset socket leaves the table), which only the dying
+// proxy does here: the backends live.
+func mayBeProxied(c cluster.Conn) bool { return c.Redirected() || c.Remote == "" }
 
 func (r killRound) describe(f cluster.Failure) string {
 	ms := func(ns int64) string {

@@ -68,6 +68,9 @@ type event struct {
 	// Sent and Gone are when a kill was sent and its process reaped, by
 	// the address the proxy names in its errors ("" for the daemon).
 	Sent, Gone map[string]time.Time
+	// Before is just before a daemon's kill(2) (it may die before the
+	// call returns).
+	Before time.Time
 	// Restarted is when a killed daemon's successor was started: no
 	// connection may reach a proxy between the kill and then.
 	Restarted time.Time
@@ -193,6 +196,7 @@ func TestSoak(t *testing.T) {
 		active = ev.Kind
 		switch ev.Kind {
 		case evDaemonKill:
+			ev.Before = time.Now()
 			if err := d.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -340,7 +344,10 @@ func inFlight(evs []event, w cluster.Window) func(cluster.Failure) bool {
 		for _, ev := range evs {
 			if sent, ok := ev.Sent[""]; ok {
 				c, ok := w.ConnOf(f)
-				if ok && c.Redirected() && c.DialStart < sent.UnixNano() && c.Broken >= sent.UnixNano() && c.Broken < ev.Restarted.UnixNano() {
+				// Remote "": reset before the client could read where it
+				// went; only the dying proxy resets connections here.
+				proxied := c.Redirected() || c.Remote == ""
+				if ok && proxied && c.DialStart < sent.UnixNano() && c.Broken >= ev.Before.UnixNano() && c.Broken < ev.Restarted.UnixNano() {
 					return true
 				}
 			}
@@ -364,7 +371,7 @@ func steeredAfterKill(evs []event, w cluster.Window) []cluster.Conn {
 			continue
 		}
 		for _, c := range w.Conns {
-			if c.Redirected() && c.DialStart >= sent.UnixNano() && c.DialStart < ev.Restarted.UnixNano() {
+			if (c.Redirected() || c.Remote == "") && c.DialStart >= sent.UnixNano() && c.DialStart < ev.Restarted.UnixNano() {
 				out = append(out, c)
 			}
 		}
