@@ -102,6 +102,11 @@ type BalancerConfig struct {
 	MaxEjectedShare *float64 `json:"maxEjectedShare,omitempty"`
 	// ZoneDistance ranks other zones for spillover (nearest first).
 	ZoneDistance map[string]int `json:"zoneDistance,omitempty"`
+	// SpillBudget is every service's latency budget, as a percentage of
+	// the local zone's unloaded latency level ("50%"), or "parity" (see
+	// docs/zone-balancing.md). A Service overrides it with the
+	// annotation zonelb.io/spill-budget. Default zone.DefaultSpillBudget.
+	SpillBudget string `json:"spillBudget,omitempty"`
 }
 
 // Duration is a time.Duration written as "10s" in YAML.
@@ -314,6 +319,13 @@ func (c Config) zoneConfig(localZone string, acct *zone.Accounting) (zone.Config
 	}
 	if b.MaxEjectedShare != nil {
 		zc.Ejection.MaxEjectedShare = *b.MaxEjectedShare
+	}
+	if b.SpillBudget != "" {
+		v, err := zone.ParseSpillBudget(b.SpillBudget)
+		if err != nil {
+			return zc, fmt.Errorf("balancer.spillBudget: %w", err)
+		}
+		zc.Spill.Budget = v
 	}
 	if err := zc.Validate(); err != nil {
 		return zc, fmt.Errorf("balancer: %w", err)

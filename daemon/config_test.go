@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/zonelb/zonelb/zone"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -43,6 +45,7 @@ func TestConfigValidationNamesTheKey(t *testing.T) {
 		"admin.metricsAddress": func(c *Config) { c.Admin.MetricsAddress = ":x" },
 		"redirect.enroll":      func(c *Config) { c.Redirect.Enroll = "some" },
 		"balancer":             func(c *Config) { c.Balancer.Decay = Duration(-5) },
+		"balancer.spillBudget": func(c *Config) { c.Balancer.SpillBudget = "0.5" },
 		"proxy:":               func(c *Config) { c.Proxy.MaxConnsPerEndpoint = -1 },
 	} {
 		c := base()
@@ -74,5 +77,26 @@ func TestConfigFileIsStrict(t *testing.T) {
 	os.WriteFile(path, []byte("proxy: {drainTimeout: soon}\n"), 0o644)
 	if _, err := LoadConfigFile(path); err == nil || !strings.Contains(err.Error(), "duration") {
 		t.Fatalf("bad duration: got %v", err)
+	}
+}
+
+// The spill budget is a percentage or "parity"; it reaches every
+// balancer's configuration, and its absence leaves zone's default.
+func TestConfigSpillBudget(t *testing.T) {
+	base := Config{NodeName: "n", Source: "kubernetes"}.WithDefaults(func(string) string { return "" })
+	for in, want := range map[string]float64{"": 0, "80%": 0.8, "parity": zone.ParityBudget} {
+		c := base
+		c.Balancer.SpillBudget = in
+		zc, err := c.zoneConfig("a", nil)
+		if err != nil || zc.Spill.Budget != want {
+			t.Errorf("spillBudget %q: budget %v, %v; want %v", in, zc.Spill.Budget, err, want)
+		}
+	}
+	for _, bad := range []string{"80", "-5%", "lots"} {
+		c := base
+		c.Balancer.SpillBudget = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "balancer.spillBudget") {
+			t.Errorf("spillBudget %q: %v, want an error naming balancer.spillBudget", bad, err)
+		}
 	}
 }

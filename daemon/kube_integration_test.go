@@ -19,6 +19,7 @@ import (
 
 	"github.com/zonelb/zonelb/bpf"
 	"github.com/zonelb/zonelb/daemon"
+	"github.com/zonelb/zonelb/daemon/discovery"
 	"github.com/zonelb/zonelb/internal/kubetest"
 	"github.com/zonelb/zonelb/internal/testenv"
 )
@@ -115,6 +116,18 @@ func TestDaemonFollowsAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.expect(t, "the service and its 3 endpoints", red, vip, map[string]string{"10.1.0.1:9000": "zone-a", "10.1.0.2:9000": "zone-a", "10.2.0.1:9000": "zone-b"})
+
+	// A spill budget set on the Service reaches its running balancer
+	// within a second; a bad value is ignored (the default applies).
+	for _, tc := range []struct{ annotation, want string }{
+		{"300%", "300%"}, {"parity", "parity"}, {"lots", "50%"},
+	} {
+		svc.Annotations = map[string]string{discovery.SpillBudgetKey: tc.annotation}
+		if svc, err = client.CoreV1().Services("default").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.expectBudget(t, tc.want)
+	}
 
 	// Scale out.
 	slice.Endpoints = append(slice.Endpoints, endpoint("10.3.0.1", "zone-c"))
@@ -225,6 +238,27 @@ func (c *cluster) expectWithin(t *testing.T, what string, red *bpf.Redirector, v
 		last = fmt.Sprintf("selected in BPF map: %v; services %d; endpoints %v", selected, len(st.Services), got)
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not reflected within %v: %s", what, within, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// expectBudget waits up to `within` for the one service's balancer to
+// report spill budget want.
+func (c *cluster) expectBudget(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st := c.state(t)
+		got := ""
+		if len(st.Services) == 1 {
+			got = st.Services[0].Balancer.SpillBudgetText
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spill budget %q, want %q within %v", got, want, within)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

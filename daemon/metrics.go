@@ -208,6 +208,12 @@ var (
 	descSpillFlips = prometheus.NewDesc("zonelb_spillover_transitions_total",
 		"Times spillover turned on or off.",
 		[]string{"service", "distance"}, nil)
+	descSpillReason = prometheus.NewDesc("zonelb_spill_reason",
+		"1 for the reason of a service's split between zones: under_budget, spilling, local_failed, no_local_endpoints, local_only, parity, zone_blind or no_endpoints (text in /debug/state).",
+		[]string{"service", "reason"}, nil)
+	descSpillBudget = prometheus.NewDesc("zonelb_spill_budget_ratio",
+		"A service's spill budget: how far its local zone's latency may rise above its unloaded level (0.5 = 50%); -1 for the parity rule.",
+		[]string{"service"}, nil)
 	descActive = prometheus.NewDesc("zonelb_active_requests",
 		"Requests in flight through the proxy.", nil, nil)
 	descUpConns = prometheus.NewDesc("zonelb_upstream_connections_opened_total",
@@ -217,7 +223,8 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCrossBytes, descCrossCost, descEndpoints, descSpill, descSpillShare, descSpillLevel, descSpillBudgeted, descSpillFlips, descActive, descUpConns, descFloods} {
+	for _, d := range []*prometheus.Desc{descCrossBytes, descCrossCost, descEndpoints, descSpill, descSpillShare,
+		descSpillLevel, descSpillBudgeted, descSpillFlips, descSpillReason, descSpillBudget, descActive, descUpConns, descFloods} {
 		ch <- d
 	}
 }
@@ -243,6 +250,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			for k, n := range counts {
 				ch <- prometheus.MustNewConstMetric(descEndpoints, prometheus.GaugeValue, float64(n), s.Service, k.zone, k.state)
 			}
+			ch <- prometheus.MustNewConstMetric(descSpillReason, prometheus.GaugeValue, 1, s.Service, s.State.SplitReason)
+			ch <- prometheus.MustNewConstMetric(descSpillBudget, prometheus.GaugeValue, max(s.State.SpillBudget, -1), s.Service)
 			for _, sp := range s.State.Spill {
 				d := strconv.Itoa(sp.Distance)
 				active := 0.0

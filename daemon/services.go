@@ -60,6 +60,9 @@ func originalDstOf(red *bpf.Redirector) originalDst {
 type portEntry struct {
 	id  discovery.PortID
 	bal atomic.Pointer[zone.Balancer] // nil once the port is gone
+	// http2 is set when the port declares an HTTP/2 appProtocol: its
+	// connections must be HTTP/2 (proxy.ProtocolHTTP2).
+	http2 atomic.Bool
 	// updates counts the endpoint sets given to the port's balancers
 	// (guarded by services.mu).
 	updates int
@@ -119,6 +122,10 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 	var errs []error
 	for name, svc := range snap.Services {
 		unchanged := prev != nil && prev.Services[name] == svc
+		svcCfg := cfg
+		if svc.SpillBudget != 0 { // the Service's annotation
+			svcCfg.Spill.Budget = svc.SpillBudget
+		}
 		for i := range svc.Ports {
 			port := &svc.Ports[i]
 			id := port.ID(svc.Name)
@@ -128,10 +135,11 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 				e = &portEntry{id: id}
 				s.ports[id] = e
 			}
+			e.http2.Store(discovery.IsHTTP2AppProtocol(port.AppProtocol))
 			b := e.bal.Load()
 			switch {
 			case b == nil || rebuild:
-				nb, err := zone.NewBalancer(cfg)
+				nb, err := zone.NewBalancer(svcCfg)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("balancer for %s: %w", id, err))
 					continue
@@ -140,6 +148,7 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 				e.updates++
 				e.bal.Store(nb)
 			case !unchanged:
+				s.setBudget(id, b, svcCfg.Spill.Budget)
 				b.Update(port.Endpoints)
 				e.updates++
 			}
@@ -153,6 +162,24 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 	}
 	s.snap.Store(snap)
 	return errors.Join(errs...)
+}
+
+// setBudget gives a running balancer a new spill budget (0: the default),
+// keeping what it learnt, when the Service's annotation changed.
+func (s *services) setBudget(id discovery.PortID, b *zone.Balancer, budget float64) {
+	if budget == 0 {
+		budget = zone.DefaultSpillBudget
+	}
+	old := b.SpillBudget()
+	if old == budget {
+		return
+	}
+	if err := b.SetSpillBudget(budget); err != nil {
+		s.log.Warn("spill budget not changed", "service", id.String(), "err", err)
+		return
+	}
+	s.log.Info("spill budget changed", "service", id.String(),
+		"from", zone.FormatSpillBudget(old), "to", zone.FormatSpillBudget(budget))
 }
 
 // Route implements proxy.Router: the connection's original destination
@@ -176,7 +203,11 @@ func (s *services) Route(c net.Conn) (proxy.Route, error) {
 	if e == nil {
 		return proxy.Route{}, fmt.Errorf("service %s at %s is gone", id, dst)
 	}
-	return proxy.Route{Service: id.String(), Picker: e}, nil
+	r := proxy.Route{Service: id.String(), Picker: e}
+	if e.http2.Load() {
+		r.Protocol = proxy.ProtocolHTTP2
+	}
+	return r, nil
 }
 
 // destination is where c was going: its original destination when the

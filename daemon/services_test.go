@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"log/slog"
+	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/zonelb/zonelb/daemon/discovery"
+	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
 
@@ -81,5 +83,99 @@ func TestApplyLeavesUnchangedServicesAlone(t *testing.T) {
 	}
 	if got := s.BalancerStates()[1].State.LocalZone; got != "b" {
 		t.Errorf("service b's balancer zone after the change: %q, want b", got)
+	}
+}
+
+// A Service's spill-budget annotation reaches its balancer, a change of it
+// reaches the running balancer (keeping its state), and its removal brings
+// the daemon's default back; other Services keep the default.
+func TestApplySpillBudgetPerService(t *testing.T) {
+	s := newTestServices(t)
+	budgetOf := func(name string) float64 {
+		for _, st := range s.BalancerStates() {
+			if st.Service == "default/"+name+":grpc" {
+				return st.State.SpillBudget
+			}
+		}
+		t.Fatalf("no balancer for %s", name)
+		return 0
+	}
+	a := testService("a", 80, "10.0.0.1:8080")
+	a.SpillBudget = 2
+	b := testService("b", 81, "10.0.1.1:8080")
+	if err := s.apply(testSnapshot("a", a, b)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := budgetOf("a"), 2.0; got != want {
+		t.Errorf("annotated service: budget %v, want %v", got, want)
+	}
+	if got := budgetOf("b"); got != zone.DefaultSpillBudget {
+		t.Errorf("other service: budget %v, want the default %v", got, zone.DefaultSpillBudget)
+	}
+	s.mu.Lock()
+	before := s.ports[a.Ports[0].ID(a.Name)].bal.Load()
+	s.mu.Unlock()
+
+	a2 := testService("a", 80, "10.0.0.1:8080")
+	a2.SpillBudget = zone.ParityBudget
+	if err := s.apply(testSnapshot("a", a2, b)); err != nil {
+		t.Fatal(err)
+	}
+	if got := budgetOf("a"); got != zone.ParityBudget {
+		t.Errorf("after the annotation changed: budget %v, want parity", got)
+	}
+	s.mu.Lock()
+	after := s.ports[a.Ports[0].ID(a.Name)].bal.Load()
+	s.mu.Unlock()
+	if after != before {
+		t.Error("the balancer was replaced: a budget change must keep its state")
+	}
+	if err := s.apply(testSnapshot("a", testService("a", 80, "10.0.0.1:8080"), b)); err != nil {
+		t.Fatal(err)
+	}
+	if got := budgetOf("a"); got != zone.DefaultSpillBudget {
+		t.Errorf("after the annotation was removed: budget %v, want the default", got)
+	}
+}
+
+// A port declaring an HTTP/2 appProtocol is routed as HTTP/2 only (the
+// proxy then refuses connections without the preface); others are
+// detected from their first bytes.
+func TestRouteProtocolFromAppProtocol(t *testing.T) {
+	s := newTestServices(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	front := netip.MustParseAddrPort(l.Addr().String())
+	for _, tc := range []struct {
+		appProtocol string
+		want        proxy.Protocol
+	}{{"grpc", proxy.ProtocolHTTP2}, {"kubernetes.io/h2c", proxy.ProtocolHTTP2}, {"", proxy.ProtocolAuto}, {"http", proxy.ProtocolAuto}} {
+		svc := testService("a", front.Port(), "10.0.0.1:8080")
+		svc.Ports[0].AppProtocol = tc.appProtocol
+		snap := testSnapshot("a", svc)
+		snap.Frontends = map[netip.AddrPort]discovery.PortID{front: svc.Ports[0].ID(svc.Name)}
+		if err := s.apply(snap); err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial("tcp", front.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Route(sc)
+		c.Close()
+		sc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Protocol != tc.want {
+			t.Errorf("appProtocol %q: route protocol %v, want %v", tc.appProtocol, r.Protocol, tc.want)
+		}
 	}
 }

@@ -34,13 +34,16 @@ type Config struct {
 	MaxConcurrentStreams int
 
 	// StreamWindow is the HTTP/2 flow-control window per stream, in bytes,
-	// both towards clients and towards endpoints. It bounds what can sit in
-	// HTTP/2 receive buffers for one stream in each direction. Default
-	// 256 KiB; at most 4 MiB - 1.
+	// both towards clients and towards endpoints. The proxy returns window
+	// to one hop only as the other hop takes the bytes, so it bounds what
+	// the proxy holds for one stream in each direction (and what a client
+	// that does not read can pull from an endpoint). Default 64 KiB; at
+	// most 4 MiB - 1.
 	StreamWindow int
 
 	// ConnWindow is the HTTP/2 flow-control window per downstream
-	// connection. Default 1 MiB; at most 4 MiB - 1.
+	// connection: it bounds the request bytes the proxy holds for one
+	// client connection. Default 1 MiB; at most 4 MiB - 1.
 	ConnWindow int
 
 	// MinConnsPerEndpoint is how many upstream connections the proxy keeps
@@ -69,18 +72,14 @@ type Config struct {
 	// 64 KiB.
 	ReplayLimit int
 
-	// UpstreamHTTP1, when set, speaks HTTP/1.1 to endpoints instead of
-	// HTTP/2 cleartext. For non-gRPC services whose servers lack h2c.
-	UpstreamHTTP1 bool
-
 	// SocketMark, when non-zero, is set as SO_MARK on every upstream
 	// socket so that the node's redirection hooks skip the proxy's own
 	// connections. Needs CAP_NET_ADMIN.
 	SocketMark uint32
 
-	// StalledWriteTimeout resets a stream whose response write has been
-	// blocked this long because the client does not read (its window stays
-	// shut). A quiet stream is not stalled: only a blocked write counts.
+	// StalledWriteTimeout resets a stream whose response has been held
+	// this long because the client does not read (its window stays shut).
+	// A quiet stream is not stalled: only held response bytes count.
 	// Default 5m; negative disables.
 	StalledWriteTimeout time.Duration
 
@@ -103,7 +102,7 @@ type Observer interface {
 const (
 	DefaultDetectTimeout        = 500 * time.Millisecond
 	DefaultMaxConcurrentStreams = 1000
-	DefaultStreamWindow         = 256 << 10
+	DefaultStreamWindow         = 64 << 10
 	DefaultConnWindow           = 1 << 20
 	DefaultMinConnsPerEndpoint  = 1
 	DefaultMaxConnsPerEndpoint  = 16
@@ -112,7 +111,7 @@ const (
 	DefaultReplayLimit          = 64 << 10
 	DefaultStalledWriteTimeout  = 5 * time.Minute
 	maxWindow                   = 4<<20 - 1
-	copyBufferSize              = 32 << 10
+	copyBufferSize              = 32 << 10 // opaque TCP relay
 )
 
 // withDefaults returns c with zero fields set to their defaults, or an

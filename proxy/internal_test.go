@@ -2,15 +2,9 @@ package proxy
 
 import (
 	"bufio"
-	"errors"
-	"fmt"
-	"io"
 	"net"
-	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 func TestGRPCTimeoutRoundTrip(t *testing.T) {
@@ -91,62 +85,6 @@ func TestSniff(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestNeverReached(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want bool
-	}{
-		{errDial{errors.New("connection refused")}, true},
-		{http2.StreamError{StreamID: 3, Code: http2.ErrCodeRefusedStream}, true},
-		{fmt.Errorf("wrapped: %w", http2.StreamError{StreamID: 3, Code: http2.ErrCodeRefusedStream}), true},
-		{http2.StreamError{StreamID: 3, Code: http2.ErrCodeCancel}, false},
-		{&net.OpError{Op: "dial", Err: errors.New("refused")}, true},
-		{&net.OpError{Op: "read", Err: errors.New("reset")}, false},
-		{errors.New("http2: Transport received Server's graceful shutdown GOAWAY"), true},
-		{io.ErrUnexpectedEOF, false},
-	} {
-		if got := neverReached(tc.err); got != tc.want {
-			t.Errorf("neverReached(%v) = %v, want %v", tc.err, got, tc.want)
-		}
-	}
-}
-
-// An abandoned attempt's data is replayed to the next attempt, and a body
-// over the limit cannot be replayed.
-func TestReplayBody(t *testing.T) {
-	src := io.NopCloser(strings.NewReader("hello world"))
-	rb := newReplayBody(src, 64)
-	a1 := rb.attempt()
-	buf := make([]byte, 5)
-	if n, _ := a1.Read(buf); string(buf[:n]) != "hello" {
-		t.Fatalf("first read %q", buf[:n])
-	}
-	a1.Close()
-	if _, err := a1.Read(buf); err != errAttemptAbandoned {
-		t.Fatalf("read after close: %v", err)
-	}
-	if !rb.canReplay() {
-		t.Fatal("cannot replay 5 bytes under a 64-byte limit")
-	}
-	a2 := rb.attempt()
-	got, err := io.ReadAll(a2)
-	if err != nil || string(got) != "hello world" {
-		t.Fatalf("replayed %q, %v", got, err)
-	}
-	rb.commit()
-	if rb.canReplay() {
-		t.Fatal("replay allowed after commit")
-	}
-
-	big := newReplayBody(io.NopCloser(strings.NewReader(strings.Repeat("x", 100))), 10)
-	if _, err := io.ReadAll(big.attempt()); err != nil {
-		t.Fatal(err)
-	}
-	if big.canReplay() {
-		t.Fatal("replay allowed after exceeding the limit")
 	}
 }
 

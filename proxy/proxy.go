@@ -20,17 +20,18 @@ import (
 type Proxy struct {
 	cfg      Config
 	log      *slog.Logger
-	srv      *http.Server
-	h2conns  *connListener
+	srv      *http.Server  // HTTP/1.1 clients
+	h1conns  *connListener // connections handed to srv
 	up       *upstreams
-	up1      *http.Transport // HTTP/1.1 upstream, when configured
 	stats    stats
 	shutdown atomic.Bool
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	tcpConns  map[net.Conn]struct{}
+	h2conns   map[*serverConn]struct{}
 	tcpWG     sync.WaitGroup
+	h2WG      sync.WaitGroup
 	serveDone chan struct{}
 }
 
@@ -46,30 +47,16 @@ func New(cfg Config) (*Proxy, error) {
 		log:       cfg.Logger,
 		listeners: make(map[net.Listener]struct{}),
 		tcpConns:  make(map[net.Conn]struct{}),
+		h2conns:   make(map[*serverConn]struct{}),
 		serveDone: make(chan struct{}),
 	}
-	p.h2conns = newConnListener()
-	p.up = newUpstreams(cfg, &p.stats.upstreamConns)
-	if cfg.UpstreamHTTP1 {
-		p.up1 = &http.Transport{
-			DialContext:         cfg.dialer().DialContext,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     cfg.UpstreamIdleTimeout,
-			DisableCompression:  true,
-		}
-	}
+	p.h1conns = newConnListener()
+	p.up = newUpstreams(p, &p.stats.upstreamConns)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
 	p.srv = &http.Server{
-		Handler:   p,
-		Protocols: &protocols,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:          cfg.MaxConcurrentStreams,
-			MaxReceiveBufferPerStream:     cfg.StreamWindow,
-			MaxReceiveBufferPerConnection: cfg.ConnWindow,
-			MaxReadFrameSize:              min(1<<20, cfg.StreamWindow), // a frame never exceeds a window
-		},
+		Handler:           p,
+		Protocols:         &protocols,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
@@ -82,7 +69,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	go func() {
 		defer close(p.serveDone)
-		err := p.srv.Serve(p.h2conns)
+		err := p.srv.Serve(p.h1conns)
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("http server stopped", "err", err)
 		}
@@ -144,25 +131,46 @@ func (p *Proxy) handleConn(c net.Conn) {
 		c.Close()
 		return
 	}
-	br := bufio.NewReaderSize(c, 4096)
-	proto := sniff(c, br, p.cfg.DetectTimeout)
-	sc := &sniffedConn{Conn: c, r: br, route: route}
-	switch proto {
+	br := bufio.NewReaderSize(c, readBufferSize)
+	if route.Protocol == ProtocolHTTP2 {
+		// HTTP/2 only: whatever the first bytes are, they must be the
+		// preface (RFC 9113 section 3.4); serveH2 checks.
+		p.serveH2(c, br, route)
+		return
+	}
+	switch sniff(c, br, p.cfg.DetectTimeout) {
 	case protoHTTP:
-		if !p.cfg.DisableFloodGuard && isH2Preface(br) {
-			remote := c.RemoteAddr().String()
-			sc.guard = newFloodGuard(c, func(reason string) {
-				p.stats.floods.Add(1)
-				p.log.Warn("closing abusive client connection", "remote", remote, "reason", reason)
-			})
+		if isH2Preface(br) {
+			p.serveH2(c, br, route)
+			return
 		}
-		if err := p.h2conns.deliver(sc); err != nil {
+		if err := p.h1conns.deliver(&sniffedConn{Conn: c, r: br, route: route}); err != nil {
 			c.Close()
 		}
 	default:
 		p.stats.tcpConns.Add(1)
-		p.relayTCP(sc)
+		p.relayTCP(&sniffedConn{Conn: c, r: br, route: route})
 	}
+}
+
+// addConn registers a downstream HTTP/2 connection for Shutdown; false
+// after Shutdown began.
+func (p *Proxy) addConn(sc *serverConn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shutdown.Load() {
+		return false
+	}
+	p.h2conns[sc] = struct{}{}
+	p.h2WG.Add(1)
+	return true
+}
+
+func (p *Proxy) removeConn(sc *serverConn) {
+	p.mu.Lock()
+	delete(p.h2conns, sc)
+	p.mu.Unlock()
+	p.h2WG.Done()
 }
 
 type protocol int
@@ -228,26 +236,11 @@ type sniffedConn struct {
 	net.Conn
 	r     *bufio.Reader
 	route Route
-	guard *floodGuard // HTTP/2 connections only
 }
 
-func (c *sniffedConn) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if c.guard != nil && n > 0 {
-		c.guard.read(p[:n])
-	}
-	return n, err
-}
+func (c *sniffedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-func (c *sniffedConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if c.guard != nil && n > 0 {
-		c.guard.wrote(p[:n])
-	}
-	return n, err
-}
-
-// connListener hands sorted connections to the HTTP server.
+// connListener hands HTTP/1.1 connections to the HTTP server.
 type connListener struct {
 	ch   chan net.Conn
 	done chan struct{}
@@ -289,22 +282,32 @@ func (l *connListener) Addr() net.Addr { return l.addr }
 // done; then it closes everything that is left. It returns ctx's error if
 // the drain was cut short.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.shutdown.Store(true)
 	p.mu.Lock()
+	p.shutdown.Store(true)
 	for l := range p.listeners {
 		l.Close()
 	}
+	conns := make([]*serverConn, 0, len(p.h2conns))
+	for sc := range p.h2conns {
+		conns = append(conns, sc)
+	}
 	p.mu.Unlock()
+	for _, sc := range conns {
+		sc.startDrain()
+	}
 
-	err := p.srv.Shutdown(ctx) // closes p.h2conns, GOAWAY, waits for streams
-	tcpDone := make(chan struct{})
-	go func() { p.tcpWG.Wait(); close(tcpDone) }()
+	h1Done := make(chan error, 1)
+	go func() { h1Done <- p.srv.Shutdown(ctx) }() // closes p.h1conns
+	allDone := make(chan struct{})
+	go func() { p.tcpWG.Wait(); p.h2WG.Wait(); close(allDone) }()
+	var err error
 	select {
-	case <-tcpDone:
+	case <-allDone:
 	case <-ctx.Done():
-		if err == nil {
-			err = ctx.Err()
-		}
+		err = ctx.Err()
+	}
+	if herr := <-h1Done; herr != nil && err == nil {
+		err = herr
 	}
 	// Whatever is left after the drain is cut off.
 	p.srv.Close()
@@ -312,13 +315,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for c := range p.tcpConns {
 		c.Close()
 	}
+	for sc := range p.h2conns {
+		sc.conn.Close()
+	}
 	p.mu.Unlock()
-	<-tcpDone
+	<-allDone
 	<-p.serveDone
 	p.up.closeAll()
-	if p.up1 != nil {
-		p.up1.CloseIdleConnections()
-	}
 	return err
 }
 

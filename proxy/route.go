@@ -22,7 +22,23 @@ type Picker interface {
 type Route struct {
 	Service string // name used in logs and metrics
 	Picker  Picker
+	// Protocol is what the connection speaks. The zero value detects it
+	// from the first bytes.
+	Protocol Protocol
 }
+
+// Protocol says what a route's connections speak.
+type Protocol int
+
+const (
+	// ProtocolAuto tells HTTP/2, HTTP/1.1 and opaque TCP apart by the
+	// connection's first bytes.
+	ProtocolAuto Protocol = iota
+	// ProtocolHTTP2 is cleartext HTTP/2 with prior knowledge only (gRPC,
+	// h2c): a connection that does not start with the HTTP/2 preface is
+	// answered with GOAWAY and closed, as RFC 9113 asks.
+	ProtocolHTTP2
+)
 
 // Router maps an accepted downstream connection to its route, typically by
 // the connection's original destination. It is called once per connection.

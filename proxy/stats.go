@@ -9,20 +9,20 @@ import (
 
 // Stats are the proxy's counters since it started.
 //
-// BufferedBytes and BufferedPeak account the bytes the proxy itself holds
-// between reading them from one side and writing them to the other: at most
-// one copy buffer (32 KiB) per stream direction in flight, because every
-// copy blocks on its write. Together with the HTTP/2 receive windows, which
-// bound what the HTTP/2 layers may buffer, this gives the memory bound per
-// stream documented in docs/proxy.md:
+// BufferedBytes and BufferedPeak account the bytes the proxy holds between
+// reading them from one side and writing them to the other: HTTP/2 payload
+// waiting for the destination's window (at most StreamWindow per stream
+// direction, because window is returned only for bytes passed on), and the
+// opaque TCP relay's copy buffers in flight. The memory bound per stream
+// documented in docs/proxy.md:
 //
-//	2 x StreamWindow + 2 x 32 KiB + ReplayLimit (while uncommitted)
+//	2 x StreamWindow + ReplayLimit (while uncommitted)
 type Stats struct {
 	Requests       int64 // HTTP requests and gRPC calls handled
 	Retries        int64 // transparent retries on another endpoint
 	UpstreamConns  int64 // upstream HTTP/2 connections opened
 	TCPConns       int64 // connections relayed as opaque TCP
-	BufferedBytes  int64 // bytes held in copy buffers right now
+	BufferedBytes  int64 // bytes held right now
 	BufferedPeak   int64 // highest BufferedBytes seen
 	ActiveRequests int64 // requests in flight
 	FloodsClosed   int64 // client connections closed by the flood guard

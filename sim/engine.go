@@ -114,6 +114,7 @@ type engine struct {
 	policy Policy
 
 	log         *slog.Logger           // zone package events; nil for none
+	budget      float64                // zonelb's spill budget; 0: the default
 	readyCache  []*endpoint            // ready endpoints, refreshed on change
 	readyByZone map[string][]*endpoint // the same by zone
 }

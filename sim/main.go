@@ -48,6 +48,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	duration := fs.Duration("duration", 0, "override every scenario's duration (0: each scenario's own)")
 	plots := fs.String("plots", "", "directory to write SVG plots into (none when empty)")
 	format := fs.String("format", "text", "output: text or markdown")
+	sweep := fs.Bool("sweep", false, "sweep zonelb's spill budget against the zone-aware baselines on "+strings.Join(sweepScenarios, ", ")+
+		" over seeds 1..-seeds (medians, spread, which budgets are at least as good as each baseline; with -plots, one chart per scenario); ignores -scenario, -policy and -seed")
+	seeds := fs.Int("seeds", 10, "with -sweep: how many seeds")
 	logEvents := fs.Bool("log", false, "log the zone package's events (spillover on/off, ejections) with simulated time on stderr")
 	fs.Usage = func() { // the flag package calls it on errors too: to fs.Output()
 		var b strings.Builder
@@ -83,6 +86,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if *price < 0 || *duration < 0 {
 		fmt.Fprintf(stderr, "zonelb sim: -price and -duration must not be negative\n")
 		return 2
+	}
+	if *sweep {
+		return mainSweep(opts, *seeds, stdout, stderr)
 	}
 	var err error
 	if opts.policies, err = parsePolicies(*policies); err != nil {
@@ -215,4 +221,25 @@ func simLogger(w io.Writer, e **engine, scenario string) *slog.Logger {
 		},
 	})
 	return slog.New(h).With("scenario", scenario)
+}
+
+func mainSweep(o options, seeds int, stdout, stderr io.Writer) int {
+	if seeds < 1 {
+		fmt.Fprintf(stderr, "zonelb sim: -seeds %d, want >= 1\n", seeds)
+		return 2
+	}
+	start := time.Now() // wall time, reported only
+	res, err := runSweep(seeds)
+	if err == nil && o.plots != "" {
+		err = os.MkdirAll(o.plots, 0o755)
+	}
+	if err == nil {
+		err = writeSweep(stdout, res, seeds, o)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "zonelb sim: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "sweep: %d seeds in %.1fs\n", seeds, time.Since(start).Seconds())
+	return 0
 }

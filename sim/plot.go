@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 	"strings"
+
+	"github.com/zonelb/zonelb/zone"
 )
 
 // A small SVG writer: line charts of per-second series and a scatter of
@@ -18,6 +20,9 @@ var palette = map[Policy]string{
 	LeastRequest:   "#ff7f0e",
 	PeakEWMA:       "#1f77b4",
 	PreferSameZone: "#7f7f7f",
+	HAZLLike:       "#d62728",
+	EnvoyLoadAware: "#17becf",
+	EnvoyZoneAware: "#bcbd22",
 	Zonelb:         "#2ca02c",
 }
 
@@ -178,4 +183,88 @@ func writePlots(prefix string, sc *Scenario, rs []Result) error {
 		return scatter(prefix+"-p99.svg", sc.Name+": p99 against cross-zone share", rs)
 	}
 	return nil
+}
+
+// sweepChart plots p99 (log scale) against cross-zone bytes: zonelb's
+// budgets as one curve, each baseline as a point, medians over the seeds
+// with min-max bars.
+func sweepChart(path string, sc *Scenario, pts []*sweepPoint, seeds int) error {
+	s := newSVG(fmt.Sprintf("%s: p99 against cross-zone bytes (median of seeds 1..%d, min-max bars)", sc.Name, seeds))
+	lo, hi, xMax := math.Inf(1), 0.0, 0.0
+	for _, p := range pts {
+		lo, hi = min(lo, p.P99.Min), max(hi, p.P99.Max)
+		xMax = max(xMax, p.Cross.Max)
+	}
+	xMax = math.Ceil(xMax*10+1e-9) / 10 // a round tenth above the largest
+	yMin := math.Pow(10, math.Floor(math.Log10(max(lo, 0.1))))
+	yMax := math.Pow(10, math.Ceil(math.Log10(max(hi, yMin*10))-1e-9))
+	if yMax < hi*1.05 {
+		yMax *= 2
+	}
+	xOf := func(v float64) float64 { return float64(marginL) + innerW*v/xMax }
+	yOf := func(ms float64) float64 {
+		f := (math.Log10(max(ms, yMin)) - math.Log10(yMin)) / (math.Log10(yMax) - math.Log10(yMin))
+		return float64(marginT) + innerH*(1-f)
+	}
+	s.logAxes(xMax, yMin, yMax, yOf, "cross-zone bytes (% of all)")
+	var curve strings.Builder
+	for _, p := range pts {
+		if p.Policy != Zonelb || p.Budget < 0 {
+			continue
+		}
+		cmd := "L"
+		if curve.Len() == 0 {
+			cmd = "M"
+		}
+		fmt.Fprintf(&curve, "%s%.1f %.1f ", cmd, xOf(p.Cross.Median), yOf(p.P99.Median))
+	}
+	fmt.Fprintf(&s.b, `<path d="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", curve.String(), palette[Zonelb])
+	i := 0
+	for _, p := range pts {
+		x, y := xOf(p.Cross.Median), yOf(p.P99.Median)
+		colour := palette[p.Policy]
+		fmt.Fprintf(&s.b, `<path d="M%.1f %.1fL%.1f %.1fM%.1f %.1fL%.1f %.1f" stroke="%s" stroke-opacity="0.5"/>`+"\n",
+			xOf(p.Cross.Min), y, xOf(p.Cross.Max), y, x, yOf(p.P99.Min), x, yOf(p.P99.Max), colour)
+		if p.Policy == Zonelb {
+			fmt.Fprintf(&s.b, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s"/>`+"\n", x, y, colour)
+			fmt.Fprintf(&s.b, `<text x="%.1f" y="%.1f" font-size="10" fill="%s">%s</text>`+"\n",
+				x+5, y-5, colour, html.EscapeString(zone.FormatSpillBudget(p.Budget)))
+			continue
+		}
+		fmt.Fprintf(&s.b, `<rect x="%.1f" y="%.1f" width="10" height="10" fill="%s" fill-opacity="0.85"/>`+"\n", x-5, y-5, colour)
+		lx, ly := float64(marginL)+innerW+16, float64(marginT)+34+float64(i)*20
+		fmt.Fprintf(&s.b, `<rect x="%g" y="%g" width="10" height="10" fill="%s"/>`+"\n", lx+6, ly-9, colour)
+		fmt.Fprintf(&s.b, `<text x="%g" y="%g">%s</text>`+"\n", lx+28, ly, p.Policy)
+		i++
+	}
+	lx, ly := float64(marginL)+innerW+16, float64(marginT)+14
+	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="%s" stroke-width="3"/>`+"\n", lx, ly-4, lx+22, ly-4, palette[Zonelb])
+	fmt.Fprintf(&s.b, `<text x="%g" y="%g">zonelb, by budget</text>`+"\n", lx+28, ly)
+	return s.write(path)
+}
+
+// logAxes draws a linear x axis from 0 to xMax (a share, labelled in %)
+// and a log y axis in ms.
+func (s *svg) logAxes(xMax, yMin, yMax float64, yOf func(float64) float64, xLabel string) {
+	x0, y0 := float64(marginL), float64(marginT)+innerH
+	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0+innerW, y0)
+	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0, float64(marginT))
+	for d := yMin; d <= yMax*1.001; d *= 10 {
+		for _, m := range []float64{1, 2, 5} {
+			v := d * m
+			if v > yMax*1.001 {
+				break
+			}
+			y := yOf(v)
+			fmt.Fprintf(&s.b, `<line x1="%g" y1="%.1f" x2="%g" y2="%.1f" stroke="#ddd"/>`+"\n", x0, y, x0+innerW, y)
+			fmt.Fprintf(&s.b, `<text x="%g" y="%.1f" text-anchor="end">%g</text>`+"\n", x0-6, y+4, v)
+		}
+	}
+	for i := 0; i <= 5; i++ {
+		x := x0 + innerW*float64(i)/5
+		fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%.0f</text>`+"\n", x, y0+16, 100*xMax*float64(i)/5)
+	}
+	fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%s</text>`+"\n", x0+innerW/2, y0+36, html.EscapeString(xLabel))
+	fmt.Fprintf(&s.b, `<text x="16" y="%g" text-anchor="middle" transform="rotate(-90 16 %g)">p99 (ms, log scale)</text>`+"\n",
+		float64(marginT)+innerH/2, float64(marginT)+innerH/2)
 }

@@ -31,12 +31,19 @@ const (
 	// per-request least-request P2C (a stronger baseline than kube-proxy's
 	// per-connection choice, so that differences come from the zone rule).
 	PreferSameZone Policy = "prefer-same-zone"
+	// HAZLLike is Linkerd HAZL's load band (baselines.go).
+	HAZLLike Policy = "hazl-like"
+	// EnvoyLoadAware is Envoy's load_aware_locality (baselines.go).
+	EnvoyLoadAware Policy = "envoy-load-aware"
+	// EnvoyZoneAware is Envoy's zone-aware routing (baselines.go).
+	EnvoyZoneAware Policy = "envoy-zone-aware"
 	// Zonelb is the zone package as zonelb runs it.
 	Zonelb Policy = "zonelb"
 )
 
 // Policies lists every policy, in report order.
-var Policies = []Policy{PerConnection, RoundRobin, LeastRequest, PeakEWMA, PreferSameZone, Zonelb}
+var Policies = []Policy{PerConnection, RoundRobin, LeastRequest, PeakEWMA, PreferSameZone,
+	HAZLLike, EnvoyLoadAware, EnvoyZoneAware, Zonelb}
 
 func parsePolicies(s string) ([]Policy, error) {
 	if s == "" || s == "all" {
@@ -91,6 +98,16 @@ func newPicker(e *engine, p Policy, n *node, seed uint64) (picker, error) {
 		return &leastRequest{rnd: rnd, inflight: make([]int, len(e.eps))}, nil
 	case PreferSameZone:
 		return &leastRequest{rnd: rnd, inflight: make([]int, len(e.eps)), sameZone: n.zone}, nil
+	case HAZLLike:
+		h := &hazl{rnd: rnd, zone: n.zone, inflight: make([]int, len(e.eps)), changed: -int64(hazlPace)}
+		h.update(e)
+		return h, nil
+	case EnvoyLoadAware:
+		return &envoyLAL{rnd: rnd, zone: n.zone, inflight: make([]int, len(e.eps)), util: map[string]float64{}}, nil
+	case EnvoyZoneAware:
+		z := &envoyZoneAware{rnd: rnd, zone: n.zone, inflight: make([]int, len(e.eps))}
+		z.update(e)
+		return z, nil
 	case PeakEWMA, Zonelb:
 		cfg := zone.Config{
 			LocalZone:    n.zone,
@@ -99,6 +116,7 @@ func newPicker(e *engine, p Policy, n *node, seed uint64) (picker, error) {
 			Now:          func() time.Time { return simEpoch.Add(time.Duration(e.now)) },
 			Rand:         rand.NewPCG(seed, uint64(n.idx)+1<<33),
 		}
+		cfg.Spill.Budget = e.budget
 		if e.log != nil {
 			cfg.Logger = e.log.With("policy", p, "node", n.idx)
 		}
@@ -239,30 +257,9 @@ func (lr *leastRequest) pick(e *engine, avoid *endpoint) (*endpoint, zone.Picked
 			cands = local
 		}
 	}
-	n := len(cands)
-	if n == 0 {
+	ep := p2cLeast(lr.rnd, cands, lr.inflight, avoid)
+	if ep == nil {
 		return nil, zone.Picked{}, false
-	}
-	var ep *endpoint
-	if n == 1 {
-		ep = cands[0]
-	} else {
-		i := lr.rnd.IntN(n)
-		j := lr.rnd.IntN(n - 1)
-		if j >= i {
-			j++
-		}
-		a, b := cands[i], cands[j]
-		switch {
-		case a == avoid:
-			ep = b
-		case b == avoid:
-			ep = a
-		case lr.inflight[b.idx] < lr.inflight[a.idx]:
-			ep = b
-		default:
-			ep = a
-		}
 	}
 	lr.inflight[ep.idx]++
 	return ep, zone.Picked{}, true

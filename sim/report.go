@@ -35,6 +35,10 @@ func writeTable(w io.Writer, sc *Scenario, rs []Result, o options) {
 				row = append(row, fmt.Sprint(r.WindowFailed))
 			case "p99 / no stall":
 				row = append(row, fmt.Sprintf("%.2fx", r.P99Ratio))
+			case "step: first-second p99":
+				row = append(row, ms(r.StepP99))
+			case "step: settled local / worst dip":
+				row = append(row, fmt.Sprintf("%s / %.1f pts", pct(r.StepSettled), 100*r.StepDip))
 			case "flips/node":
 				if r.Policy == Zonelb {
 					row = append(row, fmt.Sprintf("%.1f", r.Flips))
@@ -48,7 +52,12 @@ func writeTable(w io.Writer, sc *Scenario, rs []Result, o options) {
 
 	title := fmt.Sprintf("%s: %s (%v, seed %d, %d requests measured per policy)",
 		sc.Name, sc.Description, sc.Duration, o.seed, maxRequests(rs))
-	if o.markdown {
+	printRows(w, title, header, rows, o.markdown)
+}
+
+// printRows prints a titled table as markdown or aligned text.
+func printRows(w io.Writer, title string, header []string, rows [][]string, markdown bool) {
+	if markdown {
 		fmt.Fprintf(w, "\n**%s**\n\n", title)
 		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(header, " | "), strings.Repeat("---|", len(header)))
 		for _, row := range rows {
@@ -72,6 +81,9 @@ func extraColumns(sc *Scenario) []string {
 	}
 	if sc.Baseline != "" {
 		extra = append(extra, "p99 / no stall")
+	}
+	if sc.Step != nil {
+		extra = append(extra, "step: first-second p99", "step: settled local / worst dip")
 	}
 	if len(sc.Zones) > 1 {
 		extra = append(extra, "flips/node")

@@ -61,6 +61,10 @@ type Scenario struct {
 	// Watch, when set, is the failure window whose "moved" time and
 	// failures are reported: from, to, and the zone whose clients to watch.
 	Watch *Window
+	// Step, when set, is a capacity step at Step.From in Step.Zone, whose
+	// overshoot and first-second p99 are reported (Result.StepDip,
+	// StepP99); Step.To ends the measured phase.
+	Step *Window
 }
 
 // Window is a time span and the zone of interest.
@@ -177,7 +181,35 @@ func Scenarios() []*Scenario {
 	scale.Load = 0.5
 	scale.Duration = 30 * time.Second
 
-	return []*Scenario{&balanced, &overload, &failure, &reset, &uneven, &stall, &noStall, &scale}
+	return []*Scenario{&balanced, &overload, &failure, &reset, &uneven, capacityStep(), &stall, &noStall, &scale}
+}
+
+// capacityStep is make demo's live overload: one client node in zone a
+// offers 600 calls/s to two endpoints per zone (5 ms calls, 8 at once);
+// at 10s zone a's endpoints drop to one call at a time (400 calls/s
+// together) for 15s.
+func capacityStep() *Scenario {
+	sc := base()
+	sc.Name = "capacity-step"
+	sc.Description = "make demo's step: 600 calls/s from zone a's node to 2 endpoints per zone (5 ms, 8 at once); " +
+		"at 10s zone a's drop to 1 at a time (400 calls/s together) for 15s"
+	sc.Zones = []ZoneSpec{{"a", 1, 2}, {"b", 0, 2}, {"c", 0, 2}}
+	sc.Workers = 8
+	sc.ServiceTime = 5 * time.Millisecond
+	sc.Rate = 600
+	sc.Duration = 25 * time.Second
+	sc.Warmup = 10 * time.Second
+	sc.Step = &Window{From: 10 * time.Second, To: 25 * time.Second, Zone: "a"}
+	sc.Events = func(e *engine) {
+		e.at(10*time.Second, func(e *engine) {
+			for _, ep := range e.eps {
+				if ep.zone == "a" {
+					ep.workers = 1
+				}
+			}
+		})
+	}
+	return &sc
 }
 
 func findScenario(name string) (*Scenario, error) {
@@ -193,7 +225,13 @@ func findScenario(name string) (*Scenario, error) {
 
 // newEngine builds the scenario's endpoints and nodes for policy p.
 func newEngine(sc *Scenario, p Policy, seed uint64, log *slog.Logger) (*engine, error) {
-	e := &engine{sc: sc, policy: p, log: log}
+	return newEngineBudget(sc, p, seed, log, 0)
+}
+
+// newEngineBudget is newEngine with zonelb's spill budget (a
+// zone.SpillConfig.Budget value; 0: the default).
+func newEngineBudget(sc *Scenario, p Policy, seed uint64, log *slog.Logger, budget float64) (*engine, error) {
+	e := &engine{sc: sc, policy: p, log: log, budget: budget}
 	for zi, z := range sc.Zones {
 		for i := range z.Endpoints {
 			// Addresses are identifiers only: nothing connects to them.

@@ -24,6 +24,7 @@ type runStats struct {
 	series []bucket
 
 	lat          []int64 // measured requests; failures count as the timeout
+	stepLat      []int64 // requests sent in the first second after a capacity step
 	requests, ok int
 	served       int // measured requests served
 	servedCross  int
@@ -76,6 +77,13 @@ func (s *runStats) finish(e *engine, r *request, ok bool, ep *endpoint) {
 			b.movedOK++
 		}
 	}
+	if st := s.sc.Step; st != nil && r.sent >= int64(st.From) && r.sent < int64(st.From+time.Second) {
+		if ok {
+			s.stepLat = append(s.stepLat, e.now-r.sent)
+		} else {
+			s.stepLat = append(s.stepLat, int64(s.sc.Timeout))
+		}
+	}
 	if !r.stats {
 		return
 	}
@@ -115,6 +123,13 @@ type Result struct {
 	Flips float64
 	// P99Ratio is P99 over the baseline scenario's P99 for the same policy.
 	P99Ratio float64
+	// For a capacity step: StepP99 is p99 of the requests sent in the
+	// first second after it; StepSettled the local share of first
+	// attempts over the last half of the phase; StepDip how far (share
+	// points) the local share of the worst one-second window, from the
+	// first second after the step on, fell below StepSettled.
+	StepP99              time.Duration
+	StepSettled, StepDip float64
 	// Series is the share of first attempts sent to other zones and the
 	// success share, per second (for plots).
 	CrossSeries, SuccessSeries []float64
@@ -149,28 +164,8 @@ func (e *engine) result(pricePerGB float64) Result {
 	}
 	res.UtilMean = sum / float64(len(e.eps))
 
-	if w := sc.Watch; w != nil {
-		from, to := int(w.From/bucketLen), min(int(w.To/bucketLen), len(s.series))
-		win := int(time.Second / bucketLen)
-		moved := -1
-		for i := to - win; i >= from; i-- {
-			var watched, ok int
-			for _, b := range s.series[i : i+win] {
-				watched += b.watched
-				ok += b.movedOK
-			}
-			if watched > 0 && float64(ok) < 0.99*float64(watched) {
-				break
-			}
-			moved = i
-		}
-		if moved >= 0 {
-			res.Moved = time.Duration(moved-from) * bucketLen
-		}
-		for i := from; i < to; i++ {
-			res.WindowFailed += s.series[i].requests - s.series[i].ok
-		}
-	}
+	res.watchFigures(sc, s)
+	res.stepFigures(sc, s)
 
 	var flips uint64
 	zoned := 0
@@ -206,4 +201,59 @@ func ratio(a, b int) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
+}
+
+// stepFigures fills the capacity step's figures.
+func (res *Result) stepFigures(sc *Scenario, s *runStats) {
+	st := sc.Step
+	if st == nil {
+		return
+	}
+	if n := len(s.stepLat); n > 0 {
+		slices.Sort(s.stepLat)
+		res.StepP99 = time.Duration(s.stepLat[min(n-1, int(0.99*float64(n)))])
+	}
+	win := int(time.Second / bucketLen)
+	local := func(from, to int) float64 {
+		var b bucket
+		for _, x := range s.series[from:min(to, len(s.series))] {
+			b.attempts += x.attempts
+			b.cross += x.cross
+		}
+		return 1 - ratio(b.cross, b.attempts)
+	}
+	first, end := int((st.From+time.Second)/bucketLen), int(st.To/bucketLen)
+	res.StepSettled = local((first+end)/2, end)
+	for i := first; i+win <= end; i += win {
+		res.StepDip = max(res.StepDip, res.StepSettled-local(i, i+win))
+	}
+}
+
+// watchFigures fills the failure window's figures: when the watched
+// zone's requests moved, and how many failed meanwhile.
+func (res *Result) watchFigures(sc *Scenario, s *runStats) {
+	w := sc.Watch
+	if w == nil {
+		return
+	}
+	from, to := int(w.From/bucketLen), min(int(w.To/bucketLen), len(s.series))
+	win := int(time.Second / bucketLen)
+	moved := -1
+	for i := to - win; i >= from; i-- {
+		var watched, ok int
+		for _, b := range s.series[i : i+win] {
+			watched += b.watched
+			ok += b.movedOK
+		}
+		if watched > 0 && float64(ok) < 0.99*float64(watched) {
+			break
+		}
+		moved = i
+	}
+	if moved >= 0 {
+		res.Moved = time.Duration(moved-from) * bucketLen
+	}
+	for i := from; i < to; i++ {
+		res.WindowFailed += s.series[i].requests - s.series[i].ok
+	}
 }

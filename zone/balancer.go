@@ -47,7 +47,7 @@ type Balancer struct {
 	// its mean (spill.go); a variable only so that a test can remove it.
 	doubt float64
 	// zoneProbation lets one endpoint at a time probe a zone that is down
-	// (state.go); a variable only so that a test can turn it off.
+	// (ejection.go); a variable only so that a test can turn it off.
 	zoneProbation bool
 
 	// Read by Pick without locking.
@@ -57,7 +57,7 @@ type Balancer struct {
 	mu         sync.Mutex // guards the fields below
 	members    []member
 	index      map[netip.AddrPort]int
-	states     map[stateKey]*endpointState
+	states     map[stateKey]*endpointRecord
 	zones      map[string]*zoneStats
 	classSize  int   // endpoints in the class in use (ready, or last resort)
 	lastResort bool  // the class in use is terminating-but-serving endpoints
@@ -70,7 +70,7 @@ type Balancer struct {
 // member is one endpoint of the current set, as Update received it.
 type member struct {
 	ep *Endpoint
-	st *endpointState
+	st *endpointRecord
 }
 
 // stateKey identifies an endpoint's state across updates. The zone is part
@@ -126,7 +126,7 @@ type tierZone struct {
 
 type entry struct {
 	ep     *Endpoint
-	st     *endpointState
+	st     *endpointRecord
 	weight float64
 }
 
@@ -162,7 +162,7 @@ func NewBalancer(cfg Config) (*Balancer, error) {
 		interval:      int64(cfg.Spill.Interval),
 		doubt:         1,
 		zoneProbation: true,
-		states:        make(map[stateKey]*endpointState),
+		states:        make(map[stateKey]*endpointRecord),
 		zones:         make(map[string]*zoneStats),
 		gates:         make(map[int]*spillGate),
 		nextReturn:    math.MaxInt64,
@@ -206,7 +206,7 @@ func (b *Balancer) Update(eps []Endpoint) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 
-	states := make(map[stateKey]*endpointState, len(eps))
+	states := make(map[stateKey]*endpointRecord, len(eps))
 	index := make(map[netip.AddrPort]int, len(eps))
 	members := make([]member, 0, len(eps))
 	for _, ep := range eps {
@@ -242,8 +242,8 @@ func (b *Balancer) Update(eps []Endpoint) {
 	b.rebuild(now)
 }
 
-func (b *Balancer) newState(ep Endpoint, now int64) *endpointState {
-	st := &endpointState{
+func (b *Balancer) newState(ep Endpoint, now int64) *endpointRecord {
+	st := &endpointRecord{
 		b:    b,
 		zone: b.zoneStatsLocked(ep.Zone),
 		pair: b.acct.Pair(b.cfg.LocalZone, ep.Zone),
@@ -397,7 +397,7 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 // pickRetry picks for a retry away from avoid: first outside avoid's zone
 // (nearest tiers first), then anywhere but avoid, then avoid itself when it
 // is all there is.
-func (b *Balancer) pickRetry(s *snapshot, now int64, avoid *endpointState) (Picked, error) {
+func (b *Balancer) pickRetry(s *snapshot, now int64, avoid *endpointRecord) (Picked, error) {
 	if !s.zoneBlind {
 		for t := range s.tiers {
 			tr := &s.tiers[t]
@@ -431,7 +431,7 @@ func (b *Balancer) picked(e *entry, now int64) Picked {
 // p2c returns the cheaper of two distinct random usable entries of es, or
 // nil when none is usable. Entries are unusable when ejected since the
 // snapshot was built, when they are avoid, or when in avoidZone.
-func (b *Balancer) p2c(s *snapshot, es []entry, now int64, avoid *endpointState, avoidZone *zoneStats) *entry {
+func (b *Balancer) p2c(s *snapshot, es []entry, now int64, avoid *endpointRecord, avoidZone *zoneStats) *entry {
 	n := len(es)
 	switch n {
 	case 0:
@@ -474,7 +474,7 @@ func (b *Balancer) p2c(s *snapshot, es []entry, now int64, avoid *endpointState,
 	return nil
 }
 
-func (b *Balancer) usable(s *snapshot, e *entry, avoid *endpointState, avoidZone *zoneStats) bool {
+func (b *Balancer) usable(s *snapshot, e *entry, avoid *endpointRecord, avoidZone *zoneStats) bool {
 	st := e.st
 	return st != avoid && (avoidZone == nil || st.zone != avoidZone) &&
 		(s.ignoreEjection || st.ejectedUntil.Load() == 0)
@@ -500,7 +500,7 @@ func (b *Balancer) cost(e *entry, now int64) float64 {
 }
 
 // rampWeight is the share of its weight an endpoint has in slow start.
-func (b *Balancer) rampWeight(st *endpointState, now int64) float64 {
+func (b *Balancer) rampWeight(st *endpointRecord, now int64) float64 {
 	if b.slowStart == 0 {
 		return 1
 	}

@@ -77,13 +77,9 @@ func (b *Balancer) SpillBudget() float64 {
 // that is never idle keeps the lowest level it showed recently, and a
 // service that got slower for good (a new release) is relearnt within
 // minutes, while a sustained overload never raises its own yardstick.
-// For its first unloadedFirst LevelTimes the unloaded level follows the
-// slow level both ways: the slow level starts from a handful of samples
-// (measured: 25% below the mean on the queue model).
 const (
-	unloadedFall  = 10 * time.Second
-	unloadedRise  = 10 * time.Minute
-	unloadedFirst = 3
+	unloadedFall = 10 * time.Second
+	unloadedRise = 10 * time.Minute
 )
 
 // throughputFloor: while spilling, the tier before a gate keeps at least
@@ -100,24 +96,25 @@ const throughputFloor = 0.85
 // inFlightHeadroom x (completions/s x budgeted level) + inFlightSlack:
 // twice what the budget allows in a steady state, so that ordinary
 // fluctuations of the in-flight count never spill (at 30% load, Poisson
-// counts of mean 3 pass 13 once in 10^5), while a capacity step cannot
+// counts of mean 3 pass 11 once in 10^4), while a capacity step cannot
 // queue more than that before the share reacts. okRateSmoothing is the
 // weight of the newest control step in the completion rate.
 const (
 	inFlightHeadroom = 2.0
-	inFlightSlack    = 4
+	inFlightSlack    = 2
 	okRateSmoothing  = 0.5
 )
 
 // learnUnloaded moves g's unloaded level of the tier before it toward its
-// slow level (see unloadedFall).
-func (g *spillGate) learnUnloaded(slow float64, dt, levelTime int64, budget float64) {
-	g.learning += dt
-	switch {
-	case g.unloaded == 0 || g.learning < unloadedFirst*levelTime:
-		// The slow level starts from the first few samples and takes
-		// some LevelTimes to average them out: follow it both ways.
-		g.unloaded = slow
+// levels (see unloadedFall): it starts at the fast level of the tier's
+// first learnSamples requests (the slow level starts from a handful of
+// samples, 25% low on the queue model, and a balancer started into an
+// overload sees the queue build within seconds), then follows the slow
+// level.
+func (g *spillGate) learnUnloaded(from tierStats, dt int64, budget float64) {
+	switch slow := from.slow; {
+	case g.unloaded == 0:
+		g.unloaded = from.fast
 	case slow < g.unloaded:
 		g.unloaded += (slow - g.unloaded) * (1 - math.Exp(-float64(dt)/float64(unloadedFall)))
 	case !g.active && slow < g.unloaded*(1+budget/2):
@@ -142,12 +139,12 @@ func (g *spillGate) learnUnloaded(slow float64, dt, levelTime int64, budget floa
 //     keeps throughputFloor of the requests it completed (no overshoot).
 //   - It closes when the share has decayed below MinShare while from's
 //     slow level is back under set.
-func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, reach float64, dt int64) {
+func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]float64, reach float64, dt int64) {
 	cfg := b.cfg.Spill
 	if !from.known {
 		return
 	}
-	g.learnUnloaded(from.slow, dt, int64(cfg.LevelTime), cfg.Budget)
+	g.learnUnloaded(from, dt, cfg.Budget)
 	set := g.unloaded * (1 + cfg.Budget)
 	g.setpoint = set
 	secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
@@ -180,7 +177,11 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, reach float64
 	}
 	e := from.fast/set - 1
 	if to.known {
-		e = min(e, from.fast/to.fast-1)
+		// Not into a slower tier, as measured: the pessimistic bound
+		// guards the opening; here it would stop a spill the remote
+		// tier can take. (Sweeping the budget with a guard at 2x the
+		// local level instead spilled more for the same p99.)
+		e = min(e, from.fast/measured[1]-1)
 	}
 	e = min(max(e, -1), 1)
 	share := g.share * math.Exp(cfg.Gain*e*secs)

@@ -2,6 +2,7 @@ package zone
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -199,5 +200,31 @@ func TestSetSpillBudgetChangesTheSplit(t *testing.T) {
 	t.Logf("200%%: local %.3f, reason %q", after, b.State().Reason)
 	if after < before+0.03 {
 		t.Errorf("local share %.3f with a 200%% budget, %.3f with 50%%: want more kept local", after, before)
+	}
+}
+
+// The reason for a service's split follows its state: under budget,
+// spilling over budget, local zone failed.
+func TestSplitReason(t *testing.T) {
+	m, b := targetShape(t, Config{LocalZone: "a"})
+	m.run(5*time.Second, 0.3*3*m.capacity())
+	if st := b.State(); st.SplitReason != ReasonUnderBudget || !strings.HasPrefix(st.Reason, "local under budget: ") {
+		t.Errorf("at 30%%: %q %q", st.SplitReason, st.Reason)
+	}
+	m.run(5*time.Second, 1.5*3*m.capacity())
+	if st := b.State(); st.SplitReason != ReasonSpilling || !strings.Contains(st.Reason, "over budget") {
+		t.Errorf("at 150%%: %q %q", st.SplitReason, st.Reason)
+	}
+	m.failing["a"] = NotReached
+	m.run(2*time.Second, 0.3*3*m.capacity())
+	if st := b.State(); st.SplitReason != ReasonLocalFailed {
+		t.Errorf("local zone refusing: %q %q", st.SplitReason, st.Reason)
+	}
+	parity := Config{LocalZone: "a"}
+	parity.Spill.Budget = ParityBudget
+	pb, _ := newTestBalancer(t, parity)
+	pb.Update(threeZones(2))
+	if st := pb.State(); st.SplitReason != ReasonParity || st.SpillBudgetText != "parity" {
+		t.Errorf("parity rule: %q %q %q", st.SplitReason, st.Reason, st.SpillBudgetText)
 	}
 }

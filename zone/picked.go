@@ -11,9 +11,9 @@ var ErrNoEndpoint = errors.New("zone: no endpoint available")
 // Picked is a small value: Pick returns it without allocating.
 type Picked struct {
 	Endpoint  *Endpoint
-	state     *endpointState // nil for pickers that keep no state
-	start     int64          // pick time on the balancer clock, ns
-	responded bool           // Responded was called: no longer in flight
+	state     *endpointRecord // nil for pickers that keep no state
+	start     int64           // pick time on the balancer clock, ns
+	responded bool            // Responded was called: no longer in flight
 }
 
 // Responded tells the balancer that the response has started (its first

@@ -104,7 +104,6 @@ type spillGate struct {
 	toKnown   bool    // to rests on enough samples
 	unloaded  float64 // budget rule: the unloaded level of the tier before, ns
 	okRate    float64 // budget rule: its successful completions per second, smoothed
-	learning  int64   // budget rule: ns since the tier before's level was known
 	setpoint  float64 // budget rule: the budgeted level at the last step, ns
 }
 
@@ -247,6 +246,7 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 		reach += ts.completed + ts.growth
 		g.completed += ts.completed
 	}
+	toMeasured := [2]float64{to.slow, to.fast}
 	if to.known {
 		// Judge the tier behind the gate by a pessimistic bound, one
 		// standard error above its mean for latencies whose deviation is
@@ -260,7 +260,13 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 	}
 	g.from, g.to, g.toKnown = from.slow, to.slow, to.known
 	if cfg.Budget >= 0 {
-		b.controlBudget(g, from, to, reach, dt)
+		if to.known && g.unloaded > 0 {
+			// A tier that serves the same service at a level below the
+			// one learnt as unloaded here shows that level was not
+			// unloaded (a balancer started into an overload).
+			g.unloaded = min(g.unloaded, toMeasured[0])
+		}
+		b.controlBudget(g, from, to, toMeasured, reach, dt)
 		g.threshold.Store(shareThreshold(g.share))
 		g.probe.Store(0) // the budget rule learns from its spill, not from probes
 		return

@@ -26,10 +26,12 @@ type State struct {
 	// configuration writes it ("50%", "parity").
 	SpillBudget     float64
 	SpillBudgetText string
-	// Reason says why the traffic is split as it is, for humans: "local
-	// under budget", "spilling 31%: local 7.9ms over budget 7.5ms",
-	// "local zone failed", ... (see Balancer.reason).
-	Reason string
+	// SplitReason says why the traffic is split as it is, as one of the
+	// Reason* codes; Reason says it for humans: "local under budget:
+	// 10.2ms of 15.3ms", "spilling 31%: local 7.9ms over budget 7.5ms",
+	// "local zone failed: no usable endpoint there", ...
+	SplitReason string
+	Reason      string
 	// Spill has one entry per tier boundary, nearest first: Spill[0]
 	// governs traffic leaving the local zone for the nearest zones.
 	Spill     []SpillState
@@ -100,8 +102,8 @@ func (b *Balancer) State() State {
 		IgnoringEjection: s.ignoreEjection,
 		SpillBudget:      b.cfg.Spill.Budget,
 		SpillBudgetText:  FormatSpillBudget(b.cfg.Spill.Budget),
-		Reason:           b.reasonLocked(s),
 	}
+	st.SplitReason, st.Reason = b.reasonLocked(s)
 	for _, t := range s.tiers[1:] {
 		g := t.gate
 		sp := SpillState{
@@ -139,7 +141,7 @@ func (b *Balancer) State() State {
 			zones[zs] = z
 		}
 		z.Endpoints++
-		st.Endpoints = append(st.Endpoints, b.endpointState(m, now))
+		st.Endpoints = append(st.Endpoints, b.endpointView(m, now))
 	}
 	for _, z := range zones {
 		st.Zones = append(st.Zones, *z)
@@ -150,7 +152,7 @@ func (b *Balancer) State() State {
 	return st
 }
 
-func (b *Balancer) endpointState(m member, now int64) EndpointState {
+func (b *Balancer) endpointView(m member, now int64) EndpointState {
 	es := m.st
 	out := EndpointState{
 		Endpoint:        *m.ep,
@@ -170,38 +172,51 @@ func (b *Balancer) endpointState(m member, now int64) EndpointState {
 	return out
 }
 
+// The reasons State.SplitReason names, as metric label values.
+const (
+	ReasonZoneBlind        = "zone_blind"
+	ReasonNoEndpoints      = "no_endpoints"
+	ReasonLocalFailed      = "local_failed"
+	ReasonNoLocalEndpoints = "no_local_endpoints"
+	ReasonLocalOnly        = "local_only"
+	ReasonUnderBudget      = "under_budget"
+	ReasonSpilling         = "spilling"
+	ReasonParity           = "parity"
+)
+
 // reasonLocked says why the service's traffic is split as it is: the
-// state of the local zone and of the first gate. Called with b.mu held.
-func (b *Balancer) reasonLocked(s *snapshot) string {
+// state of the local zone and of the first gate, as a code and for
+// humans. Called with b.mu held.
+func (b *Balancer) reasonLocked(s *snapshot) (code, text string) {
 	switch {
 	case s.zoneBlind && b.cfg.LocalZone == "":
-		return "zone-blind: the node's zone is unknown"
+		return ReasonZoneBlind, "zone-blind: the node's zone is unknown"
 	case s.zoneBlind:
-		return "zone-blind: zones ignored by configuration"
+		return ReasonZoneBlind, "zone-blind: zones ignored by configuration"
 	case len(s.tiers) == 0 || len(s.members) == 0:
-		return "no endpoints"
+		return ReasonNoEndpoints, "no endpoints"
 	case len(s.tiers[0].entries) == 0 && b.zoneHasMembers(b.cfg.LocalZone):
-		return "local zone failed: no usable endpoint there"
+		return ReasonLocalFailed, "local zone failed: no usable endpoint there"
 	case len(s.tiers[0].entries) == 0:
-		return "no endpoints in the local zone"
+		return ReasonNoLocalEndpoints, "no endpoints in the local zone"
 	case len(s.tiers) == 1:
-		return "local only: no other zone has endpoints"
+		return ReasonLocalOnly, "local only: no other zone has endpoints"
 	}
 	g := s.tiers[1].gate
 	parity := b.cfg.Spill.Budget < 0
 	switch {
 	case g.active && parity:
-		return fmt.Sprintf("spilling %.0f%%: local %v over remote %v (parity)",
+		return ReasonSpilling, fmt.Sprintf("spilling %.0f%%: local %v over remote %v (parity)",
 			100*g.share, roundLevel(g.from), roundLevel(g.to))
 	case g.active:
-		return fmt.Sprintf("spilling %.0f%%: local %v over budget %v",
+		return ReasonSpilling, fmt.Sprintf("spilling %.0f%%: local %v over budget %v",
 			100*g.share, roundLevel(g.from), roundLevel(g.setpoint))
 	case parity:
-		return "local at parity with remote zones"
+		return ReasonParity, "local at parity with remote zones"
 	case g.setpoint == 0:
-		return "local under budget (unloaded level not learnt yet)"
+		return ReasonUnderBudget, "local under budget (unloaded level not learnt yet)"
 	}
-	return fmt.Sprintf("local under budget: %v of %v", roundLevel(g.from), roundLevel(g.setpoint))
+	return ReasonUnderBudget, fmt.Sprintf("local under budget: %v of %v", roundLevel(g.from), roundLevel(g.setpoint))
 }
 
 func (b *Balancer) zoneHasMembers(zone string) bool {

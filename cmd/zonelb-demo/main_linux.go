@@ -50,6 +50,7 @@ type options struct {
 	keep       bool
 	verbose    bool
 	pricePerGB float64
+	reportDir  string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -67,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs and logs)")
 	fs.BoolVar(&o.verbose, "v", false, "log the harness's steps to stderr")
 	fs.Float64Var(&o.pricePerGB, "price-per-gb", zone.DefaultPricePerGB, "price of a cross-zone GB, charged on each side")
+	fs.StringVar(&o.reportDir, "report-dir", "demo-report", "where the HTML report (report.html) and its results file (results.json) go")
 	loopback := fs.Bool("loopback", false, "run the loopback-only demo instead (no root needed, no namespaces, no BPF)")
 	lo := loopbackFlags(fs, &o.bin, &o.crossZone)
 	if err := fs.Parse(args); err != nil {
@@ -179,7 +181,9 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "              and calls at %.0f/s (%d B requests, %d B responses)\n", o.rate, o.reqBytes, o.respBytes)
 	fmt.Fprintf(stdout, "  cross-zone  +%v per call, emulated inside the backends (no netem here)\n", o.crossZone)
 	fmt.Fprintf(stdout, "  discovery   %s\n", c.DiscoveryDetail)
-	fmt.Fprintf(stdout, "  zonelb      %s daemon on node-a: eBPF connect4 redirection on node-a's pod cgroup, node proxy %s\n\n", o.bin, cluster.ProxyAddr)
+	fmt.Fprintf(stdout, "  zonelb      %s daemon on node-a: eBPF connect4 redirection on node-a's pod cgroup, node proxy %s\n", o.bin, cluster.ProxyAddr)
+	prom := startPrometheus(ctx, c, prog, stdout)
+	fmt.Fprintln(stdout)
 
 	type mode struct {
 		name     string
@@ -230,6 +234,11 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	prog.clear()
 	printLive(stdout, live, o.rate*float64(len(c.Clients)))
+	if path, err := writeReport(ctx, o, c, phases, live, prom); err != nil {
+		fmt.Fprintln(stderr, "demo: report:", err)
+	} else {
+		fmt.Fprintf(stdout, "\nReport (charts of the live scenario and the table, one self-contained page): %s\n", path)
+	}
 	if d := c.Daemon(); d != nil {
 		if st, err := d.State(ctx); err == nil {
 			var crossed uint64
@@ -253,46 +262,23 @@ func pct(x float64) string { return fmt.Sprintf("%.1f%%", 100*x) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 
-// printTable prints the modes side by side.
+// printTable prints the modes side by side (sideBySide's table).
 func printTable(w io.Writer, c *cluster.Cluster, phases []cluster.Phase, o options) {
 	const lw, cw = 32, 18
-	row := func(label string, cell func(cluster.Phase) string) {
-		fmt.Fprintf(w, "%-*s", lw, label)
-		for _, p := range phases {
-			fmt.Fprintf(w, "%*s", cw, cell(p))
+	t := sideBySide(c, phases, o)
+	fmt.Fprintf(w, "%-*s", lw, "")
+	for _, col := range t.Columns {
+		fmt.Fprintf(w, "%*s", cw, col)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, strings.Repeat("-", lw+cw*len(phases)))
+	for _, r := range t.Rows {
+		fmt.Fprintf(w, "%-*s", lw, r.Label)
+		for _, cell := range r.Cells {
+			fmt.Fprintf(w, "%*s", cw, cell)
 		}
 		fmt.Fprintln(w)
 	}
-	row("", func(p cluster.Phase) string { return p.Name })
-	fmt.Fprintln(w, strings.Repeat("-", lw+cw*len(phases)))
-	fmt.Fprintln(w, "requests per backend pod")
-	for _, b := range c.Backends {
-		row(fmt.Sprintf("  %s (%s)", b.Name, b.Zone), func(p cluster.Phase) string {
-			n := p.Window.ByBackend[b.Name]
-			if n == 0 {
-				return "-"
-			}
-			return fmt.Sprintf("%d (%s)", n, pct(float64(n)/float64(max(p.Window.OK, 1))))
-		})
-	}
-	row("in-zone share of requests", func(p cluster.Phase) string { return pct(p.Window.Share(cluster.ClientZone)) })
-	row("in-zone share of bytes", func(p cluster.Phase) string { return pct(p.Window.ByteShare(cluster.ClientZone)) })
-	row("cross-zone traffic (wire)", func(p cluster.Phase) string {
-		return fmt.Sprintf("%.2f MB/s", p.CrossZoneBytesPerSecond()/1e6)
-	})
-	row("est. cross-zone cost per day", func(p cluster.Phase) string {
-		return fmt.Sprintf("$%.2f", p.CostPerDay(o.pricePerGB))
-	})
-	row("calls per second", func(p cluster.Phase) string { return fmt.Sprintf("%.0f", p.Window.Rate()) })
-	row("latency p50", func(p cluster.Phase) string { return ms(p.Window.Percentile(50)) })
-	row("latency p99", func(p cluster.Phase) string { return ms(p.Window.Percentile(99)) })
-	row("errors", func(p cluster.Phase) string { return fmt.Sprint(p.Window.Failed) })
-	row("node proxy CPU per call", func(p cluster.Phase) string {
-		if p.Window.ViaProxy == 0 {
-			return "(in the kernel)"
-		}
-		return fmt.Sprintf("%.0f us", float64(p.CPUPerRequest().Nanoseconds())/1000)
-	})
 	fmt.Fprintf(w, "\nCost: bytes on node-a's uplink (the only way out of zone-a: one node per zone) x 86400 s,\n")
 	fmt.Fprintf(w, "at $%.2f/GB charged on each side of the crossing, at this run's call rate.\n", o.pricePerGB)
 	fmt.Fprintf(w, "kube-proxy picks one endpoint per connection: %d long-lived gRPC connections are a lottery over 6 pods\n", len(c.Clients))
@@ -312,7 +298,7 @@ func liveScenario(ctx context.Context, c *cluster.Cluster, w cluster.Workload, p
 		}
 	}
 	events := []cluster.PhaseEvent{
-		{At: 3 * time.Second, Name: "zone-a overloaded", Do: func(ctx context.Context) error {
+		{At: liveOverloadAt * time.Second, Name: "zone-a overloaded", Do: func(ctx context.Context) error {
 			for _, b := range local {
 				if err := b.SetLoad(ctx, overloaded); err != nil {
 					return err
@@ -320,7 +306,7 @@ func liveScenario(ctx context.Context, c *cluster.Cluster, w cluster.Workload, p
 			}
 			return nil
 		}},
-		{At: 9 * time.Second, Name: "zone-a's pods killed", Do: func(ctx context.Context) error {
+		{At: liveKillAt * time.Second, Name: "zone-a's pods killed", Do: func(ctx context.Context) error {
 			for _, b := range local {
 				b.Kill()
 			}
@@ -328,8 +314,8 @@ func liveScenario(ctx context.Context, c *cluster.Cluster, w cluster.Workload, p
 		}},
 	}
 	label := fmt.Sprintf("[%d/%d] live: zone-a overloaded, then killed", step, step)
-	return c.RunPhase(ctx, "live", w, 12*time.Second, time.Second, events, func(el time.Duration, _ cluster.Window) {
-		prog.show("%s: %4.1fs of 12s", label, el.Seconds())
+	return c.RunPhase(ctx, "live", w, liveLength*time.Second, time.Second, events, func(el time.Duration, _ cluster.Window) {
+		prog.show("%s: %4.1fs of %ds", label, el.Seconds(), liveLength)
 	})
 }
 
@@ -343,19 +329,28 @@ func zoneBackends(c *cluster.Cluster, z string) []*cluster.Backend {
 	return out
 }
 
+// The live scenario's timeline, in seconds: the overload phase is long
+// enough (12 s) to see where the local share settles after the capacity
+// step, and whether it first dipped below that.
+const (
+	liveOverloadAt = 3
+	liveKillAt     = 15
+	liveLength     = 18
+)
+
 // printLive prints the live scenario's timeline, one line per second.
 func printLive(w io.Writer, ph cluster.Phase, offered float64) {
-	fmt.Fprintf(w, "\nLive, zonelb only: every pod now takes 5 ms a call. At 3s zone-a's two pods drop to one call at a\n")
-	fmt.Fprintf(w, "time (400 calls/s together, less than the %.0f offered); at 9s they are killed (SIGKILL).\n\n", offered)
+	fmt.Fprintf(w, "\nLive, zonelb only: every pod now takes 5 ms a call. At %ds zone-a's two pods drop to one call at a\n", liveOverloadAt)
+	fmt.Fprintf(w, "time (400 calls/s together, less than the %.0f offered); at %ds they are killed (SIGKILL).\n\n", offered, liveKillAt)
 	fmt.Fprintf(w, "%8s %8s %8s %8s %8s %10s %8s\n", "time", "calls/s", "zone-a", "zone-b", "zone-c", "p99", "errors")
 	// The last window is the tail between the last snapshot and the
 	// clients' stop: not a whole second, left out.
 	for i, win := range ph.Windows[:max(len(ph.Windows)-1, 0)] {
 		note := ""
 		switch i {
-		case 3:
+		case liveOverloadAt:
 			note = "  <- zone-a overloaded"
-		case 9:
+		case liveKillAt:
 			note = "  <- zone-a's pods killed"
 		}
 		fmt.Fprintf(w, "%8s %8.0f %8s %8s %8s %10s %8d%s\n", fmt.Sprintf("%d-%ds", i, i+1), win.Rate(),
@@ -366,11 +361,40 @@ func printLive(w io.Writer, ph cluster.Phase, offered float64) {
 	for _, f := range ph.Window.Failures {
 		failed = append(failed, f.Code)
 	}
+	printStep(w, ph)
 	fmt.Fprintf(w, "\nFailed calls: %d", ph.Window.Failed)
 	if ph.Window.Failed > 0 {
 		fmt.Fprintf(w, " (%s): calls that were in flight on the killed pods; a killed process takes its calls with it", strings.Join(uniq(failed), ", "))
 	}
 	fmt.Fprintln(w)
+}
+
+// printStep measures the capacity step (docs/zone-balancing.md): the
+// local share over the last half of the overload, how far the worst
+// one-second window from the first second after the step fell below it
+// (the budget rule's bound: 15 points), and p99 in the step's first second
+// against the second before.
+func printStep(w io.Writer, ph cluster.Phase) {
+	if len(ph.Windows) < liveKillAt+1 {
+		return
+	}
+	over := ph.Windows[liveOverloadAt+1 : liveKillAt]
+	var settled float64
+	half := over[len(over)/2:]
+	for _, win := range half {
+		settled += win.Share("zone-a")
+	}
+	settled /= float64(len(half))
+	worst, at := 0.0, 0
+	for i, win := range over {
+		if d := settled - win.Share("zone-a"); d > worst {
+			worst, at = d, liveOverloadAt+1+i
+		}
+	}
+	fmt.Fprintf(w, "\nCapacity step: zone-a settles at %s of the calls (last half of the overload); the worst second from\n", pct(settled))
+	fmt.Fprintf(w, "1s after the step is %.1f points below it (%d-%ds; bound 15). p99 in the step's first second %s,\n",
+		100*worst, at, at+1, ms(ph.Windows[liveOverloadAt].Percentile(99)))
+	fmt.Fprintf(w, "the second before %s.\n", ms(ph.Windows[liveOverloadAt-1].Percentile(99)))
 }
 
 func uniq(s []string) []string {

@@ -26,8 +26,11 @@ zones: no Kubernetes, no root. Clients connect to --listen with cleartext
 HTTP/2 (gRPC) or HTTP/1.1; every request is balanced on its own over the
 --to endpoints, preferring those in --zone (Peak-EWMA latency, power of two
 choices; other zones take only what the local zone cannot). Other protocols
-are relayed as opaque TCP to one endpoint per connection. SIGTERM or SIGINT
-drains: GOAWAY to clients, in-flight requests finish within --drain-timeout.
+are relayed as opaque TCP to one endpoint per connection, unless --protocol
+h2 says clients speak HTTP/2 only: then a connection that does not start
+with the HTTP/2 preface is refused (GOAWAY), as RFC 9113 asks. SIGTERM or
+SIGINT drains: GOAWAY to clients, in-flight requests finish within
+--drain-timeout.
 
 Example:
   zonelb proxy --listen 127.0.0.1:15001 --zone zone-a \
@@ -73,7 +76,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		minConns     = fs.Int("min-conns-per-endpoint", proxy.DefaultMinConnsPerEndpoint, "upstream connections kept per endpoint (raise for servers that balance by connection)")
 		maxConns     = fs.Int("max-conns-per-endpoint", proxy.DefaultMaxConnsPerEndpoint, "upstream connections allowed per endpoint")
 		streamWindow = fs.Int("stream-window", proxy.DefaultStreamWindow, "HTTP/2 flow-control window per stream, bytes (bounds memory per stream)")
-		upstreamH1   = fs.Bool("upstream-http1", false, "speak HTTP/1.1 to endpoints instead of HTTP/2 cleartext")
+		protocol     = fs.String("protocol", "auto", "what clients speak: auto (HTTP/2, HTTP/1.1 or opaque TCP, told apart by the first bytes) or h2 (HTTP/2 with prior knowledge only)")
 		ignoreZones  = fs.Bool("ignore-zones", false, "balance over all endpoints by latency alone, ignoring zones")
 		price        = fs.Float64("price-per-gb", zone.DefaultPricePerGB, "USD per GB crossing zones, charged on each side (for the cost estimate)")
 		endpoints    endpointFlags
@@ -86,6 +89,14 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(endpoints) == 0 {
 		return usageError(stderr, "proxy", "no endpoints: give at least one --to ZONE=IP:PORT")
+	}
+	var proto proxy.Protocol
+	switch *protocol {
+	case "auto":
+	case "h2":
+		proto = proxy.ProtocolHTTP2
+	default:
+		return usageError(stderr, "proxy", "--protocol %q: want auto or h2", *protocol)
 	}
 	if _, err := netip.ParseAddrPort(*listen); err != nil {
 		return usageError(stderr, "proxy", "--listen %q: want IP:PORT", *listen)
@@ -110,12 +121,11 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	}
 	bal.Update(endpoints)
 	p, err := proxy.New(proxy.Config{
-		Router:              proxy.StaticRouter{Service: *service, Picker: bal},
+		Router:              proxy.StaticRouter{Service: *service, Picker: bal, Protocol: proto},
 		Logger:              log,
 		MinConnsPerEndpoint: *minConns,
 		MaxConnsPerEndpoint: *maxConns,
 		StreamWindow:        *streamWindow,
-		UpstreamHTTP1:       *upstreamH1,
 	})
 	if err != nil {
 		return usageError(stderr, "proxy", "%v", err)

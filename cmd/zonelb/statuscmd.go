@@ -65,7 +65,7 @@ func printStatus(w io.Writer, st daemon.StateReport) {
 		st.Proxy.Requests, st.Proxy.ActiveRequests, st.Proxy.Retries, st.Proxy.UpstreamConns)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tFRONTENDS\tREQUESTS\tLOCAL SHARE\tSPILLOVER")
+	fmt.Fprintln(tw, "SERVICE\tFRONTENDS\tREQUESTS\tLOCAL SHARE\tSPILLOVER\tBUDGET\tWHY")
 	for _, s := range st.Services {
 		share := "-"
 		if s.Requests > 0 {
@@ -81,7 +81,8 @@ func printStatus(w io.Writer, st daemon.StateReport) {
 		if !s.Balancer.ZoneAware {
 			spill = "zone-blind"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.Service, strings.Join(s.Frontends, ","), s.Requests, share, spill)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.Service, strings.Join(s.Frontends, ","), s.Requests, share, spill,
+			orDash(s.Balancer.SpillBudgetText), orDash(s.Balancer.Reason))
 	}
 	tw.Flush()
 

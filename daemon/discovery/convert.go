@@ -83,6 +83,15 @@ func convertService(svc *corev1.Service, ns *corev1.Namespace, endpointSlices []
 	slices.SortFunc(endpointSlices, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
 
 	out := &Service{Name: name, ClusterIPs: clusterIPs}
+	if v, ok := svc.Annotations[SpillBudgetKey]; ok {
+		budget, err := zone.ParseSpillBudget(v)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("service %s: annotation %s: %v; ignored (the daemon's spillBudget applies)",
+				name, SpillBudgetKey, err))
+		} else {
+			out.SpillBudget = budget
+		}
+	}
 	for _, sp := range svc.Spec.Ports {
 		appProtocol := ""
 		if sp.AppProtocol != nil {

@@ -126,6 +126,10 @@ type Service struct {
 	ClusterIPs []netip.Addr
 	// Ports lists the selected ports only, in the Service's order.
 	Ports []ServicePort
+	// SpillBudget is the Service's own spill budget from its
+	// SpillBudgetKey annotation (a zone.SpillConfig.Budget value); 0 when
+	// it has none (or a bad one): the daemon's default applies.
+	SpillBudget float64
 }
 
 // Port returns the selected port with the given name, or nil.
@@ -167,7 +171,7 @@ func equalService(a, b *Service) bool {
 		return true
 	}
 	if a == nil || b == nil || a.Name != b.Name || !slices.Equal(a.ClusterIPs, b.ClusterIPs) ||
-		len(a.Ports) != len(b.Ports) {
+		len(a.Ports) != len(b.Ports) || a.SpillBudget != b.SpillBudget {
 		return false
 	}
 	for i := range a.Ports {

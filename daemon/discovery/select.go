@@ -6,9 +6,27 @@ import "strings"
 // that opts Services in to zonelb, or out of it: "true" or "false".
 const EnabledKey = "zonelb.io/enabled"
 
+// SpillBudgetKey is the annotation on a Service that overrides the
+// daemon's spill budget for it: a percentage ("80%") or "parity" (see
+// zone.ParseSpillBudget). A value that does not parse is ignored, with a
+// warning naming the Service.
+const SpillBudgetKey = "zonelb.io/spill-budget"
+
 // The appProtocol values that mean "HTTP/2 in cleartext": a port declaring
 // one is taken over without any opt-in. Compared case-insensitively.
 var http2AppProtocols = []string{"grpc", "h2c", "kubernetes.io/h2c"}
+
+// IsHTTP2AppProtocol reports whether appProtocol declares cleartext HTTP/2
+// (grpc, h2c, kubernetes.io/h2c, any case): the proxy serves such a port as
+// HTTP/2 only, refusing connections that do not start with the preface.
+func IsHTTP2AppProtocol(appProtocol string) bool {
+	for _, p := range http2AppProtocols {
+		if strings.EqualFold(appProtocol, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // optSwitch is the value of an EnabledKey annotation or label.
 type optSwitch uint8
@@ -50,10 +68,8 @@ func selectPort(namespace, service optSwitch, protocol, appProtocol string) (sel
 	if service == optOut || namespace == optOut {
 		return false, ""
 	}
-	for _, p := range http2AppProtocols {
-		if strings.EqualFold(appProtocol, p) {
-			return true, "appProtocol " + appProtocol
-		}
+	if IsHTTP2AppProtocol(appProtocol) {
+		return true, "appProtocol " + appProtocol
 	}
 	if service == optIn {
 		return true, "annotation " + EnabledKey + "=true"

@@ -25,6 +25,15 @@ type Phase struct {
 	ProxyCPU time.Duration
 	// Elapsed is the phase's wall-clock length.
 	Elapsed time.Duration
+	// Events are the events that ran, with when they ran (from the
+	// phase's start).
+	Events []EventMark
+}
+
+// EventMark is an event of a phase as it ran.
+type EventMark struct {
+	Name string
+	At   time.Duration
 }
 
 // CrossZoneBytesPerSecond is UplinkBytes over the phase.
@@ -101,10 +110,12 @@ func (c *Cluster) RunPhase(ctx context.Context, name string, w Workload, d, inte
 		// Events run right after a snapshot: the window that follows is
 		// the first to see them.
 		for next < len(events) && time.Since(start) >= events[next].At {
+			at := time.Since(start)
 			if err := events[next].Do(ctx); err != nil {
 				cs.Stop(context.Background())
 				return ph, fmt.Errorf("%s: %s: %w", name, events[next].Name, err)
 			}
+			ph.Events = append(ph.Events, EventMark{Name: events[next].Name, At: at})
 			next++
 		}
 	}

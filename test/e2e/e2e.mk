@@ -4,7 +4,8 @@
 #
 #   make demo         (-> e2e-demo) the three-zone mini cluster, kube-proxy
 #                     and PreferSameZone side by side with zonelb, then a
-#                     live overload and kill of zone-a; about 40 s; root
+#                     live overload and kill of zone-a; about 40 s; root;
+#                     writes demo-report/report.html (and results.json)
 #   make bench-e2e    zonelb against the kube-proxy baselines under load,
 #                     written to docs/benchmarks-e2e.md; about 3 minutes; root
 #   make e2e-test     only the e2e test (it also runs in `make test`)
@@ -23,7 +24,7 @@ E2E_BENCH_BIN := $(or $(BIN),bin)/zonelb-bench-e2e
 E2E_ZONELB    := $(or $(BIN),bin)/zonelb
 E2E_GO        := $(or $(GO),go)
 
-.PHONY: e2e-root e2e-deps e2e-demo bench-e2e e2e-test
+.PHONY: e2e-root e2e-deps report-deps e2e-demo bench-e2e e2e-test
 
 # Checked first, so that a user without root gets this and not a failed
 # apt-get or a namespace error.
@@ -43,9 +44,17 @@ e2e-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables; }; }
 
-test-deps:: e2e-deps
+test-deps:: e2e-deps report-deps
 
-e2e-demo: e2e-root e2e-deps build
+# Headless Chromium (Debian's chromium) loads the demo's HTML report in
+# cmd/zonelb-demo's TestDemoReport; only when missing.
+report-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "e2e: installing chromium (headless, for the demo report's test)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }; }
+
+e2e-demo: e2e-root e2e-deps build $(DEPLOY_PROMETHEUS)
 	$(E2E_GO) build -o $(E2E_DEMO_BIN) ./cmd/zonelb-demo
 	$(E2E_DEMO_BIN) --zonelb $(E2E_ZONELB) $(DEMO_ARGS)
 

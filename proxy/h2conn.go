@@ -1,0 +1,308 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// The frame-level engine: what both hops of a forwarded stream share.
+//
+// Each HTTP/2 connection, downstream (a client) or upstream (an endpoint),
+// has one goroutine reading its frames and one h2conn holding what is
+// needed to write to it: a Framer that writes into a buffer, an HPACK
+// encoder, and the peer's flow-control window for the connection. All of it
+// is guarded by the connection's write lock, wmu. Frames produced while
+// handling one read of any socket go into the buffers of the connections
+// they are for and leave in one write per connection when the reading
+// goroutine has nothing more buffered to process (see batch).
+//
+// Lock order: a stream's mu before a connection's wmu; never two wmu at
+// once.
+
+// h2conn is the writing half of one HTTP/2 connection.
+type h2conn struct {
+	wmu  sync.Mutex
+	w    connWriter
+	fr   *http2.Framer // writes into w
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer // header block being encoded
+
+	// The peer's settings and windows, as they apply to what we send.
+	sendWin      int32  // connection-level send window
+	peerInitWin  int32  // SETTINGS_INITIAL_WINDOW_SIZE of the peer
+	peerMaxFrame uint32 // SETTINGS_MAX_FRAME_SIZE of the peer
+	peerMaxList  uint32 // SETTINGS_MAX_HEADER_LIST_SIZE of the peer (0: none)
+
+	// recvWin is the connection window the peer may still use, and
+	// recvUnacked how many bytes we received and released but have not yet
+	// returned with WINDOW_UPDATE.
+	recvWin     int32
+	recvUnacked int32
+
+	// outFrames, if set, counts DATA and HEADERS frames written (the
+	// client flood guard's credit).
+	outFrames *atomic.Int64
+
+	// blocked are streams with bytes held for lack of connection window
+	// (or because the socket is backed up); they are retried when the
+	// window opens or the backlog drains.
+	blocked []*stream
+
+	// closed is set once the connection is torn down: nothing more is
+	// written.
+	closed bool
+}
+
+// writeBacklogLimit is how many unwritten bytes a connection may have
+// queued before DATA for it is held back in streams instead (where flow
+// control bounds it). Control frames are still queued; the flood guards
+// bound those.
+const writeBacklogLimit = 256 << 10
+
+func (h *h2conn) init(c net.Conn, onDrained func()) {
+	h.w.init(c, &h.wmu, onDrained)
+	h.fr = http2.NewFramer(&h.w, nil)
+	h.enc = hpack.NewEncoder(&h.hbuf)
+	h.sendWin = initialWindow
+	h.peerInitWin = initialWindow
+	h.peerMaxFrame = 16384
+}
+
+const initialWindow = 65535
+
+// canSendData reports whether DATA may be queued now. Call with wmu held.
+func (h *h2conn) canSendData() bool {
+	return !h.closed && h.sendWin > 0 && len(h.w.buf) < writeBacklogLimit && h.w.err == nil
+}
+
+// addBlocked queues s to be retried when the connection can take data
+// again. Call with wmu held (and s.mu).
+func (h *h2conn) addBlocked(s *stream, flag *bool) {
+	if *flag {
+		return
+	}
+	*flag = true
+	h.blocked = append(h.blocked, s)
+}
+
+// takeBlocked returns the blocked streams and forgets them. Call with wmu
+// held.
+func (h *h2conn) takeBlocked() []*stream {
+	b := h.blocked
+	h.blocked = nil
+	return b
+}
+
+// writeHeaders encodes fields as one header block and writes it as HEADERS
+// and CONTINUATION frames. Call with wmu held.
+func (h *h2conn) writeHeaders(id uint32, endStream bool, fields []hpack.HeaderField, extra ...hpack.HeaderField) {
+	h.hbuf.Reset()
+	for _, f := range fields {
+		h.enc.WriteField(f)
+	}
+	for _, f := range extra {
+		h.enc.WriteField(f)
+	}
+	block := h.hbuf.Bytes()
+	max := int(h.peerMaxFrame)
+	first := block
+	if len(first) > max {
+		first = first[:max]
+	}
+	block = block[len(first):]
+	h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: endStream, EndHeaders: len(block) == 0})
+	for len(block) > 0 {
+		frag := block
+		if len(frag) > max {
+			frag = frag[:max]
+		}
+		block = block[len(frag):]
+		h.fr.WriteContinuation(id, len(block) == 0, frag)
+	}
+}
+
+// creditConn returns n received bytes to the peer's connection window,
+// in batches. Call with wmu held.
+func (h *h2conn) creditConn(n int32, threshold int32) {
+	h.recvUnacked += n
+	if h.recvUnacked >= threshold && !h.closed {
+		h.fr.WriteWindowUpdate(0, uint32(h.recvUnacked))
+		h.recvWin += h.recvUnacked
+		h.recvUnacked = 0
+	}
+}
+
+// connWriter buffers a connection's outgoing frames. flush tries one
+// non-blocking write; what the socket does not take at once is written by a
+// goroutine started for that purpose, so that a goroutine forwarding frames
+// never blocks on a peer that does not read.
+type connWriter struct {
+	conn      net.Conn
+	raw       syscall.RawConn // nil when conn is not a socket
+	mu        *sync.Mutex     // the h2conn's wmu
+	onDrained func()          // called, without locks, when a background drain caught up
+
+	buf      []byte
+	spare    []byte
+	draining bool
+	err      error
+
+	// for the non-blocking write callback, allocated once
+	wb    []byte
+	wn    int
+	werr  error
+	write func(fd uintptr) bool
+}
+
+func (w *connWriter) init(c net.Conn, mu *sync.Mutex, onDrained func()) {
+	w.conn = c
+	w.mu = mu
+	w.onDrained = onDrained
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			w.raw = raw
+			w.write = w.writeFD
+		}
+	}
+}
+
+// Write queues p. Called by the Framer with the lock held.
+func (w *connWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+func (w *connWriter) writeFD(fd uintptr) bool {
+	w.wn, w.werr = syscall.Write(int(fd), w.wb)
+	return true // never wait for the socket to become writable
+}
+
+// flush writes what is queued. Call with the lock held.
+func (w *connWriter) flush() {
+	if w.err != nil || w.draining || len(w.buf) == 0 {
+		return
+	}
+	if w.raw != nil {
+		w.wb = w.buf
+		err := w.raw.Write(w.write)
+		w.wb = nil
+		n, werr := w.wn, w.werr
+		if err != nil {
+			werr = err
+		}
+		if n < 0 {
+			n = 0
+		}
+		if werr != nil && !errors.Is(werr, syscall.EAGAIN) {
+			w.fail(werr)
+			return
+		}
+		if n == len(w.buf) {
+			w.reset()
+			return
+		}
+		w.buf = w.buf[:copy(w.buf, w.buf[n:])]
+	}
+	w.draining = true
+	go w.drain()
+}
+
+// reset empties the buffer, giving back a large one.
+func (w *connWriter) reset() {
+	if cap(w.buf) > 64<<10 {
+		w.buf = nil
+	} else {
+		w.buf = w.buf[:0]
+	}
+}
+
+func (w *connWriter) fail(err error) {
+	w.err = err
+	w.buf = nil
+	w.conn.Close()
+}
+
+// drain writes the backlog with blocking writes until it is empty.
+func (w *connWriter) drain() {
+	w.mu.Lock()
+	for len(w.buf) > 0 && w.err == nil {
+		data := w.buf
+		w.buf = w.spare[:0]
+		w.mu.Unlock()
+		_, err := w.conn.Write(data)
+		w.mu.Lock()
+		if cap(data) <= 64<<10 {
+			w.spare = data[:0]
+		}
+		if err != nil && w.err == nil {
+			w.fail(err)
+		}
+	}
+	w.draining = false
+	w.mu.Unlock()
+	if w.onDrained != nil {
+		w.onDrained()
+	}
+}
+
+// batch collects the connections a goroutine wrote to, to flush them
+// together once it has nothing more to process.
+type batch struct {
+	dirty []*h2conn
+	pools []*endpointPool // to serve their waiting streams once no stream lock is held
+}
+
+// kick asks for ep's waiting streams to be served at the next flush.
+func (b *batch) kick(ep *endpointPool) {
+	ep.mu.Lock()
+	any := len(ep.waiting) > 0
+	ep.mu.Unlock()
+	if !any {
+		return
+	}
+	for _, p := range b.pools {
+		if p == ep {
+			return
+		}
+	}
+	b.pools = append(b.pools, ep)
+}
+
+// add marks h as written to.
+func (b *batch) add(h *h2conn) {
+	for _, d := range b.dirty {
+		if d == h {
+			return
+		}
+	}
+	b.dirty = append(b.dirty, h)
+}
+
+// flush writes out every connection written to. Call with no stream lock
+// held.
+func (b *batch) flush() {
+	for len(b.pools) > 0 {
+		ep := b.pools[len(b.pools)-1]
+		b.pools[len(b.pools)-1] = nil
+		b.pools = b.pools[:len(b.pools)-1]
+		ep.serveWaiting(b)
+	}
+	for i, h := range b.dirty {
+		h.wmu.Lock()
+		h.w.flush()
+		h.wmu.Unlock()
+		b.dirty[i] = nil
+	}
+	b.dirty = b.dirty[:0]
+}
+
+// maxFrameSize is the largest frame the proxy reads: HTTP/2's initial
+// SETTINGS_MAX_FRAME_SIZE, which it never raises.
+const maxFrameSize = 16384

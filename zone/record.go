@@ -1,0 +1,124 @@
+package zone
+
+import (
+	"math"
+	"sync/atomic"
+)
+
+// endpointRecord is what the balancer knows of one endpoint across requests
+// and set updates. Its atomics are read by Pick without locking; everything
+// a completed request changes together is guarded by ewma.mu. It must not
+// be copied.
+type endpointRecord struct {
+	b    *Balancer
+	zone *zoneStats   // immutable: the zone is part of the state's key
+	pair *PairCounter // (local zone, this zone) byte counters
+	ep   *Endpoint    // latest description; guarded by b.mu
+
+	inflight     atomic.Int64
+	rampStart    atomic.Int64 // ns; slow start runs from here
+	ejectedUntil atomic.Int64 // ns; 0 when not ejected
+	ewma         peakEWMA
+	// measured turns true with the first latency sample; until then Pick
+	// prices the endpoint at its zone's typical estimate.
+	measured atomic.Bool
+
+	// Guarded by ewma.mu.
+	consecutive    int   // failures in a row
+	probation      bool  // back from ejection, no success yet
+	ejections      int   // ejections in a row: the backoff exponent
+	returnedAt     int64 // ns; last return from ejection
+	totalEjections uint64
+}
+
+// done folds one completed request into the endpoint's state; responded
+// says the in-flight slot was already released (Picked.Responded).
+func (st *endpointRecord) done(start int64, r Result, responded bool) {
+	b := st.b
+	if !responded {
+		st.inflight.Add(-1)
+		st.zone.live.Add(-1)
+	}
+	st.pair.Record(r.BytesSent, r.BytesReceived)
+	ttfb := float64(r.TTFB)
+	// A response's latency was measured when its first byte came: stamp
+	// the sample then. It is the right time for the decay, and it spares
+	// a clock read (tens of ns on some machines) on most requests.
+	var now int64
+	if r.TTFB > 0 && (r.Outcome == Success || r.Outcome == Overloaded || r.Outcome == Canceled) {
+		now = start + int64(r.TTFB)
+	} else {
+		now = b.clock()
+	}
+
+	zoneSample, lowerBound := -1.0, -1.0
+	eject := false
+	st.ewma.mu.Lock()
+	// Until its first sample an endpoint is priced at its peers' level
+	// (see cost); the first real measurement then replaces that
+	// placeholder outright instead of being averaged into it.
+	first := !st.measured.Load()
+	sample := func(x float64) {
+		if first {
+			st.ewma.resetLocked(x, now)
+		} else {
+			st.ewma.observeLocked(x, now, b.decay)
+		}
+	}
+	switch r.Outcome {
+	case Success:
+		sample(ttfb)
+		zoneSample = ttfb
+		st.zone.ok.Add(1)
+		st.healthyLocked(now)
+	case Overloaded:
+		// Load, not ill health: the endpoint answered.
+		x := max(ttfb, st.ewma.currentLocked(now, b.decay)) + float64(b.cfg.OverloadPenalty)
+		sample(x)
+		zoneSample = x
+		st.healthyLocked(now)
+	case Failure, NotReached:
+		x := max(ttfb, st.ewma.currentLocked(now, b.decay)) + float64(b.cfg.FailurePenalty)
+		st.ewma.observeLocked(x, now, b.decay)
+		zoneSample = x
+		st.consecutive++
+		eject = st.shouldEjectLocked()
+	default: // Canceled: says nothing of health
+		if r.TTFB > 0 {
+			sample(ttfb)
+			zoneSample = ttfb
+		} else if elapsed := float64(now - start); elapsed > 0 {
+			// No answer yet when the caller gave up: the endpoint took
+			// at least this long. Only ever raises the estimate, so a
+			// caller cancelling early teaches nothing wrong.
+			st.ewma.raiseLocked(elapsed, now, b.decay)
+			lowerBound = elapsed
+		}
+	}
+	if zoneSample >= 0 {
+		st.measured.Store(true)
+		st.zone.typical.Store(math.Float64bits(st.ewma.est))
+		b.typical.Store(math.Float64bits(st.ewma.est))
+	}
+	st.ewma.mu.Unlock()
+
+	if zoneSample >= 0 {
+		st.zone.add(zoneSample)
+	} else if lowerBound > st.zone.levelNs() {
+		st.zone.add(lowerBound)
+	}
+	if eject {
+		b.eject(st, now)
+	}
+}
+
+// healthyLocked records a sign of life.
+func (st *endpointRecord) healthyLocked(now int64) {
+	st.consecutive = 0
+	st.probation = false
+	// An endpoint that stays well for the longest backoff starts its next
+	// ejection from the base backoff again.
+	if st.ejections > 0 && now-st.returnedAt >= int64(st.b.cfg.Ejection.MaxBackoff) {
+		st.ejections = 0
+	}
+}
