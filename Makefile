@@ -22,14 +22,10 @@ all: build
 help:
 	@echo "make build     build bin/zonelb"
 	@echo "make demo      the demo: a three-zone mini cluster, kube-proxy vs zonelb side by side (root)"
-<<<<<<< HEAD
-	@echo "make test      run the whole test suite (as root for the privileged tests)"
-	@echo "make soak      10 minutes of load and churn in the mini cluster (SOAK_DURATION=...; root)"
-	@echo "make stress-test  the privileged packages STRESS_RUNS times with stress-ng loading one core (root)"
-=======
 	@echo "make test      run the whole test suite (as root for the privileged tests), then make fuzz"
 	@echo "make fuzz      fuzz the proxy's two HTTP/2 read loops, FUZZTIME (20s) each"
->>>>>>> main
+	@echo "make soak      10 minutes of load and churn in the mini cluster (SOAK_DURATION=...; root)"
+	@echo "make stress-test  the privileged packages STRESS_RUNS times with stress-ng loading one core (root)"
 	@echo "make interop   run 100 rounds of the gRPC interop suite through zonelb"
 	@echo "make bench     benchmark zonelb against direct, HAProxy, nginx and Caddy"
 	@echo "make bench-e2e zonelb against kube-proxy in the mini cluster (root)"
@@ -48,11 +44,8 @@ PRIV_PKGS := ./bpf/... ./daemon/... ./deploy/... ./internal/... ./test/...
 
 test: build test-deps
 	$(GO) vet ./...
-<<<<<<< HEAD
 	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -vxF "$$($(GO) list $(PRIV_PKGS))")
 	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) -p 1 $(PRIV_PKGS)
-=======
-	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) ./...
 	$(MAKE) --no-print-directory fuzz
 
 # The proxy's two read loops (client side, endpoint side) fed arbitrary
@@ -62,7 +55,6 @@ FUZZTIME ?= 20s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzServerReadLoop$$' -fuzztime $(FUZZTIME) ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzClientReadLoop$$' -fuzztime $(FUZZTIME) ./proxy
->>>>>>> main
 
 # What the tests need beyond Go; fragments below add to it. Tools go to
 # .cache/bin, which the tests find on PATH.
