@@ -21,6 +21,7 @@ type serverConn struct {
 	p      *Proxy
 	conn   net.Conn
 	br     *bufio.Reader
+	in     budgetReader
 	rf     *http2.Framer
 	route  Route
 	remote string
@@ -68,7 +69,8 @@ func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, route Route) {
 	sc.h2conn.init(c, sc.drained)
 	sc.h2conn.outFrames = &sc.outFrames
 	sc.recvWin = int32(p.cfg.ConnWindow)
-	sc.rf = http2.NewFramer(nil, br)
+	sc.in.r = br
+	sc.rf = http2.NewFramer(nil, &sc.in)
 	sc.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	sc.rf.MaxHeaderListSize = maxHeaderListSize
 	sc.rf.SetMaxReadFrameSize(maxFrameSize)
@@ -115,6 +117,7 @@ func (sc *serverConn) serve(b *batch) error {
 
 	sawSettings := false
 	for {
+		sc.in.reset()
 		f, err := sc.rf.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -133,6 +136,10 @@ func (sc *serverConn) serve(b *batch) error {
 				return sc.goAway(http2.ErrCode(ce), "invalid frame")
 			case errors.Is(err, http2.ErrFrameTooLarge):
 				return sc.goAway(http2.ErrCodeFrameSize, "frame too large")
+			case errors.Is(err, errFrameBudget):
+				sc.p.stats.floods.Add(1)
+				sc.p.log.Warn("closing abusive client connection", "remote", sc.remote, "reason", err.Error())
+				return sc.goAway(http2.ErrCodeEnhanceYourCalm, err.Error())
 			}
 			return err
 		}

@@ -331,6 +331,7 @@ type clientConn struct {
 	pool *endpointPool
 	conn net.Conn
 	br   *bufio.Reader
+	in   budgetReader
 	rf   *http2.Framer
 
 	// Guarded by wmu:
@@ -342,6 +343,10 @@ type clientConn struct {
 	goingAway      bool
 	idleSince      time.Time
 	connThreshold  int32
+
+	// The endpoint flood guard (read loop only, but outFrames).
+	credit    int
+	outFrames atomic.Int64
 
 	peek    func(fd uintptr) // peekFD, allocated once
 	peekBuf [1]byte
@@ -370,8 +375,11 @@ func (u *upstreams) connect(ep *endpointPool) (*clientConn, error) {
 	cc.h2conn.init(c, cc.drained)
 	cc.recvWin = upstreamConnWindow
 	cc.peek = cc.peekFD
+	cc.credit = floodBurst
+	cc.h2conn.outFrames = &cc.outFrames
 	cc.br = bufio.NewReaderSize(c, readBufferSize)
-	cc.rf = http2.NewFramer(nil, cc.br)
+	cc.in.r = cc.br
+	cc.rf = http2.NewFramer(nil, &cc.in)
 	cc.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cc.rf.MaxHeaderListSize = maxHeaderListSize
 	cc.rf.SetMaxReadFrameSize(maxFrameSize)
@@ -569,6 +577,7 @@ func (e errUpstreamProtocol) Error() string {
 func (cc *clientConn) readFrames(b *batch) error {
 	sawSettings := false
 	for {
+		cc.in.reset()
 		f, err := cc.rf.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -583,6 +592,9 @@ func (cc *clientConn) readFrames(b *batch) error {
 			if errors.Is(err, http2.ErrFrameTooLarge) {
 				return cc.goAway(b, http2.ErrCodeFrameSize, "frame too large")
 			}
+			if errors.Is(err, errFrameBudget) {
+				return cc.abusive(b, err.Error())
+			}
 			return err
 		}
 		if !sawSettings {
@@ -590,6 +602,9 @@ func (cc *clientConn) readFrames(b *batch) error {
 				return cc.goAway(b, http2.ErrCodeProtocol, "first frame is not SETTINGS")
 			}
 			sawSettings = true
+		}
+		if cc.floodGuard(f) {
+			return cc.abusive(b, "flood of control or empty frames")
 		}
 		switch f := f.(type) {
 		case *http2.MetaHeadersFrame:
@@ -729,6 +744,51 @@ func (cc *clientConn) streamError(b *batch, id uint32, code http2.ErrCode, reaso
 		}
 		s.mu.Unlock()
 	}
+}
+
+// floodGuard charges f to the endpoint's credit, the same rule as a
+// client's: frames that answer requests earn, control and empty frames
+// cost, and frames sent to the endpoint earn (it legitimately answers them
+// with WINDOW_UPDATE and PING). It reports whether the credit ran out.
+func (cc *clientConn) floodGuard(f http2.Frame) bool {
+	if cc.u.cfg.DisableFloodGuard {
+		return false
+	}
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		cc.credit = min(cc.credit+floodEarnPerFrame, floodBurst)
+		return false
+	case *http2.DataFrame:
+		if f.Length > 0 || f.StreamEnded() {
+			cc.credit = min(cc.credit+floodEarnPerFrame, floodBurst)
+			return false
+		}
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return false
+		}
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return false
+		}
+	case *http2.GoAwayFrame:
+		return false
+	}
+	if cc.credit <= 0 {
+		if out := cc.outFrames.Swap(0); out > 0 {
+			cc.credit = int(min(int64(cc.credit)+floodEarnPerFrameOut*out, floodBurst))
+		}
+	}
+	cc.credit--
+	return cc.credit < 0
+}
+
+// abusive closes the connection of an endpoint that abuses the protocol:
+// its streams fail, which the balancer sees as failures of the endpoint.
+func (cc *clientConn) abusive(b *batch, reason string) error {
+	cc.u.p.stats.upstreamFloods.Add(1)
+	cc.u.log.Warn("closing abusive upstream connection", "endpoint", cc.pool.addrStr, "reason", reason)
+	return cc.goAway(b, http2.ErrCodeEnhanceYourCalm, reason)
 }
 
 // goAway ends the connection for a protocol error by the endpoint.
