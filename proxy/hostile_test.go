@@ -454,3 +454,32 @@ func (o *observer) outcome(a netip.AddrPort) int {
 	}
 	return int(v)
 }
+
+// An endpoint that goes silent (no FIN, no RST, no answer, not even to
+// PING) is found out by the keepalive: its connection is closed and the
+// call on it fails instead of hanging.
+func TestSilentEndpointIsClosed(t *testing.T) {
+	silent := startTCPBackend(t, "silent", func(c net.Conn) {
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings()
+		io.Copy(io.Discard, c) // reads everything, answers nothing
+	})
+	p, addr := startProxy(t, proxy.NewRoundRobin(endpointsOf(silent)), func(c *proxy.Config) {
+		c.UpstreamPingInterval = 20 * time.Millisecond
+	})
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("call to a silent endpoint: status %d, want 502", resp.StatusCode)
+	}
+	if p.Stats().ActiveRequests != 0 {
+		t.Fatalf("%d requests still in flight", p.Stats().ActiveRequests)
+	}
+}

@@ -348,6 +348,13 @@ type clientConn struct {
 	credit    int
 	outFrames atomic.Int64
 
+	// Keepalive: reads counts read batches; the pinger compares it
+	// between its rounds (guarded by pingMu).
+	reads  atomic.Uint64
+	pingMu sync.Mutex
+	seen   uint64
+	quiet  int // pinger rounds without a read
+
 	peek    func(fd uintptr) // peekFD, allocated once
 	peekBuf [1]byte
 	peekN   int
@@ -705,8 +712,58 @@ func (cc *clientConn) readFrames(b *batch) error {
 		}
 	next:
 		if cc.br.Buffered() == 0 {
+			cc.reads.Add(1)
 			b.flush()
 		}
+	}
+}
+
+// runPinger checks every upstream connection for silence once per
+// UpstreamPingInterval until the proxy shuts down: one timer for the
+// whole proxy, nothing per request.
+func (u *upstreams) runPinger(done <-chan struct{}) {
+	t := time.NewTicker(u.cfg.UpstreamPingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		u.pools.Range(func(_, v any) bool {
+			ep := v.(*endpointPool)
+			ep.mu.Lock()
+			conns := append([]*clientConn(nil), ep.conns...)
+			ep.mu.Unlock()
+			for _, cc := range conns {
+				cc.checkSilence()
+			}
+			return true
+		})
+	}
+}
+
+// checkSilence pings a connection that was silent for two rounds, and
+// closes one that stayed silent a round after the PING.
+func (cc *clientConn) checkSilence() {
+	cc.pingMu.Lock()
+	defer cc.pingMu.Unlock()
+	if r := cc.reads.Load(); r != cc.seen {
+		cc.seen, cc.quiet = r, 0
+		return
+	}
+	cc.quiet++
+	switch {
+	case cc.quiet == 2:
+		cc.wmu.Lock()
+		if !cc.closed {
+			cc.fr.WritePing(false, [8]byte{'z', 'o', 'n', 'e', 'l', 'b'})
+			cc.w.flush()
+		}
+		cc.wmu.Unlock()
+	case cc.quiet > 2:
+		cc.u.log.Warn("closing silent upstream connection", "endpoint", cc.pool.addrStr)
+		cc.close(errors.New("no answer to PING"))
 	}
 }
 
