@@ -136,7 +136,7 @@ func TestKilledProxyIsNeverRedirectedTo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "connections through the proxy", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "connections through the proxy", func() bool {
 		c, err := r.Counters()
 		return err == nil && c.Redirected >= before.Redirected+100
 	})
@@ -154,7 +154,7 @@ func TestKilledProxyIsNeverRedirectedTo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "connections failing open", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "connections failing open", func() bool {
 		c, err := r.Counters()
 		return err == nil && c.SkipProxyDown >= atKill.SkipProxyDown+100
 	})
