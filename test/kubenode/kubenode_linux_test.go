@@ -32,7 +32,7 @@ func TestKubeNode(t *testing.T) {
 	}) {
 		return
 	}
-	s := &scenario{node: node, imgs: imgs}
+	s := &scenario{node: node, imgs: imgs, overlay: t.TempDir()}
 	if !t.Run("Baseline", s.baseline) {
 		return
 	}
@@ -42,6 +42,10 @@ func TestKubeNode(t *testing.T) {
 	if !t.Run("Steered", s.steered) {
 		return
 	}
+	if !t.Run("RolloutRestartUnderLoad", s.rolloutRestart) {
+		return
+	}
+	t.Run("Uninstall", s.uninstall)
 }
 
 func backendPod(name, zone string) *corev1.Pod {

@@ -19,7 +19,9 @@ type scenario struct {
 	node      *kubenode.Node
 	imgs      imageSet
 	clusterIP string
-	localPods map[string]bool // backends in zone-a
+	localPods map[string]bool   // backends in zone-a
+	clients   map[string]string // steered client pods: name -> IP
+	overlay   string            // the Kustomize overlay applied
 }
 
 // Remote endpoints: network namespaces on the node's bridge, registered as
@@ -128,7 +130,7 @@ func waitCalls(t *testing.T, node *kubenode.Node, podIP string, n int) []call {
 }
 
 func (s *scenario) daemonSet(t *testing.T) {
-	applyDeploy(t, s.node, s.imgs.zonelbRef)
+	applyDeploy(t, s.node, s.imgs.zonelbRef, s.overlay)
 	pod := waitDaemonSetReady(t, s.node, 0)
 	if got := pod.Spec.Containers[0].Image; got != s.imgs.zonelbRef {
 		t.Errorf("DaemonSet pod runs image %s, want %s", got, s.imgs.zonelbRef)
@@ -150,8 +152,10 @@ func (s *scenario) steered(t *testing.T) {
 		}
 	}
 	total := 0
+	s.clients = map[string]string{}
 	for _, name := range clients {
 		p := waitPodRunning(t, c, "default", name)
+		s.clients[name] = p.Status.PodIP
 		cs := waitCalls(t, s.node, p.Status.PodIP, perClient)
 		total += len(cs)
 		backends, zones := map[string]int{}, map[string]int{}

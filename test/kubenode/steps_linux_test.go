@@ -23,7 +23,9 @@ import (
 
 // applyDeploy installs deploy/ as the README tells a user: a Kustomize
 // overlay that sets the image and nothing else, `kubectl apply -k`.
-func applyDeploy(t *testing.T, node *kubenode.Node, ref string) {
+// The overlay is written to overlay, a directory that outlives the step
+// (kubectl delete -k reads it again).
+func applyDeploy(t *testing.T, node *kubenode.Node, ref, overlay string) {
 	t.Helper()
 	repo, tag, ok := strings.Cut(ref, ":")
 	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
@@ -32,7 +34,6 @@ func applyDeploy(t *testing.T, node *kubenode.Node, ref string) {
 	if !ok {
 		t.Fatalf("image reference %q has no tag", ref)
 	}
-	overlay := t.TempDir()
 	deployDir := filepath.Join(moduleRoot(t), "deploy")
 	rel, err := filepath.Rel(overlay, deployDir)
 	if err != nil {
