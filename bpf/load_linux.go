@@ -68,7 +68,13 @@ func load(cfg Config, opts loadOptions) (_ *Redirector, err error) {
 	if err := r.writeConfig(hostCookie); err != nil {
 		return nil, err
 	}
+	if err := r.keepClaim(coll); err != nil {
+		return nil, err
+	}
 	if err := r.attachHooks(coll); err != nil {
+		return nil, err
+	}
+	if err := r.attachExitWatch(coll); err != nil {
 		return nil, err
 	}
 	if err := r.attachShortcut(coll); err != nil {
