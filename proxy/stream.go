@@ -43,7 +43,6 @@ type stream struct {
 
 	req      []hpack.HeaderField   // request header block for upstream
 	reqArr   [16]hpack.HeaderField // storage for req, when it fits
-	reqTrail []hpack.HeaderField   // request trailers, if any
 	grpc     bool
 	start    time.Time
 	sent     time.Time // when the current attempt was sent upstream
