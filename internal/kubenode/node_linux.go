@@ -556,6 +556,22 @@ func (n *Node) startContainerd(opts Options) error {
 	return nil
 }
 
+// TaskPid returns the host pid of a running container's main process, by
+// its container ID (a pod status's ContainerID without "containerd://").
+func (n *Node) TaskPid(containerID string) (int, error) {
+	out, err := exec.Command(n.bin("ctr"), "--address", n.ctrdSock, "-n", "k8s.io", "tasks", "ls").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("ctr tasks ls: %w: %s", err, out)
+	}
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == containerID && f[2] == "RUNNING" {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return 0, fmt.Errorf("no running task %s in:\n%s", containerID, out)
+}
+
 // ImportImage imports an image tarball into the CRI's image store (the
 // k8s.io namespace), so that pods naming it start without a registry.
 func (n *Node) ImportImage(path string) error {

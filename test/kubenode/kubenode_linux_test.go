@@ -45,6 +45,8 @@ func TestKubeNode(t *testing.T) {
 	if !t.Run("RolloutRestartUnderLoad", s.rolloutRestart) {
 		return
 	}
+	t.Run("DaemonPodDeleted", s.daemonPodDeleted)
+	t.Run("DaemonKilled", s.daemonKilled)
 	t.Run("Uninstall", s.uninstall)
 }
 
