@@ -23,7 +23,7 @@ type scenario struct {
 	clients   map[string]string // steered client pods: name -> IP
 	overlay   string            // the Kustomize overlay applied
 	// What a person is shown (make k8s-demo): each client's calls.
-	phases []phase
+	phases  []phase
 	dsReady time.Duration // kubectl apply to the DaemonSet's pod Ready
 	restart map[string]loadResult
 }
