@@ -181,6 +181,10 @@ var panelChecks = map[string]panelCheck{
 		}
 		return exact(float64(len(v)), 2, "families")
 	}},
+	"Proxy listener registered/B": {check: func(m measured, v model.Vector) error {
+		// The daemon ran throughout the phase.
+		return exact(sum(v), 0, "proxy process exits during the phase")
+	}},
 	"Original destination bookkeeping/A": {check: func(m measured, v model.Vector) error {
 		return near(single(v), float64(m.dials)/m.seconds, "original destinations recorded per second (the clients' dials)")
 	}},
