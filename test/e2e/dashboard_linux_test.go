@@ -47,7 +47,7 @@ type panelCheck struct {
 	// gauge queries are evaluated in the middle of the phase, the others
 	// over the whole phase.
 	gauge bool
-	check  func(m measured, v model.Vector) error
+	check func(m measured, v model.Vector) error
 }
 
 // panelChecks holds one check per panel query of the dashboard, by
