@@ -189,6 +189,7 @@ func TestSoak(t *testing.T) {
 	// In the work dir, which outlives the daemon until Close has run
 	// `zonelb uninstall` with it.
 	upgraded := filepath.Join(c.WorkDir(), "zonelb-next")
+	reloads := 0
 	for i := range evs {
 		ev := &evs[i]
 		waitUntil(ev.At)
@@ -221,7 +222,10 @@ func TestSoak(t *testing.T) {
 				t.Fatal(err)
 			}
 		case evReload:
-			decay := []string{"decay: 10s", "decay: 5s"}[i%2]
+			// Alternating, so that each reload changes something (the
+			// daemon applies only a configuration that differs).
+			reloads++
+			decay := []string{"decay: 5s", "decay: 10s"}[reloads%2]
 			if err := c.ReloadDaemon(ctx, decay); err != nil {
 				t.Fatal(err)
 			}
