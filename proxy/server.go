@@ -22,6 +22,7 @@ type serverConn struct {
 	conn   net.Conn
 	br     *bufio.Reader
 	in     budgetReader
+	hdr    headerBlock
 	rf     *http2.Framer
 	route  Route
 	remote string
@@ -49,8 +50,15 @@ type serverConn struct {
 // decoded size of a header block the proxy accepts.
 const maxHeaderListSize = 64 << 10
 
-// readBufferSize is the read buffer per connection.
-const readBufferSize = 4 << 10
+// readBufferSize is the read buffer per client connection: it is held for
+// the connection's life, so it is small (a unary gRPC call's frames fit;
+// larger frames are read straight into the Framer's buffer, bypassing it).
+// upstreamReadBufferSize is larger: an upstream connection carries many
+// clients' responses, and one read takes many of them.
+const (
+	readBufferSize         = 2 << 10
+	upstreamReadBufferSize = 16 << 10
+)
 
 // serveH2 runs a downstream HTTP/2 connection whose first bytes are in br
 // until it ends.
@@ -71,8 +79,7 @@ func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, route Route) {
 	sc.recvWin = int32(p.cfg.ConnWindow)
 	sc.in.r = br
 	sc.rf = http2.NewFramer(nil, &sc.in)
-	sc.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	sc.rf.MaxHeaderListSize = maxHeaderListSize
+	sc.hdr.init()
 	sc.rf.SetMaxReadFrameSize(maxFrameSize)
 	sc.rf.SetReuseFrames()
 	if !p.addConn(sc) {
@@ -124,12 +131,6 @@ func (sc *serverConn) serve(b *batch) error {
 			var ce http2.ConnectionError
 			switch {
 			case errors.As(err, &se):
-				if f != nil || se.StreamID != 0 {
-					if mh, ok := f.(*http2.MetaHeadersFrame); ok && mh.StreamID > sc.lastID {
-						sc.lastID = mh.StreamID
-						sc.lastIDa.Store(mh.StreamID)
-					}
-				}
 				sc.streamError(b, se.StreamID, se.Code)
 				goto next
 			case errors.As(err, &ce):
@@ -175,11 +176,19 @@ func (sc *serverConn) closable() bool {
 // frame handles one frame from the client.
 func (sc *serverConn) frame(b *batch, f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		if !sc.guardUseful() {
-			return sc.flood("")
+	case *http2.HeadersFrame:
+		sc.guardUseful()
+		return sc.headerBlock(b, f)
+	case *http2.ContinuationFrame:
+		if len(f.HeaderBlockFragment()) > 0 {
+			sc.guardUseful()
+		} else if !sc.guardCheap() {
+			return sc.flood("flood of control or empty frames")
 		}
-		return sc.headers(b, f)
+		if !sc.hdr.active {
+			return sc.goAway(http2.ErrCodeProtocol, "CONTINUATION without HEADERS")
+		}
+		return sc.headerBlock(b, f)
 	case *http2.DataFrame:
 		return sc.data(b, f)
 	case *http2.RSTStreamFrame:
@@ -239,10 +248,45 @@ func (sc *serverConn) lookup(id uint32) *stream {
 	return s
 }
 
-func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+// headerBlock handles the outcome of a HEADERS or CONTINUATION frame:
+// a connection error, nothing yet, or a complete header block.
+func (sc *serverConn) headerBlock(b *batch, frame http2.Frame) error {
+	var done bool
+	var err error
+	switch f := frame.(type) {
+	case *http2.HeadersFrame:
+		done, err = sc.hdr.start(f)
+	case *http2.ContinuationFrame:
+		done, err = sc.hdr.add(f.HeaderBlockFragment(), f.HeadersEnded())
+	}
+	var ce http2.ConnectionError
+	switch {
+	case errors.Is(err, errFrameBudget):
+		sc.p.stats.floods.Add(1)
+		sc.p.log.Warn("closing abusive client connection", "remote", sc.remote, "reason", err.Error())
+		return sc.goAway(http2.ErrCodeEnhanceYourCalm, err.Error())
+	case errors.As(err, &ce):
+		return sc.goAway(http2.ErrCode(ce), "invalid header block")
+	case err != nil:
+		return sc.goAway(http2.ErrCodeInternal, err.Error())
+	case !done:
+		return nil
+	}
+	return sc.headers(b, &sc.hdr)
+}
+
+func (sc *serverConn) headers(b *batch, f *headerBlock) error {
+	id := f.streamID
 	if id%2 == 0 {
 		return sc.goAway(http2.ErrCodeProtocol, "HEADERS on a server stream id")
+	}
+	if f.invalid != nil {
+		if id > sc.lastID {
+			sc.lastID = id
+			sc.lastIDa.Store(id)
+		}
+		sc.streamError(b, id, http2.ErrCodeProtocol)
+		return nil
 	}
 	if s := sc.lookup(id); s != nil {
 		// Trailers.
@@ -252,7 +296,7 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 			sc.streamErrorLocked(b, s, http2.ErrCodeStreamClosed)
 			return nil
 		}
-		if !f.StreamEnded() || hasPseudo(f.Fields) {
+		if !f.endStream || f.truncated || hasPseudo(f.fields) {
 			sc.streamErrorLocked(b, s, http2.ErrCodeProtocol)
 			return nil
 		}
@@ -260,7 +304,7 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 			sc.streamErrorLocked(b, s, http2.ErrCodeProtocol)
 			return nil
 		}
-		s.reqH.trailers = f.Fields
+		s.reqH.trailers = append([]hpack.HeaderField(nil), f.fields...)
 		s.requestData(b, nil, true)
 		return nil
 	}
@@ -269,7 +313,7 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 	}
 	sc.lastID = id
 	sc.lastIDa.Store(id)
-	if f.HasPriority() && f.Priority.StreamDep == id {
+	if f.hasPriority && f.priority.StreamDep == id {
 		sc.streamError(b, id, http2.ErrCodeProtocol)
 		return nil
 	}
@@ -280,7 +324,7 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 		sc.streamError(b, id, http2.ErrCodeRefusedStream)
 		return nil
 	}
-	if f.Truncated {
+	if f.truncated {
 		sc.wmu.Lock()
 		sc.writeHeaders(id, true, []hpack.HeaderField{{Name: ":status", Value: "431"}})
 		sc.wmu.Unlock()
@@ -291,11 +335,11 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 	s := p.newStream()
 	s.sc, s.id, s.route = sc, id, sc.route
 	s.start = p.cfg.Now()
-	if code := s.parseRequest(f.Fields); code != http2.ErrCodeNo {
+	if code := s.parseRequest(append(s.reqArr[:0], f.fields...)); code != http2.ErrCodeNo {
 		sc.streamError(b, id, code)
 		return nil
 	}
-	end := f.StreamEnded()
+	end := f.endStream
 	if end && s.contentLength > 0 {
 		sc.streamError(b, id, http2.ErrCodeProtocol)
 		return nil

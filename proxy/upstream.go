@@ -332,6 +332,7 @@ type clientConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	in   budgetReader
+	hdr  headerBlock
 	rf   *http2.Framer
 
 	// Guarded by wmu:
@@ -384,11 +385,10 @@ func (u *upstreams) connect(ep *endpointPool) (*clientConn, error) {
 	cc.peek = cc.peekFD
 	cc.credit = floodBurst
 	cc.h2conn.outFrames = &cc.outFrames
-	cc.br = bufio.NewReaderSize(c, readBufferSize)
+	cc.br = bufio.NewReaderSize(c, upstreamReadBufferSize)
 	cc.in.r = cc.br
 	cc.rf = http2.NewFramer(nil, &cc.in)
-	cc.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	cc.rf.MaxHeaderListSize = maxHeaderListSize
+	cc.hdr.init()
 	cc.rf.SetMaxReadFrameSize(maxFrameSize)
 	cc.rf.SetReuseFrames()
 
@@ -614,23 +614,17 @@ func (cc *clientConn) readFrames(b *batch) error {
 			return cc.abusive(b, "flood of control or empty frames")
 		}
 		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if f.Truncated {
-				cc.streamError(b, f.StreamID, http2.ErrCodeProtocol, "response header list too large")
-				break
+		case *http2.HeadersFrame:
+			if err := cc.headerBlock(b, f); err != nil {
+				return err
 			}
-			s := cc.lookup(f.StreamID)
-			if s == nil {
-				if cc.idleID(f.StreamID) {
-					return cc.goAway(b, http2.ErrCodeProtocol, "HEADERS on idle stream")
-				}
-				break
+		case *http2.ContinuationFrame:
+			if !cc.hdr.active {
+				return cc.goAway(b, http2.ErrCodeProtocol, "CONTINUATION without HEADERS")
 			}
-			s.mu.Lock()
-			if s.cc == cc && s.upID == f.StreamID {
-				s.responseHeaders(b, f.Fields, f.StreamEnded())
+			if err := cc.headerBlock(b, f); err != nil {
+				return err
 			}
-			s.mu.Unlock()
 		case *http2.DataFrame:
 			flow := int32(f.Length)
 			cc.wmu.Lock()
@@ -767,6 +761,48 @@ func (cc *clientConn) checkSilence() {
 	}
 }
 
+// headerBlock handles the outcome of a HEADERS or CONTINUATION frame from
+// the endpoint: a connection error, nothing yet, or a complete block.
+func (cc *clientConn) headerBlock(b *batch, frame http2.Frame) error {
+	var done bool
+	var err error
+	switch f := frame.(type) {
+	case *http2.HeadersFrame:
+		done, err = cc.hdr.start(f)
+	case *http2.ContinuationFrame:
+		done, err = cc.hdr.add(f.HeaderBlockFragment(), f.HeadersEnded())
+	}
+	var ce http2.ConnectionError
+	switch {
+	case errors.Is(err, errFrameBudget):
+		return cc.abusive(b, err.Error())
+	case errors.As(err, &ce):
+		return cc.goAway(b, http2.ErrCode(ce), "invalid header block")
+	case err != nil:
+		return cc.goAway(b, http2.ErrCodeInternal, err.Error())
+	case !done:
+		return nil
+	}
+	f := &cc.hdr
+	if f.truncated || f.invalid != nil {
+		cc.streamError(b, f.streamID, http2.ErrCodeProtocol, "invalid or too large response header block")
+		return nil
+	}
+	s := cc.lookup(f.streamID)
+	if s == nil {
+		if cc.idleID(f.streamID) {
+			return cc.goAway(b, http2.ErrCodeProtocol, "HEADERS on idle stream")
+		}
+		return nil
+	}
+	s.mu.Lock()
+	if s.cc == cc && s.upID == f.streamID {
+		s.responseHeaders(b, f.fields, f.endStream)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
 func (cc *clientConn) lookup(id uint32) *stream {
 	cc.wmu.Lock()
 	s := cc.streams[id]
@@ -812,9 +848,14 @@ func (cc *clientConn) floodGuard(f http2.Frame) bool {
 		return false
 	}
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
+	case *http2.HeadersFrame:
 		cc.credit = min(cc.credit+floodEarnPerFrame, floodBurst)
 		return false
+	case *http2.ContinuationFrame:
+		if len(f.HeaderBlockFragment()) > 0 {
+			cc.credit = min(cc.credit+floodEarnPerFrame, floodBurst)
+			return false
+		}
 	case *http2.DataFrame:
 		if f.Length > 0 || f.StreamEnded() {
 			cc.credit = min(cc.credit+floodEarnPerFrame, floodBurst)
