@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -282,15 +283,12 @@ exec sleep infinity
 		`for d in $KUBENODE_CGROUPS; do echo $$ > "$d/cgroup.procs"; done
 exec unshare --net --mount --cgroup --propagation private /bin/sh -c "$KUBENODE_SETUP"`)
 	cmd.Env = []string{"PATH=" + n.pathEnv, "KUBENODE_CGROUPS=" + strings.Join(n.cgroups, " "), "KUBENODE_SETUP=" + setup.String()}
-	out, err := os.Create(filepath.Join(n.Dir, "holder.out"))
-	if err != nil {
-		return fmt.Errorf("holder output: %w", err)
-	}
+	// The setup script says "ready" on this pipe once the node's
+	// namespaces are set up.
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	out.Close()
 	cmd.Stdout = pw
 	n.holder, err = startProc("holder", filepath.Join(n.Dir, "holder.log"), cmd)
 	pw.Close()
@@ -554,6 +552,19 @@ func (n *Node) startContainerd(opts Options) error {
 		}
 	}
 	return nil
+}
+
+// Cgroup2Dir is the node's cgroup2 root as this machine sees it (the
+// root of the node's cgroup namespace in the unified hierarchy), or "" on
+// a host without cgroup2.
+func (n *Node) Cgroup2Dir() string {
+	for _, d := range n.cgroups {
+		var st syscall.Statfs_t
+		if syscall.Statfs(d, &st) == nil && st.Type == 0x63677270 { // CGROUP2_SUPER_MAGIC
+			return d
+		}
+	}
+	return ""
 }
 
 // TaskPid returns the host pid of a running container's main process, by
