@@ -173,11 +173,10 @@ func call(t *testing.T, client testgrpc.TestServiceClient) (string, error) {
 	return resp.GetHostname(), err
 }
 
-// The daemon serves a file's services, keeps calls in the node's zone while
-// it has capacity, and reports it in /debug/state and /metrics.
-func TestDaemonServesFileServicesInZone(t *testing.T) {
-	c := startCluster(t, nil)
-	client := c.client(t)
+// waitForProbesToStop calls until the balancer has stopped probing other
+// zones.
+func (c *cluster) waitForProbesToStop(t *testing.T, client testgrpc.TestServiceClient) {
+	t.Helper()
 	// A new balancer first learns the other zones' latency with probe
 	// requests (docs/zone-balancing.md); measure once it has stopped
 	// probing: no probe in the last 500 calls (bounded wait).
@@ -201,6 +200,14 @@ func TestDaemonServesFileServicesInZone(t *testing.T) {
 	if !quiet {
 		t.Fatalf("the balancer was still probing other zones after 30s (%d probes)", last)
 	}
+}
+
+// The daemon serves a file's services, keeps calls in the node's zone while
+// it has capacity, and reports it in /debug/state and /metrics.
+func TestDaemonServesFileServicesInZone(t *testing.T) {
+	c := startCluster(t, nil)
+	client := c.client(t)
+	c.waitForProbesToStop(t, client)
 	before := c.state(t).Services[0]
 	t.Logf("after warm-up: %d requests, %d local, spill %+v", before.Requests, before.LocalRequests, before.Balancer.Spill)
 	got := map[string]int{}
