@@ -78,6 +78,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		streamWindow = fs.Int("stream-window", proxy.DefaultStreamWindow, "HTTP/2 flow-control window per stream, bytes (bounds memory per stream)")
 		protocol     = fs.String("protocol", "auto", "what clients speak: auto (HTTP/2, HTTP/1.1 or opaque TCP, told apart by the first bytes) or h2 (HTTP/2 with prior knowledge only)")
 		ignoreZones  = fs.Bool("ignore-zones", false, "balance over all endpoints by latency alone, ignoring zones")
+		spillBudget  = fs.String("spill-budget", zone.FormatSpillBudget(zone.DefaultSpillBudget), "how far the local zone's latency may rise above its unloaded level before requests spill to other zones (a percentage), or parity")
 		price        = fs.Float64("price-per-gb", zone.DefaultPricePerGB, "USD per GB crossing zones, charged on each side (for the cost estimate)")
 		endpoints    endpointFlags
 		logs         logFlags
@@ -110,12 +111,18 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "proxy", "--price-per-gb: %v", err)
 	}
-	bal, err := zone.NewBalancer(zone.Config{
+	budget, err := zone.ParseSpillBudget(*spillBudget)
+	if err != nil {
+		return usageError(stderr, "proxy", "--spill-budget: %v", err)
+	}
+	zc := zone.Config{
 		LocalZone:   *localZone,
 		IgnoreZones: *ignoreZones,
 		Accounting:  acct,
 		Logger:      log.With("component", "balancer"),
-	})
+	}
+	zc.Spill.Budget = budget
+	bal, err := zone.NewBalancer(zc)
 	if err != nil {
 		return usageError(stderr, "proxy", "%v", err)
 	}
