@@ -118,13 +118,13 @@ const (
 // samples, 25% low on the queue model, and a balancer started into an
 // overload sees the queue build within seconds), then follows the slow
 // level.
-func (g *spillGate) learnUnloaded(from tierStats, dt int64, budget float64) {
+func (g *spillGate) learnUnloaded(from tierStats, dt int64) {
 	switch slow := from.slow; {
 	case g.unloaded == 0:
 		g.unloaded = from.fast
 	case slow < g.unloaded:
 		g.unloaded += (slow - g.unloaded) * (1 - math.Exp(-float64(dt)/float64(unloadedFall)))
-	case !g.active && slow < g.unloaded*(1+budget/2):
+	case !g.active && slow < (g.unloaded+g.setpoint)/2:
 		g.unloaded += (slow - g.unloaded) * (1 - math.Exp(-float64(dt)/float64(unloadedRise)))
 	}
 }
@@ -151,7 +151,7 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 	if !from.known {
 		return
 	}
-	g.learnUnloaded(from, dt, cfg.Budget)
+	g.learnUnloaded(from, dt)
 	set := g.unloaded + max(g.unloaded*cfg.Budget, float64(minBudgetedRise))
 	g.setpoint = set
 	secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
@@ -178,7 +178,7 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 		if from.ok > 0 && secs > 0 {
 			little = from.inflight / (from.ok / secs) // ns
 		}
-		step := from.fast > g.unloaded*(1+cfg.Budget/2) && little > set
+		step := from.fast > (g.unloaded+set)/2 && little > set
 		slower := to.known && to.slow >= from.slow
 		if (from.slow > set || step) && !slower {
 			g.active, g.share = true, cfg.InitialShare
