@@ -22,8 +22,12 @@ all: build
 help:
 	@echo "make build     build bin/zonelb"
 	@echo "make demo      the demo: a three-zone mini cluster, kube-proxy vs zonelb side by side (root)"
+	@echo "make k8s-demo  the DaemonSet on a real kubelet node, steering real pods (root)"
+	@echo "make image     zonelb's image (and the test images) as tarballs in bin/images"
 	@echo "make test      run the whole test suite (as root for the privileged tests), then make fuzz"
 	@echo "make fuzz      fuzz the proxy's two HTTP/2 read loops, FUZZTIME (20s) each"
+	@echo "make soak      10 minutes of load and churn in the mini cluster (SOAK_DURATION=...; root)"
+	@echo "make stress-test  the privileged packages STRESS_RUNS times with stress-ng loading one core (root)"
 	@echo "make interop   run 100 rounds of the gRPC interop suite through zonelb"
 	@echo "make bench     benchmark zonelb against direct, HAProxy, nginx and Caddy"
 	@echo "make bench-e2e zonelb against kube-proxy in the mini cluster (root)"
@@ -32,12 +36,20 @@ help:
 	@echo "make generate  regenerate the BPF objects (installs clang and libbpf-dev)"
 	@echo "make alerts    regenerate the alerting rules in deploy/ from deploy/alerts"
 
+# Static (cgo off): the same binary runs on a host and in the image.
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/zonelb ./cmd/zonelb
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/zonelb ./cmd/zonelb
+
+# Packages that build namespaces, load BPF, run a mini cluster or the real
+# node (test/kubenode, the heaviest): they run one package at a time (-p 1),
+# never two side by side on a small machine, after the others (which run in
+# parallel).
+PRIV_PKGS := ./bpf/... ./daemon/... ./deploy/... ./internal/... ./test/...
 
 test: build test-deps
 	$(GO) vet ./...
-	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) ./...
+	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -vxF "$$($(GO) list $(PRIV_PKGS))")
+	ZONELB_BIN=$(BIN)/zonelb $(GO) test $(TEST_FLAGS) -p 1 $(PRIV_PKGS)
 	$(MAKE) --no-print-directory fuzz
 
 # The proxy's two read loops (client side, endpoint side) fed arbitrary
@@ -86,4 +98,8 @@ include bpf/bpf.mk
 include tools/kube/kube.mk
 include bench/bench.mk
 include deploy/deploy.mk
+include deploy/image.mk
+include tools/containerd/containerd.mk
+include test/kubenode/kubenode.mk
 include test/e2e/e2e.mk
+include test/soak/soak.mk

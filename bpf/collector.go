@@ -26,6 +26,7 @@ type collector struct {
 	tupleFails *prometheus.Desc
 	peer       *prometheus.Desc
 	shortcut   *prometheus.Desc
+	exits      *prometheus.Desc
 	listening  *prometheus.Desc
 	attached   *prometheus.Desc
 }
@@ -46,8 +47,10 @@ func NewCollector(src CounterReader) prometheus.Collector {
 			"getpeername calls answered with the original destination.", nil, nil),
 		shortcut: prometheus.NewDesc("zonelb_bpf_shortcut_sockets_total",
 			"Sockets added to the sk_msg shortcut map.", nil, nil),
+		exits: prometheus.NewDesc("zonelb_bpf_proxy_exits_total",
+			"Registered proxy processes seen beginning to exit (SIGKILL, panic, exit) while their listener was registered.", nil, nil),
 		listening: prometheus.NewDesc("zonelb_bpf_proxy_listener_up",
-			"1 while the proxy's listener is registered for the family (redirection active), 0 while failing open.", []string{"family"}, nil),
+			"1 while the proxy's listener is registered for the family by a process that is not exiting (redirection active), 0 while failing open.", []string{"family"}, nil),
 		attached: prometheus.NewDesc("zonelb_bpf_program_attached",
 			"1 while the daemon's program for the cgroup hook is attached to the pods' cgroup, as the kernel reports it at scrape time; 0 once it was detached or replaced.", []string{"program"}, nil),
 	}
@@ -59,6 +62,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.tupleFails
 	ch <- c.peer
 	ch <- c.shortcut
+	ch <- c.exits
 	ch <- c.listening
 	ch <- c.attached
 }
@@ -79,6 +83,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{"not_selected", s.SkipNotSelect},
 		{"marked", s.SkipMarked},
 		{"proxy_down", s.SkipProxyDown},
+		{"proxy_exiting", s.SkipProxyExiting},
 		{"not_tcp", s.SkipNotTCP},
 		{"no_ipv6_proxy", s.SkipNoV6Proxy},
 		{"storage_failed", s.StorageFailed},
@@ -90,6 +95,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.tupleFails, prometheus.CounterValue, float64(s.TupleFailed))
 	ch <- prometheus.MustNewConstMetric(c.peer, prometheus.CounterValue, float64(s.PeerRewritten))
 	ch <- prometheus.MustNewConstMetric(c.shortcut, prometheus.CounterValue, float64(s.ShortcutSocket))
+	ch <- prometheus.MustNewConstMetric(c.exits, prometheus.CounterValue, float64(s.ProxyExits))
 	ch <- prometheus.MustNewConstMetric(c.listening, prometheus.GaugeValue, boolFloat(s.ProxyListening4), "ipv4")
 	ch <- prometheus.MustNewConstMetric(c.listening, prometheus.GaugeValue, boolFloat(s.ProxyListening6), "ipv6")
 	if ar, ok := c.src.(AttachmentReader); ok {

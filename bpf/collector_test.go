@@ -26,7 +26,7 @@ func TestCollectorReadsAtScrapeTime(t *testing.T) {
 	reg.MustRegister(NewCollector(src))
 
 	want := `
-# HELP zonelb_bpf_proxy_listener_up 1 while the proxy's listener is registered for the family (redirection active), 0 while failing open.
+# HELP zonelb_bpf_proxy_listener_up 1 while the proxy's listener is registered for the family by a process that is not exiting (redirection active), 0 while failing open.
 # TYPE zonelb_bpf_proxy_listener_up gauge
 zonelb_bpf_proxy_listener_up{family="ipv4"} 1
 zonelb_bpf_proxy_listener_up{family="ipv6"} 0
@@ -57,8 +57,8 @@ zonelb_bpf_proxy_listener_up{family="ipv6"} 0
 	if !found || src.n != 2 {
 		t.Errorf("counters not read on each scrape (found=%v reads=%d)", found, src.n)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 9+4+2 {
-		t.Errorf("metric count %d (err %v), want 15", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 10+5+2 {
+		t.Errorf("metric count %d (err %v), want 17", n, err)
 	}
 
 	src.err = errors.New("map gone")

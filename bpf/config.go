@@ -35,7 +35,9 @@ type Config struct {
 	// /sys/fs/bpf/zonelb. bpffs is mounted at its parent when missing.
 	PinDir string
 	// CgroupPath is the cgroup-v2 directory the hooks attach to; every
-	// process below it is covered. Default: the cgroup2 mount point from
+	// process below it is covered. A directory that is not cgroup-v2 stands
+	// for the cgroup2 mount below it (a hybrid host's /sys/fs/cgroup means
+	// its unified/; see Cgroup2Dir). Default: the cgroup2 mount point from
 	// /proc/mounts.
 	CgroupPath string
 	// ProxyAddr4 is where redirected IPv4 (and v4-mapped) connects go.

@@ -17,6 +17,12 @@ type Counters struct {
 	TupleFailed    uint64 // sockops could not write it
 	PeerRewritten  uint64 // getpeername answered with the original destination
 	ShortcutSocket uint64 // sockets added to the sk_msg shortcut map
+	// SkipProxyExiting counts connects that failed open because the
+	// listener's process was exiting (killed, panicking) while the
+	// listener was still registered.
+	SkipProxyExiting uint64
+	// ProxyExits counts registered proxy processes seen beginning to exit.
+	ProxyExits uint64
 
 	// Listener state at the time of the snapshot (not counters).
 	ProxyListening4 bool
@@ -53,6 +59,10 @@ func (c *Counters) field(k zonelbZlbCounter) *uint64 {
 		return &c.TupleFailed
 	case zonelbZlbCounterZLB_C_GETPEERNAME_REWRITTEN:
 		return &c.PeerRewritten
+	case zonelbZlbCounterZLB_C_SKIP_PROXY_EXITING:
+		return &c.SkipProxyExiting
+	case zonelbZlbCounterZLB_C_PROXY_EXITS:
+		return &c.ProxyExits
 	case zonelbZlbCounterZLB_C_SHORTCUT_SOCKETS:
 		return &c.ShortcutSocket
 	}

@@ -37,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zonelb/zonelb/bpf/nodeaddr"
+	"github.com/zonelb/zonelb/internal/eintr"
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
@@ -419,6 +420,10 @@ type helperArgs struct {
 	Config  *Config       `json:",omitempty"` // proxy: how to open the pins
 	Listen  string        `json:",omitempty"` // proxy: address
 	Echo    bool          `json:",omitempty"` // proxy: echo instead of one line
+	// Ballast (proxy) is MiB of heap the proxy touches and keeps: its
+	// exit then takes long enough (freeing the memory comes before the
+	// kernel closes its sockets) for connects to land in between.
+	Ballast int `json:",omitempty"`
 }
 
 // connResult is one client connection's outcome.
@@ -597,7 +602,7 @@ func rawConnect(network string, dst netip.AddrPort, mark uint32) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("setsockopt: %w", err)
 	}
-	if err := unix.Connect(fd, sa); err != nil {
+	if err := eintr.Connect(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, fmt.Errorf("connect %v: %w", dst, err)
 	}
@@ -608,10 +613,7 @@ func readLine(fd int) (string, error) {
 	var buf [512]byte
 	n := 0
 	for n < len(buf) {
-		m, err := unix.Read(fd, buf[n:])
-		if errors.Is(err, unix.EINTR) {
-			continue // a signal for the helper (SIGTERM ends the loop client)
-		}
+		m, err := eintr.Read(fd, buf[n:])
 		if err != nil {
 			return "", fmt.Errorf("read: %w", err)
 		}
@@ -666,7 +668,17 @@ type loopSummary struct {
 	Replies    map[string]int
 	FirstErr   string
 	FirstOdd   string // first reply that did not come from the proxy's happy path
+	// Failures are the first maxLoopFailures failed connections, with the
+	// time (Unix ns) each began, before its socket was opened.
+	Failures []loopFailure
 }
+
+type loopFailure struct {
+	Start int64
+	Err   string
+}
+
+const maxLoopFailures = 100
 
 // helperLoopClient connects back to back until SIGTERM (or args.Loop) and
 // reports how many connections got a reply.
@@ -686,14 +698,15 @@ func helperLoopClient(args helperArgs) error {
 			return json.NewEncoder(os.Stdout).Encode(sum)
 		default:
 		}
+		start := time.Now()
 		res := oneConnection(args, dst)
-		if strings.Contains(res.Err, unix.EINTR.Error()) {
-			continue // interrupted by the stop signal itself, not a failure
-		}
 		if res.Err != "" || res.Reply == "" {
 			sum.Failed++
 			if sum.FirstErr == "" {
 				sum.FirstErr = res.Err + " reply=" + res.Reply
+			}
+			if len(sum.Failures) < maxLoopFailures {
+				sum.Failures = append(sum.Failures, loopFailure{Start: start.UnixNano(), Err: res.Err + " reply=" + res.Reply})
 			}
 			continue
 		}
@@ -726,6 +739,15 @@ func helperProxy(args helperArgs) error {
 	}
 	if err := r.RegisterListener(ln.(*net.TCPListener)); err != nil {
 		return err
+	}
+	if args.Ballast > 0 {
+		// MAP_POPULATE: the kernel fills the pages in one call, far
+		// quicker than faulting them in one by one on a loaded machine.
+		ballast, err := unix.Mmap(-1, 0, args.Ballast<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+		if err != nil {
+			return fmt.Errorf("ballast: %w", err)
+		}
+		defer unix.Munmap(ballast)
 	}
 	fmt.Println("ready")
 	for {
@@ -771,7 +793,7 @@ func helperConnectBench(args helperArgs) error {
 			return err
 		}
 		start := time.Now()
-		err = unix.Connect(fd, sa)
+		err = eintr.Connect(fd, sa)
 		d := time.Since(start)
 		total += d
 		samples = append(samples, d)
@@ -830,14 +852,11 @@ func helperRRBench(args helperArgs) error {
 func rrRounds(fd, count int, msg, buf []byte) error {
 	for i := range count {
 		msg[0] = byte(i) // the echo must carry this round's bytes
-		if _, err := unix.Write(fd, msg); err != nil {
+		if _, err := eintr.Write(fd, msg); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
 		for got := 0; got < len(buf); {
-			n, err := unix.Read(fd, buf[got:])
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
+			n, err := eintr.Read(fd, buf[got:])
 			if err != nil {
 				return fmt.Errorf("read: %w", err)
 			}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -43,8 +44,8 @@ func (c *child) waitReady(t testing.TB) {
 		if strings.TrimSpace(s) != "ready" {
 			t.Fatalf("helper said %q, stderr: %s", s, c.stderr.String())
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("helper not ready after 10s, stderr: %s", c.stderr.String())
+	case <-time.After(30 * time.Second): // a proxy filling a ballast on a loaded machine
+		t.Fatalf("helper not ready after 30s, stderr: %s", c.stderr.String())
 	}
 }
 
@@ -111,6 +112,117 @@ func TestFailOpenWhenProxyKilled(t *testing.T) {
 	expectAll(wantProxy, 20)
 }
 
+// TestKilledProxyIsNeverRedirectedTo SIGKILLs a proxy process while
+// clients connect, and checks that no connect begun after the kill was
+// sent fails: none is steered to the dying listener. The kernel keeps a
+// killed process's listener in the SOCKMAP until the very end of its exit
+// (its memory is freed first; the proxy holds a 1 GiB heap so that this
+// takes a while), and closes its accepted connections before its
+// listener. Two kinds of client meet that window: loop clients, which
+// reconnect the instant their connection to the dying proxy is reset (as
+// gRPC clients do), and a one-shot client started right after the kill,
+// whose connects land while the process frees its memory. Without the
+// owner's exit mark both are accepted by the dying listener, then reset.
+func TestKilledProxyIsNeverRedirectedTo(t *testing.T) {
+	e := newTestEnv(t)
+	r := e.load(loadOptions{})
+	svc := netip.AddrPortFrom(vip4, servicePort)
+	if err := r.SetService(svc, svcID4); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.EnrollNetns(e.cookie(e.pod1)); err != nil {
+		t.Fatal(err)
+	}
+	e.startBackends()
+	cfg := e.cfg
+	p := startChild(t, "proxy", nil, e.node, helperArgs{Config: &cfg, Listen: proxy4.String(), Ballast: 1024})
+	p.waitReady(t)
+	if v4, _, err := r.ListenersUp(); err != nil || !v4 {
+		t.Fatalf("listener not up after registration (up=%v err=%v)", v4, err)
+	}
+	var loops []*child
+	for range 4 {
+		loops = append(loops, startChild(t, "loop-client", e.cgFD, e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4", Loop: 60 * time.Second}))
+	}
+	before, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "connections through the proxy", func() bool {
+		c, err := r.Counters()
+		return err == nil && c.Redirected >= before.Redirected+100
+	})
+
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil { // our own child, by pid
+		t.Fatal(err)
+	}
+	sent := time.Now() // kill(2) has returned: the owner is marked
+	oneShot := e.runClient(e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4", Count: 10})
+	_, err = os.Stat(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	exitingAfterOneShot := err == nil // its files are not closed yet
+	p.cmd.Wait()
+	reaped := time.Since(sent)
+	atKill, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "connections failing open", func() bool {
+		c, err := r.Counters()
+		return err == nil && c.SkipProxyDown >= atKill.SkipProxyDown+100
+	})
+	var failures []loopFailure
+	for _, loop := range loops {
+		if err := loop.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		var sum loopSummary
+		if err := json.Unmarshal(loop.wait(t, 10*time.Second), &sum); err != nil {
+			t.Fatalf("loop summary: %v", err)
+		}
+		t.Logf("loop client: ok=%d failed=%d replies=%v", sum.OK, sum.Failed, sum.Replies)
+		if sum.Failed > len(sum.Failures) {
+			t.Fatalf("%d failures, only %d recorded", sum.Failed, len(sum.Failures))
+		}
+		failures = append(failures, sum.Failures...)
+	}
+	c, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("reaped %v after the kill; proxy_exiting=%d proxy_exits=%d; one-shot client done while the proxy was still exiting: %v",
+		reaped, c.SkipProxyExiting-before.SkipProxyExiting, c.ProxyExits-before.ProxyExits, exitingAfterOneShot)
+	for _, f := range failures {
+		at := time.Duration(f.Start - sent.UnixNano())
+		if at >= 0 {
+			t.Errorf("connection begun %v after the kill failed: %s", at, f.Err)
+		} else {
+			t.Logf("connection begun %v before the kill failed (in flight on the killed proxy): %s", -at, f.Err)
+		}
+	}
+	for i, res := range oneShot {
+		if res.Err != "" || !strings.HasPrefix(res.Reply, "backend ") {
+			t.Errorf("connection %d begun after the kill: reply %q err %q, want the backend (failed open)", i, res.Reply, res.Err)
+		}
+	}
+	if !exitingAfterOneShot {
+		t.Errorf("the proxy had closed its files before the one-shot client finished: the exit window was not exercised (exit took %v)", reaped)
+	}
+	if c.ProxyExits != before.ProxyExits+1 {
+		t.Errorf("proxy_exits moved by %d, want 1: the kill was not seen", c.ProxyExits-before.ProxyExits)
+	}
+	if v4, _, err := r.ListenersUp(); err != nil || v4 {
+		t.Errorf("listener reported up after its process died (up=%v err=%v)", v4, err)
+	}
+	// A new proxy claims the slot again: redirection resumes.
+	p2 := startChild(t, "proxy", nil, e.node, helperArgs{Config: &cfg, Listen: proxy4.String()})
+	p2.waitReady(t)
+	for i, res := range e.runClient(e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4", Count: 20}) {
+		if res.Err != "" || !strings.HasPrefix(res.Reply, "proxy ") {
+			t.Fatalf("after the restart, connection %d: reply %q err %q, want the proxy", i, res.Reply, res.Err)
+		}
+	}
+}
+
 // pinnedIDs reads the ids of every pinned link and map in dir.
 func pinnedIDs(t testing.TB, dir string) (links []link.ID, maps []ebpf.MapID) {
 	t.Helper()
@@ -120,6 +232,12 @@ func pinnedIDs(t testing.TB, dir string) (links []link.ID, maps []ebpf.MapID) {
 	}
 	for _, ent := range entries {
 		path := filepath.Join(dir, ent.Name())
+		if strings.HasPrefix(ent.Name(), "prog_") {
+			continue
+		}
+		if slices.ContainsFunc(exitWatch, func(p string) bool { return ent.Name() == linkPinName(p) }) {
+			continue // tracing links are replaced on every load (no in-place update)
+		}
 		if strings.HasPrefix(ent.Name(), "link_") {
 			l, err := link.LoadPinnedLink(path, nil)
 			if err != nil {

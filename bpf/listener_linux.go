@@ -20,9 +20,10 @@ const (
 )
 
 // RegisterListener puts the proxy's listening socket in the liveness
-// SOCKMAP: while it is open, connects are redirected to it; when it closes
-// (also when the process is killed) the kernel drops the entry and
-// connects go to their original destination. The listener must be bound
+// SOCKMAP, with the calling process as its owner: while it is open and
+// its process is not exiting, connects are redirected to it; from the
+// moment the process is killed or begins to exit, and when the socket
+// closes, connects go to their original destination. The listener must be bound
 // to the configured proxy address or port of its family (a wildcard
 // address is accepted) and must not be MPTCP: create it with
 // ListenConfig().
@@ -48,6 +49,13 @@ func (r *Redirector) RegisterListener(l *net.TCPListener) error {
 	rc, err := l.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("register listener %s: %w", local, err)
+	}
+	// The owner first: a listener is never in the map under a previous,
+	// exiting owner's mark.
+	for _, slot := range slots {
+		if err := r.claimSlot(slot); err != nil {
+			return fmt.Errorf("register listener %s: %w", local, err)
+		}
 	}
 	var updErr, ctlErr error
 	// Control, not File().Fd(): the latter would switch the socket to
@@ -84,7 +92,8 @@ func ListenConfig() *net.ListenConfig {
 }
 
 // ListenersUp reports whether the proxy's IPv4 and IPv6 listeners are
-// registered right now.
+// registered right now, by a process that is not exiting: whether the
+// hooks would redirect to them.
 func (r *Redirector) ListenersUp() (v4, v6 bool, err error) {
 	up := func(slot zonelbZlbListenerSlot) (bool, error) {
 		var cookie uint64
@@ -95,7 +104,8 @@ func (r *Redirector) ListenersUp() (v4, v6 bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("look up listener slot %d: %w", slot, err)
 		}
-		return true, nil
+		exiting, err := r.ownerExiting(slot)
+		return !exiting, err
 	}
 	if v4, err = up(listenerSlot4); err != nil {
 		return false, false, err

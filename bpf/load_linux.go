@@ -40,6 +40,9 @@ func load(cfg Config, opts loadOptions) (_ *Redirector, err error) {
 	if err := checkKernel(kernelRequirements(cfg.SockMsgShortcut)); err != nil {
 		return nil, err
 	}
+	if cfg.CgroupPath, err = Cgroup2Dir(cfg.CgroupPath); err != nil {
+		return nil, err
+	}
 	if err := ensurePinDir(cfg.PinDir); err != nil {
 		return nil, err
 	}
@@ -65,7 +68,13 @@ func load(cfg Config, opts loadOptions) (_ *Redirector, err error) {
 	if err := r.writeConfig(hostCookie); err != nil {
 		return nil, err
 	}
+	if err := r.keepClaim(coll); err != nil {
+		return nil, err
+	}
 	if err := r.attachHooks(coll); err != nil {
+		return nil, err
+	}
+	if err := r.attachExitWatch(coll); err != nil {
 		return nil, err
 	}
 	if err := r.attachShortcut(coll); err != nil {

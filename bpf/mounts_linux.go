@@ -32,6 +32,47 @@ func CgroupV2Root() (string, error) {
 	return "", fmt.Errorf("no cgroup2 mount in /proc/mounts: %w", ErrUnsupported)
 }
 
+// Cgroup2Dir returns path when it is a cgroup-v2 directory, else the
+// cgroup2 mount point below it (the one nearest to path). So a node's
+// /sys/fs/cgroup serves on both kinds of host: on a unified one it is the
+// cgroup2 mount; on a hybrid one it is a tmpfs of v1 hierarchies with
+// cgroup2 at unified/. Mounted into a container with its submounts (as a
+// hostPath volume is), the same holds there.
+func Cgroup2Dir(path string) (string, error) {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
+		return "", fmt.Errorf("statfs cgroup %s: %w", path, err)
+	}
+	if fs.Type == unix.CGROUP2_SUPER_MAGIC {
+		return path, nil
+	}
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return "", fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	prefix := strings.TrimSuffix(filepath.Clean(path), "/") + "/"
+	best := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 || fields[2] != "cgroup2" {
+			continue
+		}
+		mp := unescapeMount(fields[1])
+		if strings.HasPrefix(mp, prefix) && (best == "" || len(mp) < len(best)) {
+			best = mp
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("read mounts: %w", err)
+	}
+	if best == "" {
+		return "", fmt.Errorf("%s is not a cgroup-v2 directory and no cgroup2 mount is below it", path)
+	}
+	return best, nil
+}
+
 // unescapeMount undoes the octal escapes /proc/mounts uses for spaces etc.
 func unescapeMount(s string) string {
 	if !strings.Contains(s, `\`) {

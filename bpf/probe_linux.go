@@ -40,6 +40,11 @@ func kernelRequirements(shortcut bool) []requirement {
 		{"network namespace cookies in cgroup sock_addr hooks", "5.7", helper(ebpf.CGroupSockAddr, asm.FnGetNetnsCookie)},
 		{"socket local storage in cgroup sock_addr hooks", "5.3", helper(ebpf.CGroupSockAddr, asm.FnSkStorageGet)},
 		{"socket local storage in sock_ops programs", "5.3", helper(ebpf.SockOps, asm.FnSkStorageGet)},
+		// The listener's owner (owner_linux.go) is claimed by a syscall
+		// program. (The tracing programs that see the proxy die have no
+		// generic probe: cilium/ebpf's needs an attach target; a kernel
+		// without them fails at load with the verifier's reason.)
+		{"syscall programs", "5.14", prog(ebpf.Syscall)},
 	}
 	if shortcut {
 		reqs = append(reqs,

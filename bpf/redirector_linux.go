@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -24,6 +25,8 @@ type Redirector struct {
 	// progIDs are the ids of the programs this handle attached (tests and
 	// logs use them to see an upgrade happen).
 	progIDs map[string]ebpf.ProgramID
+	// claim is zlb_claim, which RegisterListener runs (see owner.go).
+	claim *ebpf.Program
 
 	// mu guards maps and links against Close: methods hold it for reading
 	// so that a concurrent Close cannot pull a map from under a lookup.
@@ -38,6 +41,7 @@ type mapSet struct {
 	netns     *ebpf.Map
 	tuples    *ebpf.Map
 	listeners *ebpf.Map
+	owners    *ebpf.Map
 	counters  *ebpf.Map
 	shortcut  *ebpf.Map
 }
@@ -49,6 +53,7 @@ func (m *mapSet) byName() map[string]**ebpf.Map {
 		zonelbMapZlbNetns:     &m.netns,
 		zonelbMapZlbTuples:    &m.tuples,
 		zonelbMapZlbListeners: &m.listeners,
+		zonelbMapZlbOwners:    &m.owners,
 		zonelbMapZlbCounters:  &m.counters,
 		zonelbMapZlbShortcut:  &m.shortcut,
 	}
@@ -81,6 +86,13 @@ func Open(cfg Config) (_ *Redirector, err error) {
 			return nil, fmt.Errorf("open pinned map %s: %w", path, err)
 		}
 	}
+	// Pins of a zonelb from before the listener's owner existed have no
+	// claim program: reading works, RegisterListener then says why not.
+	path := filepath.Join(cfg.PinDir, claimPinName)
+	r.claim, err = ebpf.LoadPinnedProgram(path, nil)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open pinned program %s: %w", path, err)
+	}
 	return r, nil
 }
 
@@ -98,6 +110,9 @@ func (r *Redirector) Close() error {
 		if err := l.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close link %s: %w", name, err))
 		}
+	}
+	if r.claim != nil {
+		errs = append(errs, r.claim.Close())
 	}
 	errs = append(errs, r.maps.close())
 	return errors.Join(errs...)

@@ -24,6 +24,9 @@ func Uninstall(Config) error { return ErrUnsupported }
 // CgroupV2Root reports ErrUnsupported.
 func CgroupV2Root() (string, error) { return "", ErrUnsupported }
 
+// Cgroup2Dir reports ErrUnsupported.
+func Cgroup2Dir(string) (string, error) { return "", ErrUnsupported }
+
 // NetnsCookieFromPath reports ErrUnsupported.
 func NetnsCookieFromPath(string) (uint64, error) { return 0, ErrUnsupported }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/zonelb/zonelb/bpf/nodeaddr"
 )
@@ -19,8 +20,12 @@ func Uninstall(cfg Config) error {
 	cfg = cfg.withDefaults()
 	var errs []error
 	if isBPFFS(cfg.PinDir) {
+		var names []string
 		for _, hook := range cgroupHooks {
-			path := filepath.Join(cfg.PinDir, linkPinName(hook.prog))
+			names = append(names, hook.prog)
+		}
+		for _, name := range append(names, exitWatch...) {
+			path := filepath.Join(cfg.PinDir, linkPinName(name))
 			l, err := link.LoadPinnedLink(path, nil)
 			if errors.Is(err, os.ErrNotExist) {
 				continue
@@ -29,7 +34,9 @@ func Uninstall(cfg Config) error {
 				errs = append(errs, fmt.Errorf("open pinned link %s: %w", path, err))
 				continue
 			}
-			if err := l.Detach(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			// Tracing links cannot be detached (ErrNotSupported): unpinned
+			// and closed here, they go with the last holder's handle.
+			if err := l.Detach(); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, ebpf.ErrNotSupported) {
 				errs = append(errs, fmt.Errorf("detach %s: %w", path, err))
 			}
 			if err := l.Unpin(); err != nil {

@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type zonelbClaimArgs struct {
+	_    structs.HostLayout
+	Slot uint32
+}
+
 type zonelbConfig struct {
 	_         structs.HostLayout
 	HostNetns uint64
@@ -22,6 +27,12 @@ type zonelbConfig struct {
 	Port6     uint16
 	Mark      uint32
 	Flags     zonelbZlbCfgFlag
+}
+
+type zonelbListenerOwner struct {
+	_       structs.HostLayout
+	Tgid    uint32
+	Exiting uint32
 }
 
 type zonelbOrigDst struct {
@@ -75,7 +86,9 @@ const (
 	zonelbZlbCounterZLB_C_TUPLE_FAILED          zonelbZlbCounter = 10
 	zonelbZlbCounterZLB_C_GETPEERNAME_REWRITTEN zonelbZlbCounter = 11
 	zonelbZlbCounterZLB_C_SHORTCUT_SOCKETS      zonelbZlbCounter = 12
-	zonelbZlbCounterZLB_C_MAX                   zonelbZlbCounter = 13
+	zonelbZlbCounterZLB_C_SKIP_PROXY_EXITING    zonelbZlbCounter = 13
+	zonelbZlbCounterZLB_C_PROXY_EXITS           zonelbZlbCounter = 14
+	zonelbZlbCounterZLB_C_MAX                   zonelbZlbCounter = 15
 )
 
 type zonelbZlbListenerSlot uint32
@@ -90,20 +103,24 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	zonelbMapZlbConfig        = "zlb_config"
-	zonelbMapZlbCounters      = "zlb_counters"
-	zonelbMapZlbListeners     = "zlb_listeners"
-	zonelbMapZlbNetns         = "zlb_netns"
-	zonelbMapZlbOrigdst       = "zlb_origdst"
-	zonelbMapZlbServices      = "zlb_services"
-	zonelbMapZlbShortcut      = "zlb_shortcut"
-	zonelbMapZlbTuples        = "zlb_tuples"
-	zonelbProgZlbConnect4     = "zlb_connect4"
-	zonelbProgZlbConnect6     = "zlb_connect6"
-	zonelbProgZlbGetpeername4 = "zlb_getpeername4"
-	zonelbProgZlbGetpeername6 = "zlb_getpeername6"
-	zonelbProgZlbShortcutMsg  = "zlb_shortcut_msg"
-	zonelbProgZlbSockops      = "zlb_sockops"
+	zonelbMapZlbConfig          = "zlb_config"
+	zonelbMapZlbCounters        = "zlb_counters"
+	zonelbMapZlbListeners       = "zlb_listeners"
+	zonelbMapZlbNetns           = "zlb_netns"
+	zonelbMapZlbOrigdst         = "zlb_origdst"
+	zonelbMapZlbOwners          = "zlb_owners"
+	zonelbMapZlbServices        = "zlb_services"
+	zonelbMapZlbShortcut        = "zlb_shortcut"
+	zonelbMapZlbTuples          = "zlb_tuples"
+	zonelbProgZlbClaim          = "zlb_claim"
+	zonelbProgZlbConnect4       = "zlb_connect4"
+	zonelbProgZlbConnect6       = "zlb_connect6"
+	zonelbProgZlbGetpeername4   = "zlb_getpeername4"
+	zonelbProgZlbGetpeername6   = "zlb_getpeername6"
+	zonelbProgZlbProcessExit    = "zlb_process_exit"
+	zonelbProgZlbShortcutMsg    = "zlb_shortcut_msg"
+	zonelbProgZlbSignalGenerate = "zlb_signal_generate"
+	zonelbProgZlbSockops        = "zlb_sockops"
 )
 
 // loadZonelb returns the embedded CollectionSpec for zonelb.
@@ -148,12 +165,15 @@ type zonelbSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type zonelbProgramSpecs struct {
-	ZlbConnect4     *ebpf.ProgramSpec `ebpf:"zlb_connect4"`
-	ZlbConnect6     *ebpf.ProgramSpec `ebpf:"zlb_connect6"`
-	ZlbGetpeername4 *ebpf.ProgramSpec `ebpf:"zlb_getpeername4"`
-	ZlbGetpeername6 *ebpf.ProgramSpec `ebpf:"zlb_getpeername6"`
-	ZlbShortcutMsg  *ebpf.ProgramSpec `ebpf:"zlb_shortcut_msg"`
-	ZlbSockops      *ebpf.ProgramSpec `ebpf:"zlb_sockops"`
+	ZlbClaim          *ebpf.ProgramSpec `ebpf:"zlb_claim"`
+	ZlbConnect4       *ebpf.ProgramSpec `ebpf:"zlb_connect4"`
+	ZlbConnect6       *ebpf.ProgramSpec `ebpf:"zlb_connect6"`
+	ZlbGetpeername4   *ebpf.ProgramSpec `ebpf:"zlb_getpeername4"`
+	ZlbGetpeername6   *ebpf.ProgramSpec `ebpf:"zlb_getpeername6"`
+	ZlbProcessExit    *ebpf.ProgramSpec `ebpf:"zlb_process_exit"`
+	ZlbShortcutMsg    *ebpf.ProgramSpec `ebpf:"zlb_shortcut_msg"`
+	ZlbSignalGenerate *ebpf.ProgramSpec `ebpf:"zlb_signal_generate"`
+	ZlbSockops        *ebpf.ProgramSpec `ebpf:"zlb_sockops"`
 }
 
 // zonelbMapSpecs contains maps before they are loaded into the kernel.
@@ -165,6 +185,7 @@ type zonelbMapSpecs struct {
 	ZlbListeners *ebpf.MapSpec `ebpf:"zlb_listeners"`
 	ZlbNetns     *ebpf.MapSpec `ebpf:"zlb_netns"`
 	ZlbOrigdst   *ebpf.MapSpec `ebpf:"zlb_origdst"`
+	ZlbOwners    *ebpf.MapSpec `ebpf:"zlb_owners"`
 	ZlbServices  *ebpf.MapSpec `ebpf:"zlb_services"`
 	ZlbShortcut  *ebpf.MapSpec `ebpf:"zlb_shortcut"`
 	ZlbTuples    *ebpf.MapSpec `ebpf:"zlb_tuples"`
@@ -201,6 +222,7 @@ type zonelbMaps struct {
 	ZlbListeners *ebpf.Map `ebpf:"zlb_listeners"`
 	ZlbNetns     *ebpf.Map `ebpf:"zlb_netns"`
 	ZlbOrigdst   *ebpf.Map `ebpf:"zlb_origdst"`
+	ZlbOwners    *ebpf.Map `ebpf:"zlb_owners"`
 	ZlbServices  *ebpf.Map `ebpf:"zlb_services"`
 	ZlbShortcut  *ebpf.Map `ebpf:"zlb_shortcut"`
 	ZlbTuples    *ebpf.Map `ebpf:"zlb_tuples"`
@@ -213,6 +235,7 @@ func (m *zonelbMaps) Close() error {
 		m.ZlbListeners,
 		m.ZlbNetns,
 		m.ZlbOrigdst,
+		m.ZlbOwners,
 		m.ZlbServices,
 		m.ZlbShortcut,
 		m.ZlbTuples,
@@ -229,21 +252,27 @@ type zonelbVariables struct {
 //
 // It can be passed to loadZonelbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type zonelbPrograms struct {
-	ZlbConnect4     *ebpf.Program `ebpf:"zlb_connect4"`
-	ZlbConnect6     *ebpf.Program `ebpf:"zlb_connect6"`
-	ZlbGetpeername4 *ebpf.Program `ebpf:"zlb_getpeername4"`
-	ZlbGetpeername6 *ebpf.Program `ebpf:"zlb_getpeername6"`
-	ZlbShortcutMsg  *ebpf.Program `ebpf:"zlb_shortcut_msg"`
-	ZlbSockops      *ebpf.Program `ebpf:"zlb_sockops"`
+	ZlbClaim          *ebpf.Program `ebpf:"zlb_claim"`
+	ZlbConnect4       *ebpf.Program `ebpf:"zlb_connect4"`
+	ZlbConnect6       *ebpf.Program `ebpf:"zlb_connect6"`
+	ZlbGetpeername4   *ebpf.Program `ebpf:"zlb_getpeername4"`
+	ZlbGetpeername6   *ebpf.Program `ebpf:"zlb_getpeername6"`
+	ZlbProcessExit    *ebpf.Program `ebpf:"zlb_process_exit"`
+	ZlbShortcutMsg    *ebpf.Program `ebpf:"zlb_shortcut_msg"`
+	ZlbSignalGenerate *ebpf.Program `ebpf:"zlb_signal_generate"`
+	ZlbSockops        *ebpf.Program `ebpf:"zlb_sockops"`
 }
 
 func (p *zonelbPrograms) Close() error {
 	return _ZonelbClose(
+		p.ZlbClaim,
 		p.ZlbConnect4,
 		p.ZlbConnect6,
 		p.ZlbGetpeername4,
 		p.ZlbGetpeername6,
+		p.ZlbProcessExit,
 		p.ZlbShortcutMsg,
+		p.ZlbSignalGenerate,
 		p.ZlbSockops,
 	)
 }

@@ -66,8 +66,10 @@ type RedirectConfig struct {
 	// PinDir is the bpffs directory for pinned state. Default
 	// /sys/fs/bpf/zonelb.
 	PinDir string `json:"pinDir,omitempty"`
-	// CgroupPath is the cgroup-v2 directory the hooks attach to. Default:
-	// the cgroup2 mount.
+	// CgroupPath is the cgroup-v2 directory the hooks attach to, or a
+	// directory with the cgroup2 mount below it (a hybrid host's
+	// /sys/fs/cgroup, whose cgroup2 is unified/). Default: the cgroup2
+	// mount.
 	CgroupPath string `json:"cgroupPath,omitempty"`
 	// Interface is the dummy interface holding the proxy address. Default
 	// zonelb0.

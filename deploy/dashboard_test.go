@@ -35,7 +35,6 @@ var daemonMetrics = []string{
 	"zonelb_cross_zone_cost_dollars_total",
 	"zonelb_endpoints",
 	"zonelb_spillover_active",
-	"zonelb_spillover_share",
 	"zonelb_spill_local_level_seconds",
 	"zonelb_spill_budgeted_level_seconds",
 	"zonelb_ready",
@@ -227,7 +226,6 @@ func TestDashboardQueries(t *testing.T) {
 		{"series": `zonelb_spillover_active{instance="n1",service="apps/greeter"}`, "values": "1x20"},
 		{"series": `zonelb_spillover_active{instance="n2",service="apps/greeter"}`, "values": "0x20"},
 		{"series": `zonelb_spillover_active{instance="n2",service="apps/other"}`, "values": "0x20"},
-		{"series": `zonelb_spillover_share{instance="n1",service="apps/greeter",distance="1"}`, "values": "0.25x20"},
 		// 10 B/s from a to b; same-zone pairs are counted too but are not
 		// cross-zone bytes: the panels leave them out.
 		{"series": `zonelb_cross_zone_bytes_total{instance="n1",src_zone="a",dst_zone="b",direction="sent"}`, "values": "0+600x20"},
@@ -249,7 +247,7 @@ func TestDashboardQueries(t *testing.T) {
 		{"Latency p50 / p99 by destination zone", "A"}: {{`{dst_zone="a"}`, 0.005}},
 		{"Errors by code", "A"}:                        {{`{code="UNAVAILABLE"}`, 1}},
 		{"Services spilling", "A"}:                     {{"{}", 1}},
-		{"Spill share by service", "A"}:                {{`{service="apps/greeter",distance="1"}`, 0.25}},
+		{"Calls leaving the zone, by service", "A"}:    {{`{service="apps/greeter"}`, 0.25}},
 		{"Cross-zone bytes/day", "A"}:                  {{"{}", 864000}},
 		{"Cross-zone bytes by zone pair", "A"}:         {{`{src_zone="a",dst_zone="b",direction="sent"}`, 10}},
 		{"Connects by outcome", "A"}:                   {{`{outcome="redirected"}`, 10}, {`{outcome="not_selected"}`, 1}},

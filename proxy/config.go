@@ -66,6 +66,13 @@ type Config struct {
 	// Default 90s.
 	UpstreamIdleTimeout time.Duration
 
+	// UpstreamPingInterval is how often upstream connections are checked
+	// for silence: one that received nothing for two intervals is sent a
+	// PING, and closed (failing its streams) when nothing arrives for one
+	// more. It finds endpoints that vanished without a FIN or RST.
+	// Default 15s; negative disables.
+	UpstreamPingInterval time.Duration
+
 	// ReplayLimit is how many request-body bytes are kept per request so
 	// it can be retried on another endpoint when it provably never reached
 	// the first one. A request that sent more is not retried. Default
@@ -110,6 +117,7 @@ const (
 	DefaultUpstreamIdleTimeout  = 90 * time.Second
 	DefaultReplayLimit          = 64 << 10
 	DefaultStalledWriteTimeout  = 5 * time.Minute
+	DefaultUpstreamPingInterval = 15 * time.Second
 	maxWindow                   = 4<<20 - 1
 	copyBufferSize              = 32 << 10 // opaque TCP relay
 )
@@ -140,6 +148,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDur(&c.DialTimeout, DefaultDialTimeout)
 	setDur(&c.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
 	setDur(&c.StalledWriteTimeout, DefaultStalledWriteTimeout)
+	setDur(&c.UpstreamPingInterval, DefaultUpstreamPingInterval)
 	setInt(&c.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
 	setInt(&c.StreamWindow, DefaultStreamWindow)
 	setInt(&c.ConnWindow, DefaultConnWindow)

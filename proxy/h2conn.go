@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"net"
@@ -306,3 +307,35 @@ func (b *batch) flush() {
 // maxFrameSize is the largest frame the proxy reads: HTTP/2's initial
 // SETTINGS_MAX_FRAME_SIZE, which it never raises.
 const maxFrameSize = 16384
+
+// frameBudget bounds the bytes one ReadFrame may consume. A header block
+// is read by x/net's Framer in one call, CONTINUATION frames and all; the
+// Framer stops a block whose decoded size runs past
+// SETTINGS_MAX_HEADER_LIST_SIZE, but not a flood of empty CONTINUATION
+// frames, which cost nothing in header size and CPU for each. Past the
+// budget the read fails and the connection is closed.
+const frameBudget = 4*maxHeaderListSize + 2*maxFrameSize
+
+// errFrameBudget is the read error past frameBudget.
+var errFrameBudget = errors.New("header block too long (CONTINUATION flood)")
+
+// budgetReader is what a connection's Framer reads through.
+type budgetReader struct {
+	r    *bufio.Reader
+	left int
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errFrameBudget
+	}
+	if len(p) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= n
+	return n, err
+}
+
+// reset gives the next ReadFrame its budget.
+func (b *budgetReader) reset() { b.left = frameBudget }

@@ -26,13 +26,15 @@ type Proxy struct {
 	stats    stats
 	shutdown atomic.Bool
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	tcpConns  map[net.Conn]struct{}
-	h2conns   map[*serverConn]struct{}
-	tcpWG     sync.WaitGroup
-	h2WG      sync.WaitGroup
-	serveDone chan struct{}
+	mu         sync.Mutex
+	listeners  map[net.Listener]struct{}
+	tcpConns   map[net.Conn]struct{}
+	h2conns    map[*serverConn]struct{}
+	tcpWG      sync.WaitGroup
+	h2WG       sync.WaitGroup
+	serveDone  chan struct{}
+	stopPinger chan struct{}
+	stopOnce   sync.Once
 }
 
 // New returns a proxy configured by cfg, or an error naming the first
@@ -52,6 +54,10 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.h1conns = newConnListener()
 	p.up = newUpstreams(p, &p.stats.upstreamConns)
+	p.stopPinger = make(chan struct{})
+	if cfg.UpstreamPingInterval > 0 {
+		go p.up.runPinger(p.stopPinger)
+	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	p.srv = &http.Server{
@@ -321,6 +327,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 	<-allDone
 	<-p.serveDone
+	p.stopOnce.Do(func() { close(p.stopPinger) })
 	p.up.closeAll()
 	return err
 }

@@ -21,6 +21,8 @@ type serverConn struct {
 	p      *Proxy
 	conn   net.Conn
 	br     *bufio.Reader
+	in     budgetReader
+	hdr    headerBlock
 	rf     *http2.Framer
 	route  Route
 	remote string
@@ -68,9 +70,9 @@ func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, route Route) {
 	sc.h2conn.init(c, sc.drained)
 	sc.h2conn.outFrames = &sc.outFrames
 	sc.recvWin = int32(p.cfg.ConnWindow)
-	sc.rf = http2.NewFramer(nil, br)
-	sc.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	sc.rf.MaxHeaderListSize = maxHeaderListSize
+	sc.in.r = br
+	sc.rf = http2.NewFramer(nil, &sc.in)
+	sc.hdr.init()
 	sc.rf.SetMaxReadFrameSize(maxFrameSize)
 	sc.rf.SetReuseFrames()
 	if !p.addConn(sc) {
@@ -115,24 +117,23 @@ func (sc *serverConn) serve(b *batch) error {
 
 	sawSettings := false
 	for {
+		sc.in.reset()
 		f, err := sc.rf.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			var ce http2.ConnectionError
 			switch {
 			case errors.As(err, &se):
-				if f != nil || se.StreamID != 0 {
-					if mh, ok := f.(*http2.MetaHeadersFrame); ok && mh.StreamID > sc.lastID {
-						sc.lastID = mh.StreamID
-						sc.lastIDa.Store(mh.StreamID)
-					}
-				}
 				sc.streamError(b, se.StreamID, se.Code)
 				goto next
 			case errors.As(err, &ce):
 				return sc.goAway(http2.ErrCode(ce), "invalid frame")
 			case errors.Is(err, http2.ErrFrameTooLarge):
 				return sc.goAway(http2.ErrCodeFrameSize, "frame too large")
+			case errors.Is(err, errFrameBudget):
+				sc.p.stats.floods.Add(1)
+				sc.p.log.Warn("closing abusive client connection", "remote", sc.remote, "reason", err.Error())
+				return sc.goAway(http2.ErrCodeEnhanceYourCalm, err.Error())
 			}
 			return err
 		}
@@ -168,11 +169,19 @@ func (sc *serverConn) closable() bool {
 // frame handles one frame from the client.
 func (sc *serverConn) frame(b *batch, f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		if !sc.guardUseful() {
-			return sc.flood("")
+	case *http2.HeadersFrame:
+		sc.guardUseful()
+		return sc.headerBlock(b, f)
+	case *http2.ContinuationFrame:
+		if len(f.HeaderBlockFragment()) > 0 {
+			sc.guardUseful()
+		} else if !sc.guardCheap() {
+			return sc.flood("flood of control or empty frames")
 		}
-		return sc.headers(b, f)
+		if !sc.hdr.active {
+			return sc.goAway(http2.ErrCodeProtocol, "CONTINUATION without HEADERS")
+		}
+		return sc.headerBlock(b, f)
 	case *http2.DataFrame:
 		return sc.data(b, f)
 	case *http2.RSTStreamFrame:
@@ -232,10 +241,45 @@ func (sc *serverConn) lookup(id uint32) *stream {
 	return s
 }
 
-func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+// headerBlock handles the outcome of a HEADERS or CONTINUATION frame:
+// a connection error, nothing yet, or a complete header block.
+func (sc *serverConn) headerBlock(b *batch, frame http2.Frame) error {
+	var done bool
+	var err error
+	switch f := frame.(type) {
+	case *http2.HeadersFrame:
+		done, err = sc.hdr.start(f)
+	case *http2.ContinuationFrame:
+		done, err = sc.hdr.add(f.HeaderBlockFragment(), f.HeadersEnded())
+	}
+	var ce http2.ConnectionError
+	switch {
+	case errors.Is(err, errFrameBudget):
+		sc.p.stats.floods.Add(1)
+		sc.p.log.Warn("closing abusive client connection", "remote", sc.remote, "reason", err.Error())
+		return sc.goAway(http2.ErrCodeEnhanceYourCalm, err.Error())
+	case errors.As(err, &ce):
+		return sc.goAway(http2.ErrCode(ce), "invalid header block")
+	case err != nil:
+		return sc.goAway(http2.ErrCodeInternal, err.Error())
+	case !done:
+		return nil
+	}
+	return sc.headers(b, &sc.hdr)
+}
+
+func (sc *serverConn) headers(b *batch, f *headerBlock) error {
+	id := f.streamID
 	if id%2 == 0 {
 		return sc.goAway(http2.ErrCodeProtocol, "HEADERS on a server stream id")
+	}
+	if f.invalid != nil {
+		if id > sc.lastID {
+			sc.lastID = id
+			sc.lastIDa.Store(id)
+		}
+		sc.streamError(b, id, http2.ErrCodeProtocol)
+		return nil
 	}
 	if s := sc.lookup(id); s != nil {
 		// Trailers.
@@ -245,7 +289,7 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 			sc.streamErrorLocked(b, s, http2.ErrCodeStreamClosed)
 			return nil
 		}
-		if !f.StreamEnded() || hasPseudo(f.Fields) {
+		if !f.endStream || f.truncated || hasPseudo(f.fields) {
 			sc.streamErrorLocked(b, s, http2.ErrCodeProtocol)
 			return nil
 		}
@@ -253,7 +297,7 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 			sc.streamErrorLocked(b, s, http2.ErrCodeProtocol)
 			return nil
 		}
-		s.reqH.trailers = f.Fields
+		s.reqH.trailers = append([]hpack.HeaderField(nil), f.fields...)
 		s.requestData(b, nil, true)
 		return nil
 	}
@@ -262,7 +306,7 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 	}
 	sc.lastID = id
 	sc.lastIDa.Store(id)
-	if f.HasPriority() && f.Priority.StreamDep == id {
+	if f.hasPriority && f.priority.StreamDep == id {
 		sc.streamError(b, id, http2.ErrCodeProtocol)
 		return nil
 	}
@@ -273,7 +317,7 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 		sc.streamError(b, id, http2.ErrCodeRefusedStream)
 		return nil
 	}
-	if f.Truncated {
+	if f.truncated {
 		sc.wmu.Lock()
 		sc.writeHeaders(id, true, []hpack.HeaderField{{Name: ":status", Value: "431"}})
 		sc.wmu.Unlock()
@@ -284,11 +328,11 @@ func (sc *serverConn) headers(b *batch, f *http2.MetaHeadersFrame) error {
 	s := p.newStream()
 	s.sc, s.id, s.route = sc, id, sc.route
 	s.start = p.cfg.Now()
-	if code := s.parseRequest(f.Fields); code != http2.ErrCodeNo {
+	if code := s.parseRequest(append(s.reqArr[:0], f.fields...)); code != http2.ErrCodeNo {
 		sc.streamError(b, id, code)
 		return nil
 	}
-	end := f.StreamEnded()
+	end := f.endStream
 	if end && s.contentLength > 0 {
 		sc.streamError(b, id, http2.ErrCodeProtocol)
 		return nil

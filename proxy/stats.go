@@ -26,11 +26,15 @@ type Stats struct {
 	BufferedPeak   int64 // highest BufferedBytes seen
 	ActiveRequests int64 // requests in flight
 	FloodsClosed   int64 // client connections closed by the flood guard
+	// UpstreamFloodsClosed counts endpoint connections closed for abuse
+	// (floods of control frames, CONTINUATION floods).
+	UpstreamFloodsClosed int64
 }
 
 type stats struct {
 	requests, retries, upstreamConns, tcpConns atomic.Int64
 	buffered, peak, active, floods             atomic.Int64
+	upstreamFloods                             atomic.Int64
 }
 
 func (s *stats) hold(n int) {
@@ -55,6 +59,8 @@ func (s *stats) snapshot() Stats {
 		BufferedPeak:   s.peak.Load(),
 		ActiveRequests: s.active.Load(),
 		FloodsClosed:   s.floods.Load(),
+
+		UpstreamFloodsClosed: s.upstreamFloods.Load(),
 	}
 }
 

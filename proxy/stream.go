@@ -41,8 +41,8 @@ type stream struct {
 	avoid   netip.AddrPort
 	attempt int
 
-	req      []hpack.HeaderField // request header block for upstream
-	reqTrail []hpack.HeaderField // request trailers, if any
+	req      []hpack.HeaderField   // request header block for upstream
+	reqArr   [16]hpack.HeaderField // storage for req, when it fits
 	grpc     bool
 	start    time.Time
 	sent     time.Time // when the current attempt was sent upstream
@@ -386,11 +386,17 @@ func (s *stream) responseHeaders(b *batch, fields []hpack.HeaderField, end bool)
 	s.respH.trailers = filterResponse(fields)
 	s.respH.end = true
 	if s.h1 != nil {
+		s.respH.trailers = append([]hpack.HeaderField(nil), s.respH.trailers...)
 		s.h1.cond.Broadcast()
 		s.finish(b, s.outcome())
 		return
 	}
 	s.pushResponse(b)
+	if !s.respH.endSent && !s.done {
+		// Held behind response bytes: fields belongs to the
+		// connection's decoder, keep a copy.
+		s.respH.trailers = append([]hpack.HeaderField(nil), s.respH.trailers...)
+	}
 }
 
 // sendResponseHeaders writes the response header block to the client.
@@ -401,7 +407,7 @@ func (s *stream) sendResponseHeaders(b *batch, fields []hpack.HeaderField, end b
 		s.respH.endSent = true
 	}
 	if s.h1 != nil {
-		s.h1.headers = fields
+		s.h1.headers = append([]hpack.HeaderField(nil), fields...)
 		s.h1.cond.Broadcast()
 		if end {
 			s.finish(b, s.outcome())

@@ -331,6 +331,8 @@ type clientConn struct {
 	pool *endpointPool
 	conn net.Conn
 	br   *bufio.Reader
+	in   budgetReader
+	hdr  headerBlock
 	rf   *http2.Framer
 
 	// Guarded by wmu:
@@ -342,6 +344,17 @@ type clientConn struct {
 	goingAway      bool
 	idleSince      time.Time
 	connThreshold  int32
+
+	// The endpoint flood guard (read loop only, but outFrames).
+	credit    int
+	outFrames atomic.Int64
+
+	// Keepalive: reads counts read batches; the pinger compares it
+	// between its rounds (guarded by pingMu).
+	reads  atomic.Uint64
+	pingMu sync.Mutex
+	seen   uint64
+	quiet  int // pinger rounds without a read
 
 	peek    func(fd uintptr) // peekFD, allocated once
 	peekBuf [1]byte
@@ -370,10 +383,12 @@ func (u *upstreams) connect(ep *endpointPool) (*clientConn, error) {
 	cc.h2conn.init(c, cc.drained)
 	cc.recvWin = upstreamConnWindow
 	cc.peek = cc.peekFD
+	cc.credit = floodBurst
+	cc.h2conn.outFrames = &cc.outFrames
 	cc.br = bufio.NewReaderSize(c, readBufferSize)
-	cc.rf = http2.NewFramer(nil, cc.br)
-	cc.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	cc.rf.MaxHeaderListSize = maxHeaderListSize
+	cc.in.r = cc.br
+	cc.rf = http2.NewFramer(nil, &cc.in)
+	cc.hdr.init()
 	cc.rf.SetMaxReadFrameSize(maxFrameSize)
 	cc.rf.SetReuseFrames()
 
@@ -569,6 +584,7 @@ func (e errUpstreamProtocol) Error() string {
 func (cc *clientConn) readFrames(b *batch) error {
 	sawSettings := false
 	for {
+		cc.in.reset()
 		f, err := cc.rf.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -583,6 +599,9 @@ func (cc *clientConn) readFrames(b *batch) error {
 			if errors.Is(err, http2.ErrFrameTooLarge) {
 				return cc.goAway(b, http2.ErrCodeFrameSize, "frame too large")
 			}
+			if errors.Is(err, errFrameBudget) {
+				return cc.abusive(b, err.Error())
+			}
 			return err
 		}
 		if !sawSettings {
@@ -591,24 +610,21 @@ func (cc *clientConn) readFrames(b *batch) error {
 			}
 			sawSettings = true
 		}
+		if cc.floodGuard(f) {
+			return cc.abusive(b, "flood of control or empty frames")
+		}
 		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if f.Truncated {
-				cc.streamError(b, f.StreamID, http2.ErrCodeProtocol, "response header list too large")
-				break
+		case *http2.HeadersFrame:
+			if err := cc.headerBlock(b, f); err != nil {
+				return err
 			}
-			s := cc.lookup(f.StreamID)
-			if s == nil {
-				if cc.idleID(f.StreamID) {
-					return cc.goAway(b, http2.ErrCodeProtocol, "HEADERS on idle stream")
-				}
-				break
+		case *http2.ContinuationFrame:
+			if !cc.hdr.active {
+				return cc.goAway(b, http2.ErrCodeProtocol, "CONTINUATION without HEADERS")
 			}
-			s.mu.Lock()
-			if s.cc == cc && s.upID == f.StreamID {
-				s.responseHeaders(b, f.Fields, f.StreamEnded())
+			if err := cc.headerBlock(b, f); err != nil {
+				return err
 			}
-			s.mu.Unlock()
 		case *http2.DataFrame:
 			flow := int32(f.Length)
 			cc.wmu.Lock()
@@ -690,9 +706,101 @@ func (cc *clientConn) readFrames(b *batch) error {
 		}
 	next:
 		if cc.br.Buffered() == 0 {
+			cc.reads.Add(1)
 			b.flush()
 		}
 	}
+}
+
+// runPinger checks every upstream connection for silence once per
+// UpstreamPingInterval until the proxy shuts down: one timer for the
+// whole proxy, nothing per request.
+func (u *upstreams) runPinger(done <-chan struct{}) {
+	t := time.NewTicker(u.cfg.UpstreamPingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		u.pools.Range(func(_, v any) bool {
+			ep := v.(*endpointPool)
+			ep.mu.Lock()
+			conns := append([]*clientConn(nil), ep.conns...)
+			ep.mu.Unlock()
+			for _, cc := range conns {
+				cc.checkSilence()
+			}
+			return true
+		})
+	}
+}
+
+// checkSilence pings a connection that was silent for two rounds, and
+// closes one that stayed silent a round after the PING.
+func (cc *clientConn) checkSilence() {
+	cc.pingMu.Lock()
+	defer cc.pingMu.Unlock()
+	if r := cc.reads.Load(); r != cc.seen {
+		cc.seen, cc.quiet = r, 0
+		return
+	}
+	cc.quiet++
+	switch {
+	case cc.quiet == 2:
+		cc.wmu.Lock()
+		if !cc.closed {
+			cc.fr.WritePing(false, [8]byte{'z', 'o', 'n', 'e', 'l', 'b'})
+			cc.w.flush()
+		}
+		cc.wmu.Unlock()
+	case cc.quiet > 2:
+		cc.u.log.Warn("closing silent upstream connection", "endpoint", cc.pool.addrStr)
+		cc.close(errors.New("no answer to PING"))
+	}
+}
+
+// headerBlock handles the outcome of a HEADERS or CONTINUATION frame from
+// the endpoint: a connection error, nothing yet, or a complete block.
+func (cc *clientConn) headerBlock(b *batch, frame http2.Frame) error {
+	var done bool
+	var err error
+	switch f := frame.(type) {
+	case *http2.HeadersFrame:
+		done, err = cc.hdr.start(f)
+	case *http2.ContinuationFrame:
+		done, err = cc.hdr.add(f.HeaderBlockFragment(), f.HeadersEnded())
+	}
+	var ce http2.ConnectionError
+	switch {
+	case errors.Is(err, errFrameBudget):
+		return cc.abusive(b, err.Error())
+	case errors.As(err, &ce):
+		return cc.goAway(b, http2.ErrCode(ce), "invalid header block")
+	case err != nil:
+		return cc.goAway(b, http2.ErrCodeInternal, err.Error())
+	case !done:
+		return nil
+	}
+	f := &cc.hdr
+	if f.truncated || f.invalid != nil {
+		cc.streamError(b, f.streamID, http2.ErrCodeProtocol, "invalid or too large response header block")
+		return nil
+	}
+	s := cc.lookup(f.streamID)
+	if s == nil {
+		if cc.idleID(f.streamID) {
+			return cc.goAway(b, http2.ErrCodeProtocol, "HEADERS on idle stream")
+		}
+		return nil
+	}
+	s.mu.Lock()
+	if s.cc == cc && s.upID == f.streamID {
+		s.responseHeaders(b, f.fields, f.endStream)
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 func (cc *clientConn) lookup(id uint32) *stream {
@@ -729,6 +837,56 @@ func (cc *clientConn) streamError(b *batch, id uint32, code http2.ErrCode, reaso
 		}
 		s.mu.Unlock()
 	}
+}
+
+// floodGuard charges f to the endpoint's credit, the same rule as a
+// client's: frames that answer requests earn, control and empty frames
+// cost, and frames sent to the endpoint earn (it legitimately answers them
+// with WINDOW_UPDATE and PING). It reports whether the credit ran out.
+func (cc *clientConn) floodGuard(f http2.Frame) bool {
+	if cc.u.cfg.DisableFloodGuard {
+		return false
+	}
+	switch f := f.(type) {
+	case *http2.HeadersFrame:
+		cc.credit = min(cc.credit+floodEarnPerFrame, floodBurst)
+		return false
+	case *http2.ContinuationFrame:
+		if len(f.HeaderBlockFragment()) > 0 {
+			cc.credit = min(cc.credit+floodEarnPerFrame, floodBurst)
+			return false
+		}
+	case *http2.DataFrame:
+		if f.Length > 0 || f.StreamEnded() {
+			cc.credit = min(cc.credit+floodEarnPerFrame, floodBurst)
+			return false
+		}
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return false
+		}
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return false
+		}
+	case *http2.GoAwayFrame:
+		return false
+	}
+	if cc.credit <= 0 {
+		if out := cc.outFrames.Swap(0); out > 0 {
+			cc.credit = int(min(int64(cc.credit)+floodEarnPerFrameOut*out, floodBurst))
+		}
+	}
+	cc.credit--
+	return cc.credit < 0
+}
+
+// abusive closes the connection of an endpoint that abuses the protocol:
+// its streams fail, which the balancer sees as failures of the endpoint.
+func (cc *clientConn) abusive(b *batch, reason string) error {
+	cc.u.p.stats.upstreamFloods.Add(1)
+	cc.u.log.Warn("closing abusive upstream connection", "endpoint", cc.pool.addrStr, "reason", reason)
+	return cc.goAway(b, http2.ErrCodeEnhanceYourCalm, reason)
 }
 
 // goAway ends the connection for a protocol error by the endpoint.

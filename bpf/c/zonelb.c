@@ -13,8 +13,14 @@
 //   getpeername  the application sees the address it dialled.
 //
 // Fail-open: redirect only while the proxy's listening socket sits in the
-// zlb_listeners SOCKMAP. The kernel removes it when the socket closes (also
-// on SIGKILL), so liveness is looked up on every connect, never cached.
+// zlb_listeners SOCKMAP and the process that registered it has not begun
+// to exit. The kernel removes the socket when it closes (also on SIGKILL),
+// but a dying process closes its sockets only at the very end of its exit,
+// its accepted connections before its listener: clients that reconnect at
+// once would be steered to a listener about to reset them. So two tracing
+// programs mark the owner (zlb_owners) exiting at the first sign: SIGKILL
+// delivered to it, or any of its threads exiting in a group exit. Both are
+// looked up on every connect, never cached.
 //
 // Layout rule: the structs below are shared with Go through bpf2go. Changing
 // one changes the map layout; the loader then migrates or replaces the
@@ -52,7 +58,7 @@ enum zlb_cfg_flag {
 	ZLB_CFG_ENROLL_ALL = 2, // every non-host netns under the attach cgroup is enrolled
 };
 
-// Listener slots in zlb_listeners.
+// Listener slots in zlb_listeners and zlb_owners.
 enum zlb_listener_slot {
 	ZLB_LISTENER_V4 = 0,
 	ZLB_LISTENER_V6 = 1,
@@ -60,6 +66,13 @@ enum zlb_listener_slot {
 };
 
 // Counters in zlb_counters, one per outcome.
+
+// Kernel constants the tracing programs compare with (stable for years):
+// SIGKILL, TRACE_SIGNAL_DELIVERED (include/trace/events/signal.h) and
+// SIGNAL_GROUP_EXIT (include/linux/sched/signal.h).
+#define ZLB_SIGKILL 9
+#define ZLB_TRACE_SIGNAL_DELIVERED 0
+#define ZLB_SIGNAL_GROUP_EXIT 0x4
 
 enum zlb_counter {
 	ZLB_C_REDIRECTED = 0,
@@ -75,6 +88,8 @@ enum zlb_counter {
 	ZLB_C_TUPLE_FAILED,
 	ZLB_C_GETPEERNAME_REWRITTEN,
 	ZLB_C_SHORTCUT_SOCKETS,
+	ZLB_C_SKIP_PROXY_EXITING, // listener still registered, its process exiting
+	ZLB_C_PROXY_EXITS,        // a registered proxy process began to exit
 	ZLB_C_MAX,
 };
 
@@ -96,6 +111,35 @@ struct config {
 	__u32 mark;
 	enum zlb_cfg_flag flags; // a set of bits; also puts the enum in BTF for bpf2go
 };
+
+// listener_owner is the process that registered a listener slot, by its
+// thread-group id in the initial pid namespace (what the tracing programs
+// see, whatever namespace the proxy runs in), and whether it has begun to
+// exit. Written by zlb_claim in the registering process, then by the
+// tracing programs; 0 is no owner.
+struct listener_owner {
+	__u32 tgid;
+	__u32 exiting;
+};
+
+// claim_args is zlb_claim's context (BPF_PROG_RUN input).
+struct claim_args {
+	__u32 slot;
+};
+
+// Just the fields the tracing programs read, relocated against the running
+// kernel's BTF (CO-RE: the ___zlb suffix is dropped when matching names).
+struct signal_struct___zlb {
+	struct {
+		int counter;
+	} live;
+	unsigned int flags;
+} __attribute__((preserve_access_index));
+
+struct task_struct___zlb {
+	int tgid;
+	struct signal_struct___zlb *signal;
+} __attribute__((preserve_access_index));
 
 struct orig_dst {
 	__u32 addr[4];
@@ -161,6 +205,13 @@ struct {
 	__type(key, enum zlb_listener_slot); // also puts the enum in BTF for bpf2go
 	__type(value, __u64);
 } zlb_listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct listener_owner);
+} zlb_owners SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -239,6 +290,11 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, struct config *cfg,
 	}
 	if (!proxy_up(slot)) {
 		count(ZLB_C_SKIP_PROXY_DOWN);
+		return 0;
+	}
+	struct listener_owner *owner = bpf_map_lookup_elem(&zlb_owners, &slot);
+	if (owner && owner->exiting) {
+		count(ZLB_C_SKIP_PROXY_EXITING);
 		return 0;
 	}
 	*svc = *id;
@@ -569,6 +625,88 @@ int zlb_shortcut_msg(struct sk_msg_md *msg)
 	key.side = 0;
 	bpf_msg_redirect_hash(msg, &zlb_shortcut, &key, BPF_F_INGRESS);
 	return SK_PASS;
+}
+
+// zlb_claim records the calling process as the owner of a listener slot,
+// not exiting. The proxy runs it (BPF_PROG_RUN) right before it puts its
+// listener in zlb_listeners: only a BPF program knows the caller's tgid in
+// the initial pid namespace.
+SEC("syscall")
+int zlb_claim(struct claim_args *args)
+{
+	__u32 slot = args->slot;
+	if (slot > ZLB_LISTENER_V6)
+		return 1;
+	struct listener_owner owner = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.exiting = 0,
+	};
+	if (bpf_map_update_elem(&zlb_owners, &slot, &owner, BPF_ANY))
+		return 1;
+	return 0;
+}
+
+// owner_exiting marks every slot owned by tgid as exiting.
+static __always_inline void owner_exiting(__u32 tgid)
+{
+	if (tgid == 0)
+		return;
+#pragma unroll
+	for (__u32 i = 0; i <= ZLB_LISTENER_V6; i++) {
+		__u32 slot = i;
+		struct listener_owner *o = bpf_map_lookup_elem(&zlb_owners, &slot);
+		if (o && o->tgid == tgid && !o->exiting) {
+			o->exiting = 1;
+			count(ZLB_C_PROXY_EXITS);
+		}
+	}
+}
+
+static __always_inline int owns_a_slot(__u32 tgid)
+{
+#pragma unroll
+	for (__u32 i = 0; i <= ZLB_LISTENER_V6; i++) {
+		__u32 slot = i;
+		struct listener_owner *o = bpf_map_lookup_elem(&zlb_owners, &slot);
+		if (o && o->tgid == tgid && tgid != 0)
+			return 1;
+	}
+	return 0;
+}
+
+// zlb_signal_generate: a SIGKILL delivered to the proxy (kubelet, the OOM
+// killer, kill -9) dooms it at once, before any of its threads runs again:
+// from here on no connect is steered to it. tp_btf/signal_generate args:
+// (int sig, struct kernel_siginfo *info, struct task_struct *task,
+//  int group, int result).
+SEC("tp_btf/signal_generate")
+int zlb_signal_generate(__u64 *ctx)
+{
+	if ((int)ctx[0] != ZLB_SIGKILL || (int)ctx[4] != ZLB_TRACE_SIGNAL_DELIVERED)
+		return 0;
+	struct task_struct___zlb *task = (struct task_struct___zlb *)ctx[2];
+	owner_exiting(task->tgid);
+	return 0;
+}
+
+// zlb_process_exit: any other way out (a Go panic or fatal error and
+// os.Exit all end in exit_group; a fatal signal other than SIGKILL) runs
+// do_exit in every thread; the first one is still long before the process
+// closes its files. Only a group exit counts (or the last thread): a
+// single thread ending (a locked goroutine's thread) is not the proxy
+// going away. tp_btf/sched_process_exit args: (struct task_struct *p[,
+// bool group_dead]).
+SEC("tp_btf/sched_process_exit")
+int zlb_process_exit(__u64 *ctx)
+{
+	struct task_struct___zlb *task = (struct task_struct___zlb *)ctx[0];
+	__u32 tgid = task->tgid;
+	if (!owns_a_slot(tgid))
+		return 0;
+	struct signal_struct___zlb *sig = task->signal;
+	if ((sig->flags & ZLB_SIGNAL_GROUP_EXIT) || sig->live.counter == 0)
+		owner_exiting(tgid);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

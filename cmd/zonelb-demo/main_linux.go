@@ -181,7 +181,9 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "              and calls at %.0f/s (%d B requests, %d B responses)\n", o.rate, o.reqBytes, o.respBytes)
 	fmt.Fprintf(stdout, "  cross-zone  +%v per call, emulated inside the backends (no netem here)\n", o.crossZone)
 	fmt.Fprintf(stdout, "  discovery   %s\n", c.DiscoveryDetail)
-	fmt.Fprintf(stdout, "  zonelb      %s daemon on node-a: eBPF connect4 redirection on node-a's pod cgroup, node proxy %s\n\n", o.bin, cluster.ProxyAddr)
+	fmt.Fprintf(stdout, "  zonelb      %s daemon on node-a: eBPF connect4 redirection on node-a's pod cgroup, node proxy %s\n", o.bin, cluster.ProxyAddr)
+	prom := startPrometheus(ctx, c, prog, stdout)
+	fmt.Fprintln(stdout)
 
 	type mode struct {
 		name     string
@@ -232,7 +234,7 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	prog.clear()
 	printLive(stdout, live, o.rate*float64(len(c.Clients)))
-	if path, err := writeReport(o, c, phases, live); err != nil {
+	if path, err := writeReport(ctx, o, c, phases, live, prom); err != nil {
 		fmt.Fprintln(stderr, "demo: report:", err)
 	} else {
 		fmt.Fprintf(stdout, "\nReport (charts of the live scenario and the table, one self-contained page): %s\n", path)

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"time"
+
+	"github.com/zonelb/zonelb/deploy"
 
 	"github.com/zonelb/zonelb/internal/cluster"
 	"github.com/zonelb/zonelb/internal/demoreport"
@@ -75,7 +79,7 @@ func liveTimeline(ph cluster.Phase, title string) demoreport.Live {
 
 // writeReport writes the run's results file and HTML report into
 // o.reportDir and returns the report's path.
-func writeReport(o options, c *cluster.Cluster, phases []cluster.Phase, live cluster.Phase) (string, error) {
+func writeReport(ctx context.Context, o options, c *cluster.Cluster, phases []cluster.Phase, live cluster.Phase, prom *cluster.Prometheus) (string, error) {
 	r := demoreport.Results{
 		Generated: time.Now(),
 		Setup: []string{
@@ -91,5 +95,65 @@ func writeReport(o options, c *cluster.Cluster, phases []cluster.Phase, live clu
 			"kube-proxy picks one endpoint per connection; PreferSameZone keeps connections in zone-a but still pins each to one pod; zonelb balances every call over the zone's pods.",
 		},
 	}
+	if prom != nil {
+		if err := addMetricShares(ctx, prom, live, &r.Live); err != nil {
+			r.Notes = append(r.Notes, "zonelb's own metrics could not be read from Prometheus: "+err.Error())
+		} else {
+			r.Setup = append(r.Setup, "prometheus: Debian's prometheus scraped the daemon's /metrics every second; the chart's dashed line is the Grafana dashboard's \"Local share\" query over that data")
+		}
+	}
 	return demoreport.Write(o.reportDir, r)
+}
+
+// startPrometheus starts the harness's Prometheus on node-a, scraping the
+// daemon; the demo goes on without it (and says so) if it cannot.
+func startPrometheus(ctx context.Context, c *cluster.Cluster, prog *progress, stdout io.Writer) *cluster.Prometheus {
+	prog.step("starting Prometheus on node-a (it scrapes the zonelb daemon every second)")
+	prom, err := c.StartPrometheus(ctx, cluster.PrometheusOptions{})
+	if err != nil {
+		fmt.Fprintf(stdout, "  prometheus  not running: %v\n", err)
+		return nil
+	}
+	fmt.Fprintf(stdout, "  prometheus  scrapes the daemon's /metrics every second (in node-a's namespace, %s)\n", cluster.PrometheusAddr)
+	return prom
+}
+
+// metricRange is the rate window of the dashboard query charted beside
+// the clients' own count: two scrapes.
+const metricRange = 2 * time.Second
+
+// addMetricShares evaluates the dashboard's "Local share" panel at the end
+// of every second of the live scenario and adds it to the timeline: what
+// an operator's dashboard showed, beside what the clients counted.
+func addMetricShares(ctx context.Context, prom *cluster.Prometheus, ph cluster.Phase, live *demoreport.Live) error {
+	queries, err := deploy.DashboardQueries()
+	if err != nil {
+		return err
+	}
+	expr := ""
+	for _, q := range queries {
+		if q.PanelTitle == "Local share" {
+			expr = q.Expand(metricRange)
+		}
+	}
+	if expr == "" {
+		return fmt.Errorf("no \"Local share\" panel in the dashboard")
+	}
+	if len(ph.Windows) > 0 {
+		// The last second's end must have been scraped.
+		if _, err := prom.WaitScraped(ctx, time.Unix(0, ph.Windows[len(ph.Windows)-1].End), 10*time.Second); err != nil {
+			return err
+		}
+	}
+	for i := range live.Seconds {
+		v, err := prom.Query(ctx, expr, time.Unix(0, ph.Windows[i].End))
+		if err != nil {
+			return err
+		}
+		if len(v) == 1 {
+			x := float64(v[0].Value)
+			live.Seconds[i].MetricLocalShare = &x
+		}
+	}
+	return nil
 }

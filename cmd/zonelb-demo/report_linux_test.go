@@ -84,10 +84,15 @@ func TestDemoReport(t *testing.T) {
 	}
 	// Every charted point, against the results file.
 	want := map[string]string{}
+	metricSeconds := 0
 	for _, s := range res.Live.Seconds {
 		sec := demoreport.Value(s.Start)
 		for _, z := range res.Live.Zones {
 			want["shares/"+z+"/"+sec] = demoreport.Value(s.Share[z])
+		}
+		if s.MetricLocalShare != nil {
+			want["shares/"+res.Live.Zones[0]+" (zonelb's metrics)/"+sec] = demoreport.Value(*s.MetricLocalShare)
+			metricSeconds++
 		}
 		want["p99/p99/"+sec] = demoreport.Value(s.P99Ms)
 		want["failures/failed/"+sec] = demoreport.Value(float64(s.Failed))
@@ -108,6 +113,11 @@ func TestDemoReport(t *testing.T) {
 			rows = append(rows, cells)
 		}
 	})
+	// With Prometheus installed (make test-deps), the demo charts zonelb's
+	// own metrics beside the clients' count for every second.
+	if _, err := cluster.FindPrometheus(); err == nil && metricSeconds < len(res.Live.Seconds) {
+		t.Errorf("zonelb's metrics (Prometheus) charted for %d of %d seconds", metricSeconds, len(res.Live.Seconds))
+	}
 	if len(res.Live.Seconds) < 10 {
 		t.Errorf("the results file has %d seconds of the live scenario, want its whole timeline", len(res.Live.Seconds))
 	}

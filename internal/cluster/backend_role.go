@@ -12,12 +12,20 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/zonelb/zonelb/internal/testservice"
 )
+
+// CallHeader is the request metadata key carrying each call's unique id
+// (client pod, process, sequence number). Backends log every id they
+// receive (Cluster.Received), so a test can tell a failed call that never
+// reached a backend (a retry could have saved it) from one that did.
+const CallHeader = "x-zonelb-e2e-call"
 
 // PeerHeader is the response header in which a backend names the address
 // it saw the call come from: the client pod's own address when the call
@@ -44,6 +52,9 @@ type backendArgs struct {
 	ZoneOf         map[netip.Prefix]string `json:"zoneOf"`
 	// DrainTimeout bounds the graceful stop on SIGTERM.
 	DrainTimeout Duration `json:"drainTimeout"`
+	// ReceivedLog is the file (opened for appending) to which the backend
+	// writes the CallHeader id of every call it receives, one line each.
+	ReceivedLog string `json:"receivedLog"`
 }
 
 // Duration is a time.Duration written as "10ms" in JSON.
@@ -141,6 +152,15 @@ func runBackend(ctx context.Context, raw []byte) error {
 		return fmt.Errorf("args: %w", err)
 	}
 	load := newSlots(args.Load)
+	var received *os.File
+	if args.ReceivedLog != "" {
+		f, err := os.OpenFile(args.ReceivedLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("received log: %w", err)
+		}
+		defer f.Close()
+		received = f
+	}
 	zoneOf := func(a netip.Addr) string {
 		for p, z := range args.ZoneOf {
 			if p.Contains(a) {
@@ -150,6 +170,17 @@ func runBackend(ctx context.Context, raw []byte) error {
 		return ""
 	}
 	intercept := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		// First thing, in one write(2) on an unbuffered file: the line is
+		// in the kernel before the call does anything, and a SIGKILL
+		// cannot leave half of it. A call is "received" once the server
+		// has handed it to the application, here.
+		if md, ok := metadata.FromIncomingContext(ctx); ok && received != nil {
+			if id := md.Get(CallHeader); len(id) > 0 {
+				if _, err := received.WriteString(id[0] + "\n"); err != nil {
+					return nil, status.Errorf(codes.Internal, "backend %s: log call: %v", args.Name, err)
+				}
+			}
+		}
 		var from netip.Addr
 		if p, ok := peer.FromContext(ctx); ok {
 			if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {

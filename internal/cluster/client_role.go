@@ -3,10 +3,13 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -60,6 +64,154 @@ type clientMsg struct {
 	Window *Window `json:"window,omitempty"`
 }
 
+// connTracker records the client's connections: when each was dialled
+// and established, whether the kernel steered it to the node proxy (its
+// real destination, which getpeername hides, read from /proc/net/tcp of
+// the pod's namespace), and when it first failed.
+type connTracker struct {
+	mu    sync.Mutex
+	conns map[string]*Conn // by local address
+}
+
+func (ct *connTracker) dial(ctx context.Context, addr string) (net.Conn, error) {
+	start := time.Now()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	rec := &Conn{
+		Local:       c.LocalAddr().String(),
+		DialStart:   start.UnixNano(),
+		Established: time.Now().UnixNano(),
+	}
+	rec.Remote, _ = kernelPeer(rec.Local)
+	ct.mu.Lock()
+	ct.conns[rec.Local] = rec
+	ct.mu.Unlock()
+	return &trackedConn{Conn: c, ct: ct, rec: rec}, nil
+}
+
+func (ct *connTracker) failed(rec *Conn, err error) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if rec.Broken == 0 {
+		rec.Broken = time.Now().UnixNano()
+		rec.Err = err.Error()
+	}
+}
+
+func (ct *connTracker) all() []Conn {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	out := make([]Conn, 0, len(ct.conns))
+	for _, c := range ct.conns {
+		out = append(out, *c)
+	}
+	return out
+}
+
+// trackedConn notes the first read or write error of a connection (EOF,
+// reset) with its time.
+type trackedConn struct {
+	net.Conn
+	ct  *connTracker
+	rec *Conn
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.ct.failed(c.rec, err)
+	}
+	return n, err
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.ct.failed(c.rec, err)
+	}
+	return n, err
+}
+
+// kernelPeer returns the real remote address of this namespace's IPv4
+// TCP socket bound to local, from /proc/net/tcp (getpeername would show
+// the address the application dialled: the BPF hooks rewrite it).
+func kernelPeer(local string) (string, error) {
+	want, err := netip.ParseAddrPort(local)
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		// Only ESTABLISHED (01): an earlier connection from the same port
+		// may linger in TIME_WAIT with another destination.
+		if len(f) < 4 || f[3] != "01" {
+			continue
+		}
+		if l, err := procAddr(f[1]); err == nil && l == want {
+			r, err := procAddr(f[2])
+			if err != nil {
+				return "", err
+			}
+			return r.String(), nil
+		}
+	}
+	return "", fmt.Errorf("no socket %s in /proc/net/tcp", local)
+}
+
+// procAddr parses /proc/net/tcp's "0100007F:1F90" (address as a
+// host-order word, port in hex).
+func procAddr(s string) (netip.AddrPort, error) {
+	a, p, ok := strings.Cut(s, ":")
+	if !ok || len(a) != 8 {
+		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+	}
+	word, err := strconv.ParseUint(a, 16, 32)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	port, err := strconv.ParseUint(p, 16, 16)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], uint32(word))
+	return netip.AddrPortFrom(netip.AddrFrom4(b), uint16(port)), nil
+}
+
+// callInfoKey carries a call's *callInfo through the stats handler.
+type callInfoKey struct{}
+
+// callInfo is what the stats handler learns about one call: the local
+// address of the transport it was sent on (none if it never was).
+type callInfo struct {
+	mu    sync.Mutex
+	local string
+}
+
+// callStats is a grpc stats.Handler that records which connection each
+// call went out on.
+type callStats struct{}
+
+func (callStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (callStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if h, ok := s.(*stats.OutHeader); ok && h.LocalAddr != nil {
+		if ci, ok := ctx.Value(callInfoKey{}).(*callInfo); ok {
+			ci.mu.Lock()
+			ci.local = h.LocalAddr.String()
+			ci.mu.Unlock()
+		}
+	}
+}
+func (callStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (callStats) HandleConn(context.Context, stats.ConnStats)                       {}
+
 // conn is one client connection and the calls it may still carry.
 type conn struct {
 	cc       *grpc.ClientConn
@@ -72,6 +224,10 @@ type conn struct {
 type clientState struct {
 	args  clientArgs
 	dials atomic.Int64
+	// idPrefix and seq make each call's CallHeader id unique.
+	idPrefix string
+	seq      atomic.Int64
+	conns    connTracker
 
 	mu     sync.Mutex
 	win    *Window
@@ -82,12 +238,12 @@ type clientState struct {
 func (s *clientState) newConn() (*conn, error) {
 	dialer := func(ctx context.Context, addr string) (net.Conn, error) {
 		s.dials.Add(1)
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp4", addr)
+		return s.conns.dial(ctx, addr)
 	}
 	cc, err := grpc.NewClient("passthrough:///"+s.args.Workload.Target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(dialer))
+		grpc.WithContextDialer(dialer),
+		grpc.WithStatsHandler(callStats{}))
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", s.args.Workload.Target, err)
 	}
@@ -122,15 +278,18 @@ func (s *clientState) acquire() (*conn, error) {
 // call makes one call and records it.
 func (s *clientState) call(ctx context.Context) {
 	w := s.args.Workload
+	id := fmt.Sprintf("%s-%d", s.idPrefix, s.seq.Add(1))
+	ci := &callInfo{}
 	c, err := s.acquire()
 	start := time.Now()
 	if err != nil {
-		s.record(start, nil, "", err)
+		s.record(start, id, ci, nil, "", err)
 		return
 	}
 	defer c.inflight.Done()
 	cctx, cancel := context.WithTimeout(ctx, time.Duration(w.CallTimeout))
 	defer cancel()
+	cctx = metadata.AppendToOutgoingContext(context.WithValue(cctx, callInfoKey{}, ci), CallHeader, id)
 	var hdr metadata.MD
 	resp, err := c.client.UnaryCall(cctx, &testgrpc.SimpleRequest{
 		ResponseSize: int32(w.ResponseBytes),
@@ -143,11 +302,12 @@ func (s *clientState) call(ctx context.Context) {
 	if err != nil && ctx.Err() != nil {
 		return // the client is stopping: not the service's failure
 	}
-	s.record(start, resp, peer, err)
+	s.record(start, id, ci, resp, peer, err)
 }
 
-func (s *clientState) record(start time.Time, resp *testgrpc.SimpleResponse, peer string, err error) {
-	lat := time.Since(start)
+func (s *clientState) record(start time.Time, id string, ci *callInfo, resp *testgrpc.SimpleResponse, peer string, err error) {
+	end := time.Now()
+	lat := end.Sub(start)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := s.win
@@ -155,7 +315,13 @@ func (s *clientState) record(start time.Time, resp *testgrpc.SimpleResponse, pee
 		w.Failed++
 		if len(w.Failures) < maxFailures {
 			st := status.Convert(err)
-			w.Failures = append(w.Failures, Failure{Start: start.UnixNano(), Code: st.Code().String(), Msg: st.Message()})
+			ci.mu.Lock()
+			local := ci.local
+			ci.mu.Unlock()
+			w.Failures = append(w.Failures, Failure{
+				Start: start.UnixNano(), End: end.UnixNano(), ID: id, Conn: local,
+				Code: st.Code().String(), Msg: st.Message(),
+			})
 		}
 		return
 	}
@@ -191,7 +357,9 @@ func runClient(ctx context.Context, raw []byte) error {
 		return fmt.Errorf("args: %w", err)
 	}
 	args.Workload = args.Workload.withDefaults()
-	s := &clientState{args: args, win: newWindow(time.Now())}
+	s := &clientState{args: args, win: newWindow(time.Now()),
+		idPrefix: fmt.Sprintf("%s.%d", args.Self, os.Getpid()),
+		conns:    connTracker{conns: map[string]*Conn{}}}
 	out := json.NewEncoder(os.Stdout)
 	if err := out.Encode(clientMsg{Ready: true}); err != nil {
 		return err
@@ -243,7 +411,9 @@ func runClient(ctx context.Context, raw []byte) error {
 			cur.cc.Close()
 		}
 		s.closed.Wait()
-		return out.Encode(clientMsg{Window: s.snapshot()})
+		last := s.snapshot()
+		last.Conns = s.conns.all()
+		return out.Encode(clientMsg{Window: last})
 	}
 
 	lines := make(chan string)

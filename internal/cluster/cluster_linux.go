@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -157,6 +158,7 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 					Name: name, Zone: z, Listen: fmt.Sprintf(":%d", BackendPort),
 					Load: opts.Load, CrossZoneDelay: Duration(opts.CrossZoneDelay),
 					ZoneOf: zoneOf, DrainTimeout: Duration(5 * time.Second),
+					ReceivedLog: filepath.Join(c.workDir, "received-"+name+".log"),
 				},
 				ready:   true,
 				cluster: c,
@@ -448,4 +450,25 @@ func (h *helperProc) request(ctx context.Context, cmd, answer any) error {
 		return err
 	}
 	return h.read(ctx, 30*time.Second, answer)
+}
+
+// Received returns the id of every call any backend has received so far,
+// with the backend's name (from the backends' received logs).
+func (c *Cluster) Received() (map[string]string, error) {
+	out := map[string]string{}
+	for _, b := range c.Backends {
+		data, err := os.ReadFile(b.args.ReceivedLog)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: received log of %s: %w", b.Name, err)
+		}
+		for _, id := range strings.Split(string(data), "\n") {
+			if id != "" {
+				out[id] = b.Name
+			}
+		}
+	}
+	return out, nil
 }

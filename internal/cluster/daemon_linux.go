@@ -66,7 +66,12 @@ balancer:
 %[8]s
 `, node.Name, source, kubeLines, ProxyAddr, c.pinDir(), node.PodsCgroup, AdminAddr, balancer)
 	path := filepath.Join(c.workDir, "zonelb-"+node.Name+".yaml")
-	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+	// Written aside and renamed into place: a running daemon watching the
+	// file (a reload) never reads half of it.
+	if err := os.WriteFile(path+".new", []byte(doc), 0o644); err != nil {
+		return "", fmt.Errorf("cluster: write daemon config: %w", err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
 		return "", fmt.Errorf("cluster: write daemon config: %w", err)
 	}
 	return path, nil
@@ -206,6 +211,13 @@ func (d *Daemon) Stop() error {
 
 // Kill SIGKILLs the daemon and waits until it is gone.
 func (d *Daemon) Kill() { d.proc.Kill() }
+
+// Signal sends sig to the daemon without waiting (see Wait).
+func (d *Daemon) Signal(sig syscall.Signal) error { return d.proc.Signal(sig) }
+
+// Wait waits until the daemon has exited and been reaped, at most until
+// ctx ends.
+func (d *Daemon) Wait(ctx context.Context) error { return d.proc.Wait(ctx) }
 
 // CPUTime is the CPU time (user + system) the daemon has used so far.
 func (d *Daemon) CPUTime() (time.Duration, error) {

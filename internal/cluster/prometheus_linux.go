@@ -203,31 +203,3 @@ func (p *Prometheus) WaitScraped(ctx context.Context, t time.Time, limit time.Du
 
 // Exited reports whether the Prometheus process has exited.
 func (p *Prometheus) Exited() bool { return p.proc.Exited() }
-
-// QueryAverage evaluates expr at every scrape interval from start to end
-// (a panel's line) and returns each series' average over its points.
-func (p *Prometheus) QueryAverage(ctx context.Context, expr string, start, end time.Time) (model.Vector, error) {
-	v, warnings, _, err := p.API.QueryRange(ctx, expr, promv1.Range{Start: start, End: end, Step: p.Interval})
-	if err != nil {
-		return nil, fmt.Errorf("prometheus: query %s over %s-%s: %w", expr, start.Format(time.StampMilli), end.Format(time.StampMilli), err)
-	}
-	if len(warnings) > 0 {
-		return nil, fmt.Errorf("prometheus: query %s: warnings %v", expr, warnings)
-	}
-	m, ok := v.(model.Matrix)
-	if !ok {
-		return nil, fmt.Errorf("prometheus: query %s: a %s, not a range of series", expr, v.Type())
-	}
-	out := make(model.Vector, 0, len(m))
-	for _, s := range m {
-		if len(s.Values) == 0 {
-			continue
-		}
-		var sum float64
-		for _, pt := range s.Values {
-			sum += float64(pt.Value)
-		}
-		out = append(out, &model.Sample{Metric: s.Metric, Value: model.SampleValue(sum / float64(len(s.Values))), Timestamp: model.TimeFromUnixNano(end.UnixNano())})
-	}
-	return out, nil
-}

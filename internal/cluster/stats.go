@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"maps"
+	"regexp"
 	"slices"
 	"time"
 )
@@ -34,14 +35,37 @@ type Window struct {
 	// Failures lists failed calls (at most maxFailures kept per client
 	// window; Failed counts them all).
 	Failures []Failure
+	// Conns lists every connection the client opened, in its last window
+	// only (Client.Stop).
+	Conns []Conn `json:",omitempty"`
 }
 
 // Failure is one failed call.
 type Failure struct {
-	Start int64  // Unix nanoseconds
-	Code  string // gRPC status code
-	Msg   string
+	Start, End int64  // Unix nanoseconds
+	ID         string // the call's CallHeader id
+	// Conn is the local address of the connection the call was sent on,
+	// "" if it never was (e.g. failed fast while the channel was in
+	// transient failure).
+	Conn string
+	Code string // gRPC status code
+	Msg  string
 }
+
+// Conn is one client connection.
+type Conn struct {
+	Local string
+	// Remote is where the kernel really sent it: the node proxy's address
+	// when the BPF hooks redirected it, else the ClusterIP ("" if unknown).
+	Remote string
+	// DialStart, Established and Broken (first read or write error; 0 if
+	// none) are Unix nanoseconds.
+	DialStart, Established, Broken int64
+	Err                            string `json:",omitempty"`
+}
+
+// Redirected reports whether the connection went to the node proxy.
+func (c Conn) Redirected() bool { return c.Remote == ProxyAddr.String() }
 
 const maxFailures = 200
 
@@ -79,6 +103,7 @@ func Merge(ws ...Window) Window {
 		}
 		out.LatenciesUS = append(out.LatenciesUS, w.LatenciesUS...)
 		out.Failures = append(out.Failures, w.Failures...)
+		out.Conns = append(out.Conns, w.Conns...)
 	}
 	slices.Sort(out.LatenciesUS)
 	return out
@@ -145,4 +170,48 @@ func (w Window) FailedSince(t time.Time) int {
 		}
 	}
 	return n
+}
+
+// Saveable returns the failures whose call never reached a backend
+// (received has no entry for their id) and that inFlight does not excuse
+// (a call in flight on a process that a test killed is lost with it, not
+// saveable). A failure without an id is saveable: nothing proves it
+// reached anyone.
+func Saveable(fs []Failure, received map[string]string, inFlight func(Failure) bool) []Failure {
+	var out []Failure
+	for _, f := range fs {
+		if _, ok := received[f.ID]; ok && f.ID != "" {
+			continue
+		}
+		if inFlight != nil && inFlight(f) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// connInMsgRE finds the local address of the connection a grpc-go
+// transport error names ("read tcp4 10.244.1.12:39984->10.96.0.10:80").
+var connInMsgRE = regexp.MustCompile(`tcp4? (\d+\.\d+\.\d+\.\d+:\d+)->`)
+
+// ConnOf returns the connection a failed call went out on or, for a call
+// that never went out (failed fast while its channel was in transient
+// failure), the connection whose failure the error names.
+func (w Window) ConnOf(f Failure) (Conn, bool) {
+	local := f.Conn
+	if local == "" {
+		if m := connInMsgRE.FindStringSubmatch(f.Msg); m != nil {
+			local = m[1]
+		}
+	}
+	if local == "" {
+		return Conn{}, false
+	}
+	for _, c := range w.Conns {
+		if c.Local == local {
+			return c, true
+		}
+	}
+	return Conn{}, false
 }

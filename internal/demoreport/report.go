@@ -67,6 +67,10 @@ type Second struct {
 	P99Ms float64 `json:"p99Ms"`
 	// Failed counts failed calls.
 	Failed int `json:"failed"`
+	// MetricLocalShare is the local zone's share as zonelb's own metrics
+	// gave it (the dashboard's "Local share" query on what Prometheus
+	// scraped), when Prometheus ran.
+	MetricLocalShare *float64 `json:"metricLocalShare,omitempty"`
 }
 
 // Event is something done to the cluster during the live scenario.
@@ -131,6 +135,17 @@ func Render(r Results) ([]byte, error) {
 		}
 		shares = append(shares, s)
 	}
+	if len(r.Live.Zones) > 0 {
+		m := series{Name: r.Live.Zones[0] + " (zonelb's metrics)", Color: zoneColors[0], Dashed: true}
+		for _, sec := range r.Live.Seconds {
+			if sec.MetricLocalShare != nil {
+				m.Points = append(m.Points, point{X: sec.Start, Y: *sec.MetricLocalShare * 100, Raw: *sec.MetricLocalShare})
+			}
+		}
+		if len(m.Points) > 0 {
+			shares = append(shares, m)
+		}
+	}
 	p99 := series{Name: "p99", Color: "#d62728"}
 	fails := series{Name: "failed", Color: "#7f7f7f"}
 	for _, sec := range r.Live.Seconds {
@@ -165,6 +180,7 @@ type point struct {
 type series struct {
 	Name   string
 	Color  string
+	Dashed bool
 	Points []point
 }
 
@@ -189,6 +205,7 @@ type chart struct {
 
 type drawnSeries struct {
 	Name, Color string
+	Dashed      bool
 	Path        string
 	Points      []drawnPoint
 }
@@ -239,7 +256,7 @@ func newChart(id, title, unit string, span, yMax float64, events []Event, ss []s
 	}
 	barW := (c.Right - c.Left) / span
 	for _, s := range ss {
-		ds := drawnSeries{Name: s.Name, Color: s.Color}
+		ds := drawnSeries{Name: s.Name, Color: s.Color, Dashed: s.Dashed}
 		var path strings.Builder
 		for i, p := range s.Points {
 			// A second's value is drawn at its middle.
@@ -309,13 +326,13 @@ svg text { font: 11px system-ui, sans-serif; fill: #444; }
 {{range $c := .Charts}}
 <figure id="chart-{{$c.ID}}">
 <figcaption>{{$c.Title}}</figcaption>
-<div class="legend">{{range $c.Series}}<span><i style="background:{{.Color}}"></i>{{.Name}}</span>{{end}}</div>
+<div class="legend">{{range $c.Series}}<span><i style="background:{{.Color}}{{if .Dashed}};opacity:0.5{{end}}"></i>{{.Name}}</span>{{end}}</div>
 <svg xmlns="http://www.w3.org/2000/svg" width="{{$c.W}}" height="{{$c.H}}" viewBox="0 0 {{$c.W}} {{$c.H}}" role="img" aria-label="{{$c.Title}}">
 {{range $c.YTicks}}<line x1="{{$c.Left}}" x2="{{$c.Right}}" y1="{{.Pos}}" y2="{{.Pos}}" stroke="#eee"/><text x="{{$c.Left}}" dx="-6" y="{{.Pos}}" dy="4" text-anchor="end">{{.Label}}</text>
 {{end}}{{range $c.XTicks}}<text x="{{.Pos}}" y="{{$c.Bottom}}" dy="16" text-anchor="middle">{{.Label}}</text>
 {{end}}<line x1="{{$c.Left}}" x2="{{$c.Right}}" y1="{{$c.Bottom}}" y2="{{$c.Bottom}}" stroke="#999"/>
 {{range $c.Events}}<line class="event" x1="{{.X}}" x2="{{.X}}" y1="{{$c.Top}}" y2="{{$c.Bottom}}" stroke="#000" stroke-dasharray="4 3"/><text x="{{.X}}" dx="4" y="{{$c.Top}}" dy="10">{{.Name}}</text>
-{{end}}{{range $s := $c.Series}}{{if not $c.Bars}}<path d="{{$s.Path}}" fill="none" stroke="{{$s.Color}}" stroke-width="2"/>
+{{end}}{{range $s := $c.Series}}{{if not $c.Bars}}<path d="{{$s.Path}}" fill="none" stroke="{{$s.Color}}" stroke-width="2"{{if $s.Dashed}} stroke-dasharray="6 4"{{end}}/>
 {{end}}{{range $s.Points}}{{if $c.Bars}}<rect class="pt" data-chart="{{$c.ID}}" data-series="{{$s.Name}}" data-second="{{value .Second}}" data-value="{{value .Raw}}" x="{{.X}}" y="{{.BarY}}" width="{{barw $c}}" height="{{.BarH}}" fill="{{$s.Color}}"><title>{{.Label}}</title></rect>{{else}}<circle class="pt" data-chart="{{$c.ID}}" data-series="{{$s.Name}}" data-second="{{value .Second}}" data-value="{{value .Raw}}" cx="{{.X}}" cy="{{.Y}}" r="3" fill="{{$s.Color}}"><title>{{.Label}}</title></circle>{{end}}
 {{end}}{{end}}</svg>
 </figure>

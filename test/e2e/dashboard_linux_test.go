@@ -47,9 +47,6 @@ type panelCheck struct {
 	// gauge queries are evaluated in the middle of the phase, the others
 	// over the whole phase.
 	gauge bool
-	// series queries are evaluated at every scrape of the phase (the
-	// panel's line) and each series averaged.
-	series bool
 	check  func(m measured, v model.Vector) error
 }
 
@@ -133,11 +130,8 @@ var panelChecks = map[string]panelCheck{
 	"Spillover active by service/A": {gauge: true, check: func(m measured, v model.Vector) error {
 		return exact(only(v, "service", serviceID), 1, "spillover active")
 	}},
-	"Spill share by service/A": {series: true, check: func(m measured, v model.Vector) error {
-		// The balancer's share moves from second to second: its line,
-		// averaged over the phase, against the share of the phase's calls
-		// answered outside zone-a. Every other zone is at distance 1.
-		return near(only(v, "service", serviceID), 1-m.ph.Window.Share(cluster.ClientZone), "share of calls answered outside zone-a, averaged over the phase")
+	"Calls leaving the zone, by service/A": {check: func(m measured, v model.Vector) error {
+		return near(only(v, "service", serviceID), 1-m.ph.Window.Share(cluster.ClientZone), "share of calls answered outside zone-a")
 	}},
 	"Local latency level vs spill budget/A": {gauge: true, check: func(m measured, v model.Vector) error {
 		// A smoothed mean of the proxy's time to first byte: above 0, below
@@ -295,12 +289,7 @@ func checkDashboard(t *testing.T, ctx context.Context, c *cluster.Cluster, prom 
 			at = tm
 		}
 		expr := q.Expand(rangeDur)
-		var v model.Vector
-		if pc.series {
-			v, err = prom.QueryAverage(ctx, expr, t0.Add(prom.Interval), t1.Add(-prom.Interval))
-		} else {
-			v, err = prom.Query(ctx, expr, at)
-		}
+		v, err := prom.Query(ctx, expr, at)
 		if err != nil {
 			t.Errorf("panel %q %s: %v", q.PanelTitle, q.RefID, err)
 			continue

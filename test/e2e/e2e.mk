@@ -54,7 +54,7 @@ report-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }; }
 
-e2e-demo: e2e-root e2e-deps build
+e2e-demo: e2e-root e2e-deps build $(DEPLOY_PROMETHEUS)
 	$(E2E_GO) build -o $(E2E_DEMO_BIN) ./cmd/zonelb-demo
 	$(E2E_DEMO_BIN) --zonelb $(E2E_ZONELB) $(DEMO_ARGS)
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,14 +274,39 @@ func TestMiniCluster(t *testing.T) {
 		defer cs.Stop(ctx)
 		before := timeline(t, ctx, cs, time.Second)
 		local := zoneBackends(c, cluster.ClientZone)
+		gone := map[string]time.Time{} // backend address -> its process reaped
 		for _, b := range local {
 			b.Kill()
+			gone[b.Addr.String()] = time.Now()
 		}
 		killed := time.Now()
 		after := timeline(t, ctx, cs, 2*time.Second)
 		all := cluster.Merge(append(before, after...)...)
-		if all.Failed > len(all.Failures) || all.FailedSince(killed) != 0 || all.Failed > 8 {
-			t.Errorf("want failures only among the (at most 8) calls in flight at the kill; killed at %d: %s", killed.UnixNano(), describe(all))
+		// Not "at most the 8 calls in flight at the kill": a killed
+		// process takes milliseconds to die and the two die one after the
+		// other, while the client's 8 slots turn over and the proxy still
+		// sends calls to a pod whose sockets are open (it cannot know; nor
+		// could a client without zonelb). TestBackendsKilledUnderLoad
+		// measured 12 such failures with 8 slots, all in flight. So: every
+		// failed call reached a backend, or was sent to a killed pod that
+		// the proxy names before that pod was gone; none after.
+		received, err := c.Received()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inFlight := func(f cluster.Failure) bool {
+			m := upstreamRE.FindStringSubmatch(f.Msg)
+			if m == nil {
+				return false
+			}
+			at, ok := gone[m[1]]
+			return ok && f.Start < at.UnixNano()
+		}
+		if all.Failed > len(all.Failures) || all.FailedSince(killed) != 0 {
+			t.Errorf("want failures only among calls in flight at the kill; killed at %d: %s", killed.UnixNano(), describe(all))
+		}
+		for _, f := range cluster.Saveable(all.Failures, received, inFlight) {
+			t.Errorf("saveable failed call (no backend received it, not in flight on a killed pod): %+v", f)
 		}
 		if gone := cluster.Merge(after[1:]...); gone.ByZone[cluster.ClientZone] != 0 || gone.Failed != 0 || gone.OK == 0 {
 			t.Errorf("after the kill: want every call answered outside zone a: %s", describe(gone))
@@ -290,37 +316,48 @@ func TestMiniCluster(t *testing.T) {
 		}
 		restoreZone(t, ctx, c, cs, local)
 	})
-	t.Run("zonelb/fail-open: daemon killed, calls go the baseline way", func(t *testing.T) {
+	t.Run("zonelb/fail-open: daemon killed, no saveable failed call", func(t *testing.T) {
 		cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 4, Rate: 300})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer cs.Stop(ctx)
+		stopped := false
+		defer func() {
+			if !stopped {
+				cs.Stop(ctx)
+			}
+		}()
 		if promErr == nil {
 			checkFailOpenQuiet(t, ctx, prom)
 		}
 		before := timeline(t, ctx, cs, time.Second)
-		d.Kill()
-		killed := time.Now()
+		r := kill(t, d, syscall.SIGKILL)
 		after := timeline(t, ctx, cs, 3*time.Second)
 		failedOpenDials = cluster.Merge(after...).Dials
-		all := cluster.Merge(append(before, after...)...)
-		// The calls in flight on the proxy's connection die with it; the
-		// client reconnects, and the connection goes to the ClusterIP
-		// through kube-proxy's rules. The kernel fails open at once (the
-		// listener leaves the BPF liveness map with the process; bpf's
-		// TestFailOpenWhenProxyKilled: first connect ok ~5 ms after), but a
-		// SIGKILL closes the proxy's sockets one by one: a reconnect in that
-		// instant can still be steered to the dying listener and reset with
-		// it. grpc-go then fails calls fast until its reconnect backoff ends
-		// (1 s base, +-20 % jitter). So: failures only within 1.5 s of the
-		// kill, none after, and every call from 2 s on goes the direct way.
-		failOpen := killed.Add(1500 * time.Millisecond)
-		if all.Failed > len(all.Failures) || all.FailedSince(failOpen) != 0 {
-			t.Errorf("want no failed call started more than 1.5s after the kill; killed at %d: %s", killed.UnixNano(), describe(all))
+		last, err := cs.Stop(ctx)
+		stopped = true
+		if err != nil {
+			t.Fatal(err)
 		}
-		if all.Failed > 0 {
-			t.Logf("%d calls failed within 1.5s of the kill (in flight, or a reconnect racing the dying listener, then grpc-go's backoff)", all.Failed)
+		r.w = cluster.Merge(append(append(before, after...), last)...)
+		// The calls in flight on the proxy's connection die with it; the
+		// client reconnects at once, and the connection goes to the
+		// ClusterIP through kube-proxy's rules: the hooks stopped steering
+		// to the proxy when the SIGKILL was delivered (docs/bpf.md,
+		// "Fail-open"). No time allowance: every failed call must have
+		// reached a backend or been in flight on the proxy.
+		received, err := c.Received()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.w.Failed > len(r.w.Failures) {
+			t.Fatalf("%d failures, %d recorded: cannot classify them", r.w.Failed, len(r.w.Failures))
+		}
+		for _, f := range cluster.Saveable(r.w.Failures, received, r.inFlight) {
+			t.Errorf("saveable failed call: %s", r.describe(f))
+		}
+		for _, c := range r.steeredAfterKill() {
+			t.Errorf("connection %s dialled %+.3fms after the kill was steered to the dying proxy", c.Local, float64(c.DialStart-r.sent.UnixNano())/1e6)
 		}
 		if direct := cluster.Merge(after[4:]...); direct.OK == 0 || direct.ViaProxy != 0 || direct.Failed != 0 {
 			t.Errorf("from 2s after the kill: want every call answered straight from the pod (the baseline path): %s", describe(direct))

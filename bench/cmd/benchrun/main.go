@@ -58,7 +58,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		ratePhase  = fs.Duration("rate-phase", mustDuration(envDefault(getenv, "BENCH_PHASE", def.phase)), "duration of each fixed-rate phase (env BENCH_PHASE)")
 		satPhase   = fs.Duration("sat-phase", mustDuration(envDefault(getenv, "BENCH_SAT_PHASE", def.sat)), "duration of the saturation phase (env BENCH_SAT_PHASE)")
 		profileFor = fs.Duration("profile", mustDuration(envDefault(getenv, "BENCH_PROFILE", def.profile)), "CPU-profile zonelb this long per workload after the runs; 0 skips (env BENCH_PROFILE)")
-		rates      = fs.String("rates", envDefault(getenv, "BENCH_RATES", "1000,5000"), "offered rates, req/s (env BENCH_RATES)")
+		rates      = fs.String("rates", envDefault(getenv, "BENCH_RATES", "200,1000,5000"), "offered rates, req/s (env BENCH_RATES)")
 		peers      = fs.String("peers", envDefault(getenv, "BENCH_PEERS", strings.Join(runner.AllPeers(), ",")), "peers to measure (env BENCH_PEERS)")
 		workloads  = fs.String("workloads", envDefault(getenv, "BENCH_WORKLOADS", strings.Join(runner.AllWorkloads(), ",")), "workloads: grpc, http (env BENCH_WORKLOADS)")
 		backends   = fs.Int("backends", 3, "backend instances behind every proxy")

@@ -1,0 +1,141 @@
+package kubenode
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Peer is a process in a network namespace of its own, joined to the
+// node's cni0 bridge with an address of the pod subnet outside the range
+// the node's IPAM hands out: an endpoint that no kubelet of this node made,
+// as a pod of another node is (a test registers it with an EndpointSlice).
+type Peer struct {
+	Name string
+	IP   string
+	proc *proc
+}
+
+// StartPeer starts bin with args and env in a new network namespace on the
+// node's bridge at ip (in PodSubnet, .200 and up). The bridge exists once
+// the node runs a pod. The peer stops with the node, or with Stop.
+func (n *Node) StartPeer(name, ip string, env []string, bin string, args ...string) (*Peer, error) {
+	if net.ParseIP(ip).To4() == nil {
+		return nil, fmt.Errorf("peer %s: bad address %q", name, ip)
+	}
+	cmd := n.Command(context.Background(), "unshare", append([]string{"--net", "--", bin}, args...)...)
+	cmd.Env = append(cmd.Env, env...)
+	p, err := startProc("peer-"+name, filepath.Join(n.Dir, "peer-"+name+".log"), cmd)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.procs["peer-"+name] = p
+	n.logs = append(n.logs, "peer-"+name)
+	n.mu.Unlock()
+	peer := &Peer{Name: name, IP: ip, proc: p}
+	if err := n.wirePeer(peer, bin); err != nil {
+		p.stop(stopGrace)
+		return nil, err
+	}
+	return peer, nil
+}
+
+// wirePeer waits for the peer's own namespace, then adds a veth from the
+// bridge into it with the address and a default route via the gateway.
+func (n *Node) wirePeer(peer *Peer, bin string) error {
+	pid := peer.proc.Pid()
+	nodeNS := n.netnsFD
+	hostNS, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("own netns: %w", err)
+	}
+	defer hostNS.Close()
+	want, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		return fmt.Errorf("peer %s: %w", peer.Name, err)
+	}
+	// The process runs bin only after the wrappers (sh, nsenter, unshare)
+	// have exec'd their way there: only then is its namespace its own.
+	var target netns.NsHandle = -1
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && exe == want {
+			h, err := netns.GetFromPid(pid)
+			if err != nil {
+				return fmt.Errorf("peer %s: netns: %w", peer.Name, err)
+			}
+			if h.Equal(nodeNS) || h.Equal(hostNS) {
+				h.Close()
+				return fmt.Errorf("peer %s: runs in a namespace not its own", peer.Name)
+			}
+			target = h
+			break
+		}
+		if !peer.proc.alive() {
+			return fmt.Errorf("peer %s exited: %s", peer.Name, tail(peer.proc.log, 10))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("peer %s: no namespace of its own within 10s", peer.Name)
+		}
+		time.Sleep(20 * time.Millisecond) // waiting for unshare to run, bounded by deadline
+	}
+	defer target.Close()
+
+	nl, err := netlink.NewHandleAt(nodeNS)
+	if err != nil {
+		return fmt.Errorf("netlink in node: %w", err)
+	}
+	defer nl.Close()
+	bridge, err := nl.LinkByName("cni0")
+	if err != nil {
+		return fmt.Errorf("peer %s: bridge cni0 (created with the node's first pod): %w", peer.Name, err)
+	}
+	hostSide := "vp-" + peer.Name
+	if len(hostSide) > 15 {
+		hostSide = hostSide[:15]
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostSide, MasterIndex: bridge.Attrs().Index}, PeerName: "eth0", PeerNamespace: netlink.NsFd(target)}
+	if err := nl.LinkAdd(veth); err != nil {
+		return fmt.Errorf("peer %s: add veth: %w", peer.Name, err)
+	}
+	if err := nl.LinkSetUp(veth); err != nil {
+		return fmt.Errorf("peer %s: veth up: %w", peer.Name, err)
+	}
+
+	pl, err := netlink.NewHandleAt(target)
+	if err != nil {
+		return fmt.Errorf("netlink in peer %s: %w", peer.Name, err)
+	}
+	defer pl.Close()
+	for _, name := range []string{"lo", "eth0"} {
+		l, err := pl.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("peer %s: %s: %w", peer.Name, name, err)
+		}
+		if name == "eth0" {
+			_, subnet, _ := net.ParseCIDR(PodSubnet)
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(peer.IP), Mask: subnet.Mask}}
+			if err := pl.AddrAdd(l, addr); err != nil {
+				return fmt.Errorf("peer %s: address: %w", peer.Name, err)
+			}
+		}
+		if err := pl.LinkSetUp(l); err != nil {
+			return fmt.Errorf("peer %s: %s up: %w", peer.Name, name, err)
+		}
+	}
+	eth0, _ := pl.LinkByName("eth0")
+	if err := pl.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP(BridgeIP)}); err != nil {
+		return fmt.Errorf("peer %s: default route: %w", peer.Name, err)
+	}
+	return nil
+}
+
+// Stop ends the peer's process (its namespace goes with it).
+func (p *Peer) Stop() { p.proc.stop(stopGrace) }

@@ -1,0 +1,395 @@
+package soak
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zonelb/zonelb/internal/cluster"
+	"github.com/zonelb/zonelb/internal/netlab"
+	"github.com/zonelb/zonelb/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	cluster.RunHelpers()
+	os.Exit(m.Run())
+}
+
+// Knobs (environment, so that `go test ./...` runs the short form):
+// ZONELB_SOAK_DURATION (default 2m), ZONELB_SOAK_SEED (default 1),
+// ZONELB_SOAK_OUT (write the report there, with an SVG plot beside it).
+func knobs(t *testing.T) (time.Duration, uint64, string) {
+	d := 2 * time.Minute
+	if v := os.Getenv("ZONELB_SOAK_DURATION"); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil || d < time.Minute {
+			t.Fatalf("ZONELB_SOAK_DURATION=%q: want a duration of at least 1m (%v)", v, err)
+		}
+	}
+	var seed uint64 = 1
+	if v := os.Getenv("ZONELB_SOAK_SEED"); v != "" {
+		if _, err := fmt.Sscan(v, &seed); err != nil {
+			t.Fatalf("ZONELB_SOAK_SEED=%q: %v", v, err)
+		}
+	}
+	return d, seed, os.Getenv("ZONELB_SOAK_OUT")
+}
+
+// zonelbBin is $ZONELB_BIN (the Makefile builds it), or a fresh build.
+func zonelbBin(t *testing.T) string {
+	if p := os.Getenv("ZONELB_BIN"); p != "" {
+		return p
+	}
+	out := filepath.Join(t.TempDir(), "zonelb")
+	if b, err := exec.Command("go", "build", "-o", out, "github.com/zonelb/zonelb/cmd/zonelb").CombinedOutput(); err != nil {
+		t.Fatalf("build zonelb: %v\n%s", err, b)
+	}
+	return out
+}
+
+// event is one fault on the schedule: do it, hold it, undo it.
+type event struct {
+	At   time.Duration // since the start of the load
+	Kind string
+	Hold time.Duration
+	// Target names what it hit (a backend, a zone), filled in when done.
+	Target string
+	// Sent and Gone are when a kill was sent and its process reaped, by
+	// the address the proxy names in its errors ("" for the daemon).
+	Sent, Gone map[string]time.Time
+	// Before is just before a daemon's kill(2) (it may die before the
+	// call returns).
+	Before time.Time
+	// Restarted is when a killed daemon's successor was started: no
+	// connection may reach a proxy between the kill and then.
+	Restarted time.Time
+}
+
+// The fault kinds. The daemon's own (kill, upgrade) come in the first
+// fifth of the run, so that one daemon process lives through the rest:
+// its memory and handles are what the leak bounds watch.
+const (
+	evScaleDown   = "scale down one endpoint (SIGTERM, not ready), then up"
+	evPodKill     = "SIGKILL one pod (then not ready), then restart it"
+	evCapacity    = "zone a's capacity drops (1 call at a time, 5ms), then returns"
+	evZoneFail    = "a zone fails (every pod SIGKILLed, not ready), then returns"
+	evReload      = "daemon configuration reloaded (balancer decay changed)"
+	evDaemonKill  = "daemon SIGKILLed, then restarted"
+	evUpgrade     = "daemon upgraded: SIGTERM, a new binary started, pins kept"
+	holdMin, gapS = 5 * time.Second, 3
+)
+
+// schedule draws the seeded fault schedule for a run of length d.
+func schedule(rng *rand.Rand, d time.Duration) []event {
+	early := d / 5
+	var evs []event
+	// The daemon's faults: at a third and two thirds of the first fifth.
+	evs = append(evs, event{At: early / 3, Kind: evDaemonKill}, event{At: 2 * early / 3, Kind: evUpgrade})
+	kinds := []string{evScaleDown, evPodKill, evCapacity, evZoneFail, evReload}
+	for at := early + 5*time.Second; at < d-20*time.Second; {
+		k := kinds[rng.IntN(len(kinds))]
+		hold := holdMin + time.Duration(rng.IntN(10))*time.Second
+		if k == evReload {
+			hold = 0
+		}
+		evs = append(evs, event{At: at, Kind: k, Hold: hold})
+		at += hold + time.Duration(gapS+rng.IntN(8))*time.Second
+	}
+	return evs
+}
+
+// sample is one second of the run.
+type sample struct {
+	T      time.Duration
+	W      cluster.Window
+	D      cluster.DaemonSample
+	Quiet  bool // no fault active, and none undone in the last 5 s
+	DErr   string
+	Active string
+}
+
+func TestSoak(t *testing.T) {
+	testenv.RequireRoot(t)
+	dur, seed, out := knobs(t)
+	rng := rand.New(rand.NewPCG(seed, 14))
+	ctx := context.Background()
+	logf := func(format string, args ...any) { t.Logf(format, args...) }
+	bin := zonelbBin(t)
+	c, err := cluster.Up(ctx, cluster.Options{
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ZonelbBin: bin,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", cluster.Tail(filepath.Join(c.WorkDir(), "zonelb-node-a.log"), 40))
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("tear down: %v", err)
+		}
+	})
+	d, err := c.StartDaemon(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WarmUp(ctx, cluster.Workload{Concurrency: 4}, 0.99, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Steady load; a new connection every 300 calls per client, so that
+	// connections that failed open while the daemon was down come back.
+	cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 8, Rate: 300, RedialEvery: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			cs.Stop(ctx)
+		}
+	}()
+
+	evs := schedule(rng, dur)
+	logf("soak: %v, seed %d, %d faults, discovery %s", dur, seed, len(evs), c.Discovery)
+	start := time.Now()
+	var samples []sample
+	lastRestore := start
+	active := ""
+	tick := func() {
+		w, err := cs.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := sample{T: time.Since(start), W: w, Active: active}
+		s.Quiet = active == "" && time.Since(lastRestore) > 5*time.Second
+		if s.D, err = d.Sample(ctx); err != nil {
+			s.DErr = err.Error()
+		}
+		samples = append(samples, s)
+	}
+	// waitUntil samples each second until the run's clock reaches at.
+	waitUntil := func(at time.Duration) {
+		for time.Since(start) < at {
+			time.Sleep(min(time.Second, at-time.Since(start))) // the sampling clock
+			tick()
+		}
+	}
+	// In the work dir, which outlives the daemon until Close has run
+	// `zonelb uninstall` with it.
+	upgraded := filepath.Join(c.WorkDir(), "zonelb-next")
+	for i := range evs {
+		ev := &evs[i]
+		waitUntil(ev.At)
+		ev.Sent, ev.Gone = map[string]time.Time{}, map[string]time.Time{}
+		active = ev.Kind
+		switch ev.Kind {
+		case evDaemonKill:
+			ev.Before = time.Now()
+			if err := d.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			ev.Sent[""] = time.Now() // kill(2) has returned: the hooks' mark is set
+			if err := d.Wait(ctx); err != nil && !netlab.KilledBySignal(err, syscall.SIGKILL) {
+				t.Fatal(err)
+			}
+			ev.Gone[""] = time.Now()
+			ev.Restarted = time.Now()
+			if d, err = c.StartDaemon(ctx); err != nil {
+				t.Fatal(err)
+			}
+		case evUpgrade:
+			if err := copyFile(bin, upgraded); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			c.SetZonelbBin(upgraded)
+			if d, err = c.StartDaemon(ctx); err != nil {
+				t.Fatal(err)
+			}
+		case evReload:
+			decay := []string{"decay: 10s", "decay: 5s"}[i%2]
+			if err := c.ReloadDaemon(ctx, decay); err != nil {
+				t.Fatal(err)
+			}
+			ev.Target = decay
+		case evScaleDown, evPodKill:
+			b := c.Backends[rng.IntN(len(c.Backends))]
+			ev.Target = b.Name
+			if ev.Kind == evPodKill {
+				ev.Sent[b.Addr.String()] = time.Now()
+				b.Kill()
+				ev.Gone[b.Addr.String()] = time.Now()
+			} else if err := b.Terminate(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetReady(ctx, false, b); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(ev.At + ev.Hold)
+			if err := b.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetReady(ctx, true, b); err != nil {
+				t.Fatal(err)
+			}
+		case evCapacity:
+			zone := zoneBackends(c, cluster.ClientZone)
+			ev.Target = cluster.ClientZone
+			setLoad(t, ctx, zone, cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond), Capacity: 1})
+			waitUntil(ev.At + ev.Hold)
+			setLoad(t, ctx, zone, cluster.BackendLoad{ServiceTime: cluster.Duration(time.Millisecond)})
+		case evZoneFail:
+			z := cluster.Zones[rng.IntN(len(cluster.Zones))]
+			ev.Target = z
+			zone := zoneBackends(c, z)
+			for _, b := range zone {
+				ev.Sent[b.Addr.String()] = time.Now()
+				b.Kill()
+				ev.Gone[b.Addr.String()] = time.Now()
+			}
+			if err := c.SetReady(ctx, false, zone...); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(ev.At + ev.Hold)
+			for _, b := range zone {
+				if err := b.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.SetReady(ctx, true, zone...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		active = ""
+		lastRestore = time.Now()
+		logf("%6.1fs %s %s", ev.At.Seconds(), ev.Kind, ev.Target)
+	}
+	waitUntil(dur)
+	last, err := cs.Stop(ctx)
+	stopped = true
+	if err != nil {
+		t.Fatal(err)
+	}
+	received, err := c.Received()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := report(t, dur, seed, evs, samples, last, received)
+	t.Log("\n" + r.text)
+	if out != "" {
+		if err := os.WriteFile(out, []byte(r.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		svg := strings.TrimSuffix(out, filepath.Ext(out)) + ".svg"
+		if err := os.WriteFile(svg, []byte(plot(samples)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range r.errs {
+		t.Error(e)
+	}
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
+}
+
+func zoneBackends(c *cluster.Cluster, zone string) []*cluster.Backend {
+	var out []*cluster.Backend
+	for _, b := range c.Backends {
+		if b.Zone == zone {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func setLoad(t *testing.T, ctx context.Context, bs []*cluster.Backend, l cluster.BackendLoad) {
+	t.Helper()
+	for _, b := range bs {
+		if err := b.SetLoad(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// upstreamRE finds the endpoint the node proxy names in a failure.
+var upstreamRE = regexp.MustCompile(`upstream (\d+\.\d+\.\d+\.\d+:\d+)`)
+
+// inFlight tells whether a failed call was lost with a process a fault
+// killed: on (or failed with) a connection that a connect begun before the
+// daemon's kill steered to the proxy (see test/e2e's killRound.inFlight);
+// or sent by the proxy to a killed pod it names, between that pod's kill
+// and its end.
+func inFlight(evs []event, w cluster.Window) func(cluster.Failure) bool {
+	return func(f cluster.Failure) bool {
+		for _, ev := range evs {
+			if sent, ok := ev.Sent[""]; ok {
+				c, ok := w.ConnOf(f)
+				// Remote "": reset before the client could read where it
+				// went; only the dying proxy resets connections here.
+				proxied := c.Redirected() || c.Remote == ""
+				if ok && proxied && c.DialStart < sent.UnixNano() && c.Broken >= ev.Before.UnixNano() && c.Broken < ev.Restarted.UnixNano() {
+					return true
+				}
+			}
+			if m := upstreamRE.FindStringSubmatch(f.Msg); m != nil {
+				if gone, ok := ev.Gone[m[1]]; ok && f.Start < gone.UnixNano() && f.End >= ev.Sent[m[1]].UnixNano() {
+					return true
+				}
+			}
+		}
+		return false
+	}
+}
+
+// steeredAfterKill lists connections sent to the proxy although dialled
+// after a daemon kill and before its restart.
+func steeredAfterKill(evs []event, w cluster.Window) []cluster.Conn {
+	var out []cluster.Conn
+	for _, ev := range evs {
+		sent, ok := ev.Sent[""]
+		if !ok {
+			continue
+		}
+		for _, c := range w.Conns {
+			if (c.Redirected() || c.Remote == "") && c.DialStart >= sent.UnixNano() && c.DialStart < ev.Restarted.UnixNano() {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// result is the report and the bounds it broke.
+type result struct {
+	text string
+	errs []string
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
