@@ -17,20 +17,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/zonelb/zonelb/internal/testenv"
 )
-
-// waitFor polls cond until it holds or limit passes (a real kernel or
-// process must settle; bounded).
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func (c *child) waitReady(t testing.TB) {
 	t.Helper()
@@ -148,7 +136,7 @@ func TestKilledProxyIsNeverRedirectedTo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "connections through the proxy", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "connections through the proxy", func() bool {
 		c, err := r.Counters()
 		return err == nil && c.Redirected >= before.Redirected+100
 	})
@@ -166,7 +154,7 @@ func TestKilledProxyIsNeverRedirectedTo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "connections failing open", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "connections failing open", func() bool {
 		c, err := r.Counters()
 		return err == nil && c.SkipProxyDown >= atKill.SkipProxyDown+100
 	})
@@ -319,7 +307,7 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, what, func() bool {
+		testenv.WaitFor(t, 10*time.Second, what, func() bool {
 			c, err := r.Counters()
 			return err == nil && c.Redirected >= start.Redirected+50
 		})
@@ -404,7 +392,7 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 		}
 	}
 	progIDs := []ebpf.ProgramID{prog1, prog2, prog3}
-	waitFor(t, 10*time.Second, "programs and maps to be freed", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "programs and maps to be freed", func() bool {
 		for _, id := range progIDs {
 			if p, err := ebpf.NewProgramFromID(id); err == nil {
 				p.Close()

@@ -82,15 +82,6 @@ func (r *Redirector) RegisterListener(l *net.TCPListener) error {
 	return nil
 }
 
-// ListenConfig returns a ListenConfig for the proxy's listener: MPTCP off,
-// because Go enables it by default for listeners where the kernel allows
-// and a SOCKMAP refuses MPTCP sockets.
-func ListenConfig() *net.ListenConfig {
-	lc := &net.ListenConfig{}
-	lc.SetMultipathTCP(false)
-	return lc
-}
-
 // ListenersUp reports whether the proxy's IPv4 and IPv6 listeners are
 // registered right now, by a process that is not exiting: whether the
 // hooks would redirect to them.

@@ -5,7 +5,6 @@ package bpf
 import (
 	"net"
 	"net/netip"
-	"syscall"
 )
 
 // Redirector is unavailable on this system; every method reports
@@ -32,18 +31,6 @@ func NetnsCookieFromPath(string) (uint64, error) { return 0, ErrUnsupported }
 
 // NetnsCookieFromPID reports ErrUnsupported.
 func NetnsCookieFromPID(int) (uint64, error) { return 0, ErrUnsupported }
-
-// ListenConfig returns a ListenConfig with MPTCP off, as on Linux.
-func ListenConfig() *net.ListenConfig {
-	lc := &net.ListenConfig{}
-	lc.SetMultipathTCP(false)
-	return lc
-}
-
-// MarkControl returns a Control function that fails: SO_MARK is Linux's.
-func MarkControl(uint32) func(network, address string, c syscall.RawConn) error {
-	return func(string, string, syscall.RawConn) error { return ErrUnsupported }
-}
 
 func (*Redirector) Close() error                                 { return nil }
 func (*Redirector) SetService(netip.AddrPort, uint32) error      { return ErrUnsupported }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/zonelb/zonelb/bpf"
 	"github.com/zonelb/zonelb/daemon/discovery"
+	"github.com/zonelb/zonelb/internal/sockopt"
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
@@ -224,7 +225,7 @@ func (a *agent) startProxy(ctx context.Context) error {
 // listen opens one proxy listener (MPTCP off, as the liveness SOCKMAP
 // requires) and serves it.
 func (a *agent) listen(ctx context.Context, network string, addr netip.AddrPort) error {
-	l, err := bpf.ListenConfig().Listen(ctx, network, addr.String())
+	l, err := sockopt.ListenConfig().Listen(ctx, network, addr.String())
 	if err != nil {
 		return fmt.Errorf("proxy listen on %s: %w", addr, err)
 	}

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/zonelb/zonelb/bpf"
+	"github.com/zonelb/zonelb/internal/duration"
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
@@ -20,7 +20,7 @@ import (
 // Config is the daemon's configuration: a YAML file (deploy/ ships one in
 // a ConfigMap), then flags, then the environment for what the downward API
 // provides (NODE_NAME). Every field has a documented default; Validate
-// names the first bad field.
+// names every bad field, joined.
 type Config struct {
 	// NodeName is this node's name; default $NODE_NAME.
 	NodeName string `json:"nodeName,omitempty"`
@@ -112,24 +112,7 @@ type BalancerConfig struct {
 }
 
 // Duration is a time.Duration written as "10s" in YAML.
-type Duration time.Duration
-
-// UnmarshalJSON parses "10s"-style durations.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration such as \"10s\", got %s", b)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("want a duration such as \"10s\", got %q", s)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalJSON writes the duration as "10s".
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+type Duration = duration.Duration
 
 // Defaults.
 const (
@@ -203,53 +186,53 @@ func (c Config) FilePath() string {
 	return p
 }
 
-// Validate reports the first invalid setting, naming it.
+// Validate reports every invalid setting, each naming its key, joined.
 func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch {
 	case c.Source == "kubernetes":
 		if c.NodeName == "" {
-			return errors.New("nodeName: required with source kubernetes (set NODE_NAME from the downward API)")
+			bad("nodeName: required with source kubernetes (set NODE_NAME from the downward API)")
 		}
 	case c.FilePath() != "":
 	default:
-		return fmt.Errorf("source %q: want kubernetes or file:/path", c.Source)
+		bad("source %q: want kubernetes or file:/path", c.Source)
 	}
 	if _, err := netip.ParseAddrPort(c.Proxy.Listen); err != nil {
-		return fmt.Errorf("proxy.listen %q: want IP:PORT", c.Proxy.Listen)
+		bad("proxy.listen %q: want IP:PORT", c.Proxy.Listen)
 	}
 	if c.Proxy.Listen6 != "" {
-		ap, err := netip.ParseAddrPort(c.Proxy.Listen6)
-		if err != nil || !ap.Addr().Is6() || ap.Addr().Is4In6() {
-			return fmt.Errorf("proxy.listen6 %q: want [IPv6]:PORT", c.Proxy.Listen6)
-		}
-		if ap.Addr().IsLinkLocalUnicast() {
-			return fmt.Errorf("proxy.listen6 %q: a link-local (fe80::) address is not routable from pods; use a ULA", c.Proxy.Listen6)
-		}
-		if !c.RedirectEnabled() {
-			return errors.New("proxy.listen6: only used with redirect.enabled")
+		switch ap, err := netip.ParseAddrPort(c.Proxy.Listen6); {
+		case err != nil || !ap.Addr().Is6() || ap.Addr().Is4In6():
+			bad("proxy.listen6 %q: want [IPv6]:PORT", c.Proxy.Listen6)
+		case ap.Addr().IsLinkLocalUnicast():
+			bad("proxy.listen6 %q: a link-local (fe80::) address is not routable from pods; use a ULA", c.Proxy.Listen6)
+		case !c.RedirectEnabled():
+			bad("proxy.listen6: only used with redirect.enabled")
 		}
 	}
 	if c.Proxy.DrainTimeout < 0 {
-		return fmt.Errorf("proxy.drainTimeout %v: must not be negative", time.Duration(c.Proxy.DrainTimeout))
+		bad("proxy.drainTimeout %v: must not be negative", time.Duration(c.Proxy.DrainTimeout))
 	}
-	for name, a := range map[string]string{"admin.address": c.Admin.Address, "admin.metricsAddress": c.Admin.MetricsAddress} {
-		if a == "" && name != "admin.address" {
+	for _, a := range []struct{ name, addr string }{{"admin.address", c.Admin.Address}, {"admin.metricsAddress", c.Admin.MetricsAddress}} {
+		if a.addr == "" && a.name != "admin.address" {
 			continue
 		}
-		if _, err := netip.ParseAddrPort(a); err != nil {
-			return fmt.Errorf("%s %q: want IP:PORT", name, a)
+		if _, err := netip.ParseAddrPort(a.addr); err != nil {
+			bad("%s %q: want IP:PORT", a.name, a.addr)
 		}
 	}
 	if c.Redirect.Enroll != "all" && c.Redirect.Enroll != "none" {
-		return fmt.Errorf("redirect.enroll %q: want all or none", c.Redirect.Enroll)
+		bad("redirect.enroll %q: want all or none", c.Redirect.Enroll)
 	}
 	if _, err := c.proxyConfig(nil, nil); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if _, err := c.zoneConfig("", nil); err != nil {
-		return err
+		errs = append(errs, err)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // The translation of this configuration into the configurations of the

@@ -100,3 +100,17 @@ func TestConfigSpillBudget(t *testing.T) {
 		}
 	}
 }
+
+// Validate reports every bad setting at once, not only the first.
+func TestConfigValidationJoinsEveryError(t *testing.T) {
+	c := Config{NodeName: "n", Source: "kubernetes"}.WithDefaults(func(string) string { return "" })
+	c.Proxy.Listen = "localhost"
+	c.Redirect.Enroll = "some"
+	c.Balancer.Decay = Duration(-5)
+	err := c.Validate()
+	for _, key := range []string{"proxy.listen", "redirect.enroll", "balancer"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("got %v, want an error naming %s", err, key)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/zonelb/zonelb/daemon"
+	"github.com/zonelb/zonelb/internal/testenv"
 	"github.com/zonelb/zonelb/internal/testservice"
 )
 
@@ -327,14 +328,14 @@ func TestDaemonReloadWithoutFailedCalls(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "calls to flow", func() bool { return ok.Load() > 50 })
+	testenv.WaitFor(t, 10*time.Second, "calls to flow", func() bool { return ok.Load() > 50 })
 	c.writeConfig(t, "5s")
-	waitFor(t, "the reload", func() bool { return c.state(t).Reloads == 1 })
+	testenv.WaitFor(t, 10*time.Second, "the reload", func() bool { return c.state(t).Reloads == 1 })
 	// Scale out and in through the services file as well.
 	c.writeServices(t, c.backends[:3])
-	waitFor(t, "the endpoint set to shrink", func() bool { return len(c.state(t).Services[0].Balancer.Endpoints) == 3 })
+	testenv.WaitFor(t, 10*time.Second, "the endpoint set to shrink", func() bool { return len(c.state(t).Services[0].Balancer.Endpoints) == 3 })
 	before := ok.Load()
-	waitFor(t, "calls after the changes", func() bool { return ok.Load() > before+50 })
+	testenv.WaitFor(t, 10*time.Second, "calls after the changes", func() bool { return ok.Load() > before+50 })
 	close(stop)
 	wg.Wait()
 	if failed.Load() != 0 {
@@ -348,7 +349,7 @@ func TestDaemonDrainFinishesInflightCall(t *testing.T) {
 	client := c.client(t)
 	errc := make(chan error, 1)
 	go func() { _, err := call(t, client); errc <- err }()
-	waitFor(t, "the call to be in flight", func() bool { return c.state(t).Proxy.ActiveRequests == 1 })
+	testenv.WaitFor(t, 10*time.Second, "the call to be in flight", func() bool { return c.state(t).Proxy.ActiveRequests == 1 })
 	c.stop()
 	if err := <-errc; err != nil {
 		t.Fatalf("in-flight call during drain: %v", err)
@@ -364,17 +365,6 @@ func TestDaemonDrainFinishesInflightCall(t *testing.T) {
 	if conn, err := net.DialTimeout("tcp", c.frontend, time.Second); err == nil {
 		conn.Close()
 		t.Fatal("frontend still accepts connections after drain")
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

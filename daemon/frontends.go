@@ -7,8 +7,8 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/zonelb/zonelb/bpf"
 	"github.com/zonelb/zonelb/daemon/discovery"
+	"github.com/zonelb/zonelb/internal/sockopt"
 	"github.com/zonelb/zonelb/proxy"
 )
 
@@ -45,7 +45,7 @@ func (f *frontendListeners) sync(snap *discovery.Snapshot) {
 		if _, ok := f.lst[addr]; ok {
 			continue
 		}
-		l, err := bpf.ListenConfig().Listen(context.Background(), "tcp", addr.String())
+		l, err := sockopt.ListenConfig().Listen(context.Background(), "tcp", addr.String())
 		if err != nil {
 			f.log.Warn("cannot serve frontend", "addr", addr.String(), "err", err)
 			continue

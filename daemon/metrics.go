@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/zonelb/zonelb/internal/grpccode"
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
@@ -97,7 +98,7 @@ func (m *Metrics) ObserveRequest(info proxy.RequestInfo) {
 	}
 	code := strconv.Itoa(info.Status)
 	if info.GRPC && info.GRPCStatus >= 0 {
-		code = grpcCodeName(info.GRPCStatus)
+		code = grpccode.Code(info.GRPCStatus).String()
 	} else if info.Status == 0 {
 		code = "canceled" // the client went away before an answer
 	}
@@ -142,17 +143,6 @@ func zoneLabel(z string) string {
 		return "unknown"
 	}
 	return z
-}
-
-var grpcCodeNames = [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-	"ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
-
-func grpcCodeName(c int) string {
-	if c >= 0 && c < len(grpcCodeNames) {
-		return grpcCodeNames[c]
-	}
-	return strconv.Itoa(c)
 }
 
 func (m *Metrics) setLocalZone(z string) { m.localZone.Store(&z) }

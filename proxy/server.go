@@ -50,8 +50,15 @@ type serverConn struct {
 // decoded size of a header block the proxy accepts.
 const maxHeaderListSize = 64 << 10
 
-// readBufferSize is the read buffer per connection.
-const readBufferSize = 4 << 10
+// readBufferSize is the read buffer per client connection: it is held for
+// the connection's life, so it is small (a unary gRPC call's frames fit;
+// larger frames are read straight into the Framer's buffer, bypassing it).
+// upstreamReadBufferSize is larger: an upstream connection carries many
+// clients' responses, and one read takes many of them.
+const (
+	readBufferSize         = 2 << 10
+	upstreamReadBufferSize = 16 << 10
+)
 
 // serveH2 runs a downstream HTTP/2 connection whose first bytes are in br
 // until it ends.

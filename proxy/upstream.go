@@ -385,7 +385,7 @@ func (u *upstreams) connect(ep *endpointPool) (*clientConn, error) {
 	cc.peek = cc.peekFD
 	cc.credit = floodBurst
 	cc.h2conn.outFrames = &cc.outFrames
-	cc.br = bufio.NewReaderSize(c, readBufferSize)
+	cc.br = bufio.NewReaderSize(c, upstreamReadBufferSize)
 	cc.in.r = cc.br
 	cc.rf = http2.NewFramer(nil, &cc.in)
 	cc.hdr.init()

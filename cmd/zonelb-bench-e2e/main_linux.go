@@ -1,4 +1,4 @@
-// Command benche2e is `make bench-e2e`: the e2e mini cluster (package
+// Command zonelb-bench-e2e is `make bench-e2e`: the e2e mini cluster (package
 // internal/cluster) under load, zonelb against the kube-proxy baselines,
 // in interleaved rounds, written as a Markdown report (by default
 // docs/benchmarks-e2e.md).
@@ -152,7 +152,7 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) error {
 				// The daemon's own background work (discovery, metrics)
 				// with no traffic.
 				cpu0, _ := d.CPUTime()
-				if err := sleep(ctx, 3*time.Second); err != nil {
+				if err := cluster.SleepCtx(ctx, 3*time.Second); err != nil {
 					return err
 				}
 				cpu1, _ := d.CPUTime()
@@ -186,17 +186,6 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	say("report written to %s (%.0fs)", o.out, time.Since(started).Seconds())
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // stat formats the median of vs with (min..max) when there are several.

@@ -1,4 +1,4 @@
-// Command demo is what `make demo` runs: a three-zone mini cluster in
+// Command zonelb-demo is what `make demo` runs: a three-zone mini cluster in
 // network namespaces on this machine (package internal/cluster), gRPC
 // clients in zone-a calling a Service's ClusterIP, and side by side what
 // kube-proxy, kube-proxy with PreferSameZone, and zonelb (the real daemon,

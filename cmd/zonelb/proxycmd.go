@@ -4,18 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/zonelb/zonelb/internal/pprofmux"
+	"github.com/zonelb/zonelb/internal/sockopt"
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
@@ -65,117 +67,72 @@ func (e *endpointFlags) Set(v string) error {
 	return nil
 }
 
+// proxyFlags are the flags of `zonelb proxy`.
+type proxyFlags struct {
+	listen, localZone, service, admin string
+	drain                             time.Duration
+	minConns, maxConns, streamWindow  int
+	protocol                          string
+	ignoreZones                       bool
+	spillBudget                       string
+	price                             float64
+	endpoints                         endpointFlags
+	logs                              logFlags
+}
+
+func (f *proxyFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:15001", "address to accept client connections on")
+	fs.StringVar(&f.localZone, "zone", "", "this proxy's zone: endpoints in it are preferred")
+	fs.StringVar(&f.service, "service", "default", "service name used in logs and metrics")
+	fs.StringVar(&f.admin, "admin", "", "address for /debug/pprof/ and /debug/stats (empty: off)")
+	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "how long in-flight requests may finish after SIGTERM")
+	fs.IntVar(&f.minConns, "min-conns-per-endpoint", proxy.DefaultMinConnsPerEndpoint, "upstream connections kept per endpoint (raise for servers that balance by connection)")
+	fs.IntVar(&f.maxConns, "max-conns-per-endpoint", proxy.DefaultMaxConnsPerEndpoint, "upstream connections allowed per endpoint")
+	fs.IntVar(&f.streamWindow, "stream-window", proxy.DefaultStreamWindow, "HTTP/2 flow-control window per stream, bytes (bounds memory per stream)")
+	fs.StringVar(&f.protocol, "protocol", "auto", "what clients speak: auto (HTTP/2, HTTP/1.1 or opaque TCP, told apart by the first bytes) or h2 (HTTP/2 with prior knowledge only)")
+	fs.BoolVar(&f.ignoreZones, "ignore-zones", false, "balance over all endpoints by latency alone, ignoring zones")
+	fs.StringVar(&f.spillBudget, "spill-budget", zone.FormatSpillBudget(zone.DefaultSpillBudget),
+		"how far the local zone's latency may rise above its unloaded level before requests spill to other zones (a percentage), or parity")
+	fs.Float64Var(&f.price, "price-per-gb", zone.DefaultPricePerGB, "USD per GB crossing zones, charged on each side (for the cost estimate)")
+	fs.Var(&f.endpoints, "to", "endpoint as ZONE=IP:PORT (repeatable; ZONE may be omitted)")
+	f.logs.register(fs)
+}
+
 func runProxy(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("proxy", proxySynopsis)
-	var (
-		listen       = fs.String("listen", "127.0.0.1:15001", "address to accept client connections on")
-		localZone    = fs.String("zone", "", "this proxy's zone: endpoints in it are preferred")
-		service      = fs.String("service", "default", "service name used in logs and metrics")
-		admin        = fs.String("admin", "", "address for /debug/pprof/ and /debug/stats (empty: off)")
-		drain        = fs.Duration("drain-timeout", 30*time.Second, "how long in-flight requests may finish after SIGTERM")
-		minConns     = fs.Int("min-conns-per-endpoint", proxy.DefaultMinConnsPerEndpoint, "upstream connections kept per endpoint (raise for servers that balance by connection)")
-		maxConns     = fs.Int("max-conns-per-endpoint", proxy.DefaultMaxConnsPerEndpoint, "upstream connections allowed per endpoint")
-		streamWindow = fs.Int("stream-window", proxy.DefaultStreamWindow, "HTTP/2 flow-control window per stream, bytes (bounds memory per stream)")
-		protocol     = fs.String("protocol", "auto", "what clients speak: auto (HTTP/2, HTTP/1.1 or opaque TCP, told apart by the first bytes) or h2 (HTTP/2 with prior knowledge only)")
-		ignoreZones  = fs.Bool("ignore-zones", false, "balance over all endpoints by latency alone, ignoring zones")
-		spillBudget  = fs.String("spill-budget", zone.FormatSpillBudget(zone.DefaultSpillBudget), "how far the local zone's latency may rise above its unloaded level before requests spill to other zones (a percentage), or parity")
-		price        = fs.Float64("price-per-gb", zone.DefaultPricePerGB, "USD per GB crossing zones, charged on each side (for the cost estimate)")
-		endpoints    endpointFlags
-		logs         logFlags
-	)
-	fs.Var(&endpoints, "to", "endpoint as ZONE=IP:PORT (repeatable; ZONE may be omitted)")
-	logs.register(fs)
+	var f proxyFlags
+	f.register(fs)
 	if code, done := parseFlags(fs, proxySynopsis, args, stdout, stderr); done {
 		return code
 	}
-	if len(endpoints) == 0 {
+	if len(f.endpoints) == 0 {
 		return usageError(stderr, "proxy", "no endpoints: give at least one --to ZONE=IP:PORT")
 	}
 	var proto proxy.Protocol
-	switch *protocol {
+	switch f.protocol {
 	case "auto":
 	case "h2":
 		proto = proxy.ProtocolHTTP2
 	default:
-		return usageError(stderr, "proxy", "--protocol %q: want auto or h2", *protocol)
+		return usageError(stderr, "proxy", "--protocol %q: want auto or h2", f.protocol)
 	}
-	if _, err := netip.ParseAddrPort(*listen); err != nil {
-		return usageError(stderr, "proxy", "--listen %q: want IP:PORT", *listen)
+	if _, err := netip.ParseAddrPort(f.listen); err != nil {
+		return usageError(stderr, "proxy", "--listen %q: want IP:PORT", f.listen)
 	}
-	log, err := logs.logger(stderr)
+	log, err := f.logs.logger(stderr)
 	if err != nil {
 		return usageError(stderr, "proxy", "%v", err)
 	}
-
-	acct, err := zone.NewAccounting(*price)
+	acct, err := zone.NewAccounting(f.price)
 	if err != nil {
 		return usageError(stderr, "proxy", "--price-per-gb: %v", err)
 	}
-	budget, err := zone.ParseSpillBudget(*spillBudget)
-	if err != nil {
-		return usageError(stderr, "proxy", "--spill-budget: %v", err)
-	}
-	zc := zone.Config{
-		LocalZone:   *localZone,
-		IgnoreZones: *ignoreZones,
-		Accounting:  acct,
-		Logger:      log.With("component", "balancer"),
-	}
-	zc.Spill.Budget = budget
-	bal, err := zone.NewBalancer(zc)
+	p, err := f.newProxy(acct, proto, log)
 	if err != nil {
 		return usageError(stderr, "proxy", "%v", err)
 	}
-	bal.Update(endpoints)
-	p, err := proxy.New(proxy.Config{
-		Router:              proxy.StaticRouter{Service: *service, Picker: bal, Protocol: proto},
-		Logger:              log,
-		MinConnsPerEndpoint: *minConns,
-		MaxConnsPerEndpoint: *maxConns,
-		StreamWindow:        *streamWindow,
-	})
-	if err != nil {
-		return usageError(stderr, "proxy", "%v", err)
-	}
-
-	// MPTCP off: the node's BPF liveness map (a SOCKMAP) refuses MPTCP
-	// sockets, and the proxy gains nothing from it on a node.
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
-	l, err := lc.Listen(context.Background(), "tcp", *listen)
-	if err != nil {
-		log.Error("listen failed", "addr", *listen, "err", err)
+	if err := f.serve(p, log); err != nil {
 		return 1
-	}
-	log.Info("proxy listening", "addr", l.Addr().String(), "zone", *localZone, "service", *service, "endpoints", endpoints.String())
-
-	if *admin != "" {
-		stop, err := serveAdmin(*admin, p, log)
-		if err != nil {
-			log.Error("admin listener failed", "addr", *admin, "err", err)
-			return 1
-		}
-		defer stop()
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- p.Serve(l) }()
-	select {
-	case err := <-serveErr:
-		log.Error("proxy stopped", "err", err)
-		return 1
-	case <-ctx.Done():
-	}
-	log.Info("draining", "timeout", drain.String())
-	dctx, cancel := context.WithTimeout(context.Background(), *drain)
-	defer cancel()
-	if err := p.Shutdown(dctx); err != nil {
-		log.Warn("drain cut short", "err", err)
-	}
-	if err := <-serveErr; err != nil && !errors.Is(err, proxy.ErrClosed) {
-		log.Warn("serve ended", "err", err)
 	}
 	log.Info("stopped", "stats", fmt.Sprintf("%+v", p.Stats()))
 	for _, u := range acct.Usage() {
@@ -187,14 +144,81 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// newProxy builds the balancer over the --to endpoints and the proxy.
+func (f *proxyFlags) newProxy(acct *zone.Accounting, proto proxy.Protocol, log *slog.Logger) (*proxy.Proxy, error) {
+	budget, err := zone.ParseSpillBudget(f.spillBudget)
+	if err != nil {
+		return nil, fmt.Errorf("--spill-budget: %w", err)
+	}
+	zc := zone.Config{
+		LocalZone:   f.localZone,
+		IgnoreZones: f.ignoreZones,
+		Accounting:  acct,
+		Logger:      log.With("component", "balancer"),
+	}
+	zc.Spill.Budget = budget
+	bal, err := zone.NewBalancer(zc)
+	if err != nil {
+		return nil, err
+	}
+	bal.Update(f.endpoints)
+	return proxy.New(proxy.Config{
+		Router:              proxy.StaticRouter{Service: f.service, Picker: bal, Protocol: proto},
+		Logger:              log,
+		MinConnsPerEndpoint: f.minConns,
+		MaxConnsPerEndpoint: f.maxConns,
+		StreamWindow:        f.streamWindow,
+	})
+}
+
+// serve runs p on --listen (and the admin endpoints) until SIGTERM or
+// SIGINT, then drains. The error, already logged, says it stopped early.
+func (f *proxyFlags) serve(p *proxy.Proxy, log *slog.Logger) error {
+	// MPTCP off: the node's BPF liveness map (a SOCKMAP) refuses MPTCP
+	// sockets, and the proxy gains nothing from it on a node.
+	l, err := sockopt.ListenConfig().Listen(context.Background(), "tcp", f.listen)
+	if err != nil {
+		log.Error("listen failed", "addr", f.listen, "err", err)
+		return err
+	}
+	log.Info("proxy listening", "addr", l.Addr().String(), "zone", f.localZone, "service", f.service, "endpoints", f.endpoints.String())
+	if f.admin != "" {
+		stop, err := serveAdmin(f.admin, p, log)
+		if err != nil {
+			log.Error("admin listener failed", "addr", f.admin, "err", err)
+			return err
+		}
+		defer stop()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- p.Serve(l) }()
+	select {
+	case err := <-serveErr:
+		log.Error("proxy stopped", "err", err)
+		if err == nil {
+			err = errors.New("proxy stopped serving")
+		}
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("draining", "timeout", f.drain.String())
+	dctx, cancel := context.WithTimeout(context.Background(), f.drain)
+	defer cancel()
+	if err := p.Shutdown(dctx); err != nil {
+		log.Warn("drain cut short", "err", err)
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, proxy.ErrClosed) {
+		log.Warn("serve ended", "err", err)
+	}
+	return nil
+}
+
 // serveAdmin serves pprof and the proxy's counters on addr.
 func serveAdmin(addr string, p *proxy.Proxy, log *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	pprofmux.Register(mux)
 	mux.HandleFunc("/debug/stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(p.Stats())

@@ -58,22 +58,8 @@ func convertService(svc *corev1.Service, ns *corev1.Namespace, endpointSlices []
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil, warnings
 	}
-	ips := svc.Spec.ClusterIPs
-	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
-		ips = []string{svc.Spec.ClusterIP}
-	}
-	var clusterIPs []netip.Addr
-	for _, s := range ips {
-		if s == "" || s == corev1.ClusterIPNone {
-			continue
-		}
-		ip, err := netip.ParseAddr(s)
-		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("service %s: cluster IP %q: %v", name, s, err))
-			continue
-		}
-		clusterIPs = append(clusterIPs, ip.Unmap())
-	}
+	clusterIPs, warn := serviceClusterIPs(svc)
+	warnings = append(warnings, warn...)
 	if len(clusterIPs) == 0 {
 		return nil, warnings
 	}
@@ -116,6 +102,29 @@ func convertService(svc *corev1.Service, ns *corev1.Namespace, endpointSlices []
 	}
 	if len(out.Ports) == 0 {
 		return nil, warnings
+	}
+	return out, warnings
+}
+
+// serviceClusterIPs returns the Service's cluster IPs (IPv4 in 4-byte form),
+// with a warning for each that does not parse.
+func serviceClusterIPs(svc *corev1.Service) ([]netip.Addr, []string) {
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	var out []netip.Addr
+	var warnings []string
+	for _, s := range ips {
+		if s == "" || s == corev1.ClusterIPNone {
+			continue
+		}
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("service %s/%s: cluster IP %q: %v", svc.Namespace, svc.Name, s, err))
+			continue
+		}
+		out = append(out, ip.Unmap())
 	}
 	return out, warnings
 }

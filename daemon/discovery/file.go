@@ -104,15 +104,11 @@ func LoadFile(path string) (*Snapshot, error) {
 	return snap, nil
 }
 
-// Snapshot validates f and converts it to the model.
+// Snapshot validates f and converts it to the model. Every invalid field
+// is reported, joined.
 func (f *File) Snapshot() (*Snapshot, error) {
-	var errs []error
-	fail := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-
+	c := fileChecker{owner: make(map[netip.AddrPort]string)}
 	services := make(map[ServiceName]*Service, len(f.Services))
-	owner := make(map[netip.AddrPort]string) // frontend -> field that claimed it
 	for i, fs := range f.Services {
 		at := fmt.Sprintf("services[%d]", i)
 		name := ServiceName{Namespace: fs.Namespace, Name: fs.Name}
@@ -120,103 +116,129 @@ func (f *File) Snapshot() (*Snapshot, error) {
 			name.Namespace = "default"
 		}
 		if fs.Name == "" {
-			fail(at+".name", "required")
+			c.fail(at+".name", "required")
 		} else if _, dup := services[name]; dup {
-			fail(at+".name", "service %s is listed twice", name)
+			c.fail(at+".name", "service %s is listed twice", name)
 		}
-		svc := &Service{Name: name}
-
-		if len(fs.ClusterIPs) == 0 {
-			fail(at+".clusterIPs", "at least one address is required")
-		}
-		for j, s := range fs.ClusterIPs {
-			ip, err := netip.ParseAddr(s)
-			if err != nil {
-				fail(fmt.Sprintf("%s.clusterIPs[%d]", at, j), "%q is not an IP address", s)
-				continue
-			}
-			svc.ClusterIPs = append(svc.ClusterIPs, ip.Unmap())
-		}
-
-		if len(fs.Ports) == 0 {
-			fail(at+".ports", "at least one port is required")
-		}
-		portNames := make(map[string]bool)
-		for j, fp := range fs.Ports {
-			pat := fmt.Sprintf("%s.ports[%d]", at, j)
-			if fp.Name == "" && len(fs.Ports) > 1 {
-				fail(pat+".name", "required when a service has more than one port")
-			}
-			if portNames[fp.Name] {
-				fail(pat+".name", "port name %q is used twice", fp.Name)
-			}
-			portNames[fp.Name] = true
-			if fp.Port < 1 || fp.Port > 65535 {
-				fail(pat+".port", "%d is not a port number (1-65535)", fp.Port)
-			}
-			if fp.Protocol != "" && fp.Protocol != "TCP" {
-				fail(pat+".protocol", "%q is not supported: zonelb takes over TCP only", fp.Protocol)
-			}
-			sp := ServicePort{
-				Name:        fp.Name,
-				Port:        uint16(fp.Port),
-				Protocol:    "TCP",
-				AppProtocol: fp.AppProtocol,
-				SelectedBy:  "file",
-			}
-			for _, ip := range svc.ClusterIPs {
-				if sp.Port == 0 || fp.Port > 65535 {
-					break // reported above
-				}
-				key := netip.AddrPortFrom(ip, sp.Port)
-				if prev, taken := owner[key]; taken {
-					fail(pat+".port", "frontend %s is already used by %s", key, prev)
-					continue
-				}
-				owner[key] = pat
-			}
-			seen := make(map[netip.AddrPort]bool)
-			for k, fe := range fp.Endpoints {
-				eat := fmt.Sprintf("%s.endpoints[%d]", pat, k)
-				addr, err := netip.ParseAddrPort(fe.Address)
-				if err != nil {
-					fail(eat+".address", "%q is not ip:port ([ipv6]:port for IPv6)", fe.Address)
-					continue
-				}
-				if addr.Port() == 0 {
-					fail(eat+".address", "%q has port 0", fe.Address)
-					continue
-				}
-				addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-				if seen[addr] {
-					fail(eat+".address", "%s is listed twice for this port", addr)
-					continue
-				}
-				seen[addr] = true
-				ready := fe.Ready == nil || *fe.Ready
-				serving := ready
-				if fe.Serving != nil {
-					serving = *fe.Serving
-				}
-				sp.Endpoints = append(sp.Endpoints, zone.Endpoint{
-					Addr:        addr,
-					Zone:        fe.Zone,
-					Node:        fe.Node,
-					Weight:      fe.Weight,
-					Ready:       ready,
-					Serving:     serving,
-					Terminating: fe.Terminating,
-				})
-			}
-			sortEndpoints(sp.Endpoints)
-			svc.Ports = append(svc.Ports, sp)
-		}
-		services[name] = svc
+		services[name] = c.service(at, name, fs)
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if len(c.errs) > 0 {
+		return nil, errors.Join(c.errs...)
 	}
 	return &Snapshot{Node: f.Node, Zone: f.Zone, Services: services, Frontends: frontendsOf(services)}, nil
+}
+
+// fileChecker converts a File's services, collecting what is invalid.
+type fileChecker struct {
+	errs  []error
+	owner map[netip.AddrPort]string // frontend -> field that claimed it
+}
+
+func (c *fileChecker) fail(field, format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+}
+
+// service converts services[i] (at).
+func (c *fileChecker) service(at string, name ServiceName, fs FileService) *Service {
+	svc := &Service{Name: name}
+	if len(fs.ClusterIPs) == 0 {
+		c.fail(at+".clusterIPs", "at least one address is required")
+	}
+	for j, s := range fs.ClusterIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			c.fail(fmt.Sprintf("%s.clusterIPs[%d]", at, j), "%q is not an IP address", s)
+			continue
+		}
+		svc.ClusterIPs = append(svc.ClusterIPs, ip.Unmap())
+	}
+	if len(fs.Ports) == 0 {
+		c.fail(at+".ports", "at least one port is required")
+	}
+	portNames := make(map[string]bool)
+	for j, fp := range fs.Ports {
+		pat := fmt.Sprintf("%s.ports[%d]", at, j)
+		if fp.Name == "" && len(fs.Ports) > 1 {
+			c.fail(pat+".name", "required when a service has more than one port")
+		}
+		if portNames[fp.Name] {
+			c.fail(pat+".name", "port name %q is used twice", fp.Name)
+		}
+		portNames[fp.Name] = true
+		svc.Ports = append(svc.Ports, c.port(pat, fp, svc.ClusterIPs))
+	}
+	return svc
+}
+
+// port converts one port (pat) served on clusterIPs, claiming its
+// frontends.
+func (c *fileChecker) port(pat string, fp FilePort, clusterIPs []netip.Addr) ServicePort {
+	if fp.Port < 1 || fp.Port > 65535 {
+		c.fail(pat+".port", "%d is not a port number (1-65535)", fp.Port)
+	}
+	if fp.Protocol != "" && fp.Protocol != "TCP" {
+		c.fail(pat+".protocol", "%q is not supported: zonelb takes over TCP only", fp.Protocol)
+	}
+	sp := ServicePort{
+		Name:        fp.Name,
+		Port:        uint16(fp.Port),
+		Protocol:    "TCP",
+		AppProtocol: fp.AppProtocol,
+		SelectedBy:  "file",
+	}
+	for _, ip := range clusterIPs {
+		if sp.Port == 0 || fp.Port > 65535 {
+			break // reported above
+		}
+		key := netip.AddrPortFrom(ip, sp.Port)
+		if prev, taken := c.owner[key]; taken {
+			c.fail(pat+".port", "frontend %s is already used by %s", key, prev)
+			continue
+		}
+		c.owner[key] = pat
+	}
+	sp.Endpoints = c.endpoints(pat, fp.Endpoints)
+	sortEndpoints(sp.Endpoints)
+	return sp
+}
+
+// endpoints converts one port's endpoints (pat.endpoints).
+func (c *fileChecker) endpoints(pat string, fes []FileEndpoint) []zone.Endpoint {
+	var out []zone.Endpoint
+	seen := make(map[netip.AddrPort]bool)
+	for k, fe := range fes {
+		eat := fmt.Sprintf("%s.endpoints[%d]", pat, k)
+		addr, err := netip.ParseAddrPort(fe.Address)
+		if err != nil {
+			c.fail(eat+".address", "%q is not ip:port ([ipv6]:port for IPv6)", fe.Address)
+			continue
+		}
+		if addr.Port() == 0 {
+			c.fail(eat+".address", "%q has port 0", fe.Address)
+			continue
+		}
+		addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+		if seen[addr] {
+			c.fail(eat+".address", "%s is listed twice for this port", addr)
+			continue
+		}
+		seen[addr] = true
+		ready := fe.Ready == nil || *fe.Ready
+		serving := ready
+		if fe.Serving != nil {
+			serving = *fe.Serving
+		}
+		out = append(out, zone.Endpoint{
+			Addr:        addr,
+			Zone:        fe.Zone,
+			Node:        fe.Node,
+			Weight:      fe.Weight,
+			Ready:       ready,
+			Serving:     serving,
+			Terminating: fe.Terminating,
+		})
+	}
+	return out
 }
 
 // FileConfig configures a [FileSource]. Optional fields mean their default

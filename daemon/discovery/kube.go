@@ -96,53 +96,17 @@ func (s *KubeSource) Run(ctx context.Context, publish func(*Snapshot)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	client := s.cfg.Client
-	strip := informers.WithTransform(stripManagedFields)
-	// Three factories, because list options apply factory-wide: slices
-	// that belong to no Service are not worth caching, and of the Nodes
-	// only our own is.
-	mainFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, strip)
-	sliceFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName }))
-	nodeFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector(metav1.ObjectNameField, s.cfg.NodeName).String()
-		}))
-
-	svcInformer := mainFactory.Core().V1().Services()
-	nsInformer := mainFactory.Core().V1().Namespaces()
-	sliceInformer := sliceFactory.Discovery().V1().EndpointSlices()
-	nodeInformer := nodeFactory.Core().V1().Nodes()
-
 	w := &watchState{signal: make(chan struct{}, 1)}
-	handlers := []struct {
-		name     string
-		informer cache.SharedIndexInformer
-		handler  cache.ResourceEventHandler
-	}{
-		{"services", svcInformer.Informer(), w.serviceHandler()},
-		{"endpointslices", sliceInformer.Informer(), w.sliceHandler()},
-		{"namespaces", nsInformer.Informer(), w.namespaceHandler()},
-		{"nodes", nodeInformer.Informer(), w.nodeHandler()},
+	factories, b, err := s.newInformers(w)
+	if err != nil {
+		return err
 	}
-	if err := sliceInformer.Informer().AddIndexers(cache.Indexers{serviceIndex: sliceServiceIndex}); err != nil {
-		return fmt.Errorf("index endpointslices by service: %w", err)
-	}
-	for _, h := range handlers {
-		if _, err := h.informer.AddEventHandler(h.handler); err != nil {
-			return fmt.Errorf("watch %s: %w", h.name, err)
-		}
-		if err := h.informer.SetWatchErrorHandlerWithContext(s.watchErrorHandler(h.name)); err != nil {
-			return fmt.Errorf("watch %s: %w", h.name, err)
-		}
-	}
-
-	for _, f := range []informers.SharedInformerFactory{mainFactory, sliceFactory, nodeFactory} {
+	for _, f := range factories {
 		f.Start(ctx.Done())
 		// Shutdown waits for the informers' goroutines once ctx ends.
 		defer f.Shutdown()
 	}
-	for _, f := range []informers.SharedInformerFactory{mainFactory, sliceFactory, nodeFactory} {
+	for _, f := range factories {
 		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
 			if !ok {
 				if ctx.Err() != nil {
@@ -153,14 +117,6 @@ func (s *KubeSource) Run(ctx context.Context, publish func(*Snapshot)) error {
 		}
 	}
 
-	b := &kubeBuilder{
-		node:     s.cfg.NodeName,
-		services: svcInformer.Lister(),
-		ns:       nsInformer.Lister(),
-		nodes:    nodeInformer.Lister(),
-		slices:   sliceInformer.Informer().GetIndexer(),
-		log:      s.log,
-	}
 	// Everything that happened before the sync is in the first snapshot.
 	w.take()
 	current := b.full()
@@ -176,6 +132,58 @@ func (s *KubeSource) Run(ctx context.Context, publish func(*Snapshot)) error {
 		publish(current)
 	})
 	return ctx.Err()
+}
+
+// newInformers builds the informers, with w's handlers, and the builder
+// that reads their caches. Three factories, because list options apply
+// factory-wide: slices that belong to no Service are not worth caching,
+// and of the Nodes only our own is.
+func (s *KubeSource) newInformers(w *watchState) ([]informers.SharedInformerFactory, *kubeBuilder, error) {
+	client := s.cfg.Client
+	strip := informers.WithTransform(stripManagedFields)
+	mainFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, strip)
+	sliceFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName }))
+	nodeFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector(metav1.ObjectNameField, s.cfg.NodeName).String()
+		}))
+
+	svcInformer := mainFactory.Core().V1().Services()
+	nsInformer := mainFactory.Core().V1().Namespaces()
+	sliceInformer := sliceFactory.Discovery().V1().EndpointSlices()
+	nodeInformer := nodeFactory.Core().V1().Nodes()
+
+	handlers := []struct {
+		name     string
+		informer cache.SharedIndexInformer
+		handler  cache.ResourceEventHandler
+	}{
+		{"services", svcInformer.Informer(), w.serviceHandler()},
+		{"endpointslices", sliceInformer.Informer(), w.sliceHandler()},
+		{"namespaces", nsInformer.Informer(), w.namespaceHandler()},
+		{"nodes", nodeInformer.Informer(), w.nodeHandler()},
+	}
+	if err := sliceInformer.Informer().AddIndexers(cache.Indexers{serviceIndex: sliceServiceIndex}); err != nil {
+		return nil, nil, fmt.Errorf("index endpointslices by service: %w", err)
+	}
+	for _, h := range handlers {
+		if _, err := h.informer.AddEventHandler(h.handler); err != nil {
+			return nil, nil, fmt.Errorf("watch %s: %w", h.name, err)
+		}
+		if err := h.informer.SetWatchErrorHandlerWithContext(s.watchErrorHandler(h.name)); err != nil {
+			return nil, nil, fmt.Errorf("watch %s: %w", h.name, err)
+		}
+	}
+	b := &kubeBuilder{
+		node:     s.cfg.NodeName,
+		services: svcInformer.Lister(),
+		ns:       nsInformer.Lister(),
+		nodes:    nodeInformer.Lister(),
+		slices:   sliceInformer.Informer().GetIndexer(),
+		log:      s.log,
+	}
+	return []informers.SharedInformerFactory{mainFactory, sliceFactory, nodeFactory}, b, nil
 }
 
 func (s *KubeSource) watchErrorHandler(resource string) cache.WatchErrorHandlerWithContext {

@@ -78,8 +78,9 @@ const (
 
 // FailOpenExpr is ZonelbNodeProxyFailingOpen's expression: connects that
 // the BPF hook let through to their original destination because the
-// proxy's listener was not registered (zonelb_bpf_connects_total
-// {outcome="proxy_down"}), counted by the pinned counter map, which
+// proxy's listener was not registered, or its process was exiting
+// (zonelb_bpf_connects_total{outcome="proxy_down"|"proxy_exiting"}),
+// counted by the pinned counter map, which
 // outlives the daemon. While the daemon runs, the counter is read at every
 // scrape; when the daemon was down, the first scrape after its restart
 // reads what happened meanwhile. The expression compares the counter with
@@ -89,8 +90,8 @@ const (
 // number of such connects in that time. A broken scrape alone (up == 0)
 // never makes it true.
 func FailOpenExpr(hold time.Duration) string {
-	const c = `zonelb_bpf_connects_total{outcome="proxy_down"}`
-	return fmt.Sprintf(`%s - last_over_time(%s[1d] offset %s) > 0`, c, c, model.Duration(hold))
+	const c = `zonelb_bpf_connects_total{outcome=~"proxy_down|proxy_exiting"}`
+	return fmt.Sprintf(`sum without (outcome) (%s - last_over_time(%s[1d] offset %s)) > 0`, c, c, model.Duration(hold))
 }
 
 // Rules returns zonelb's alerting rules.
@@ -111,7 +112,7 @@ func Rules(o Options) []Group {
 	return []Group{{Name: "zonelb", Rules: []Rule{
 		rule(FailOpen, FailOpenExpr(o.FailOpenHold), "", "warning",
 			"zonelb on {{ $labels.instance }}: {{ $value }} connections went around the node proxy (failed open)",
-			"The BPF hook let pods' connections go straight to their Service address because the node proxy's listener was gone (daemon killed, crashed, upgrading or draining). They still work through kube-proxy, without per-request balancing or zone preference."),
+			"The BPF hook let pods' connections go straight to their Service address because the node proxy's listener was gone or its process exiting (daemon killed, crashed, upgrading or draining). They still work through kube-proxy, without per-request balancing or zone preference."),
 		rule(SpillBudget, `max by (instance, service) (zonelb_spill_local_level_seconds{distance="1"} > 1.25 * zonelb_spill_budgeted_level_seconds{distance="1"})`, "15m", "warning",
 			"zonelb on {{ $labels.instance }}: {{ $labels.service }} runs over its spill budget",
 			"The local zone's latency level has stayed more than 25% above the level the service's spill budget allows for 15 minutes: spilling the excess to other zones does not hold it (they are full, slower, or the share is capped)."),

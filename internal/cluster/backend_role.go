@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/zonelb/zonelb/internal/duration"
 	"github.com/zonelb/zonelb/internal/testservice"
 )
 
@@ -58,21 +59,7 @@ type backendArgs struct {
 }
 
 // Duration is a time.Duration written as "10ms" in JSON.
-type Duration time.Duration
-
-// MarshalJSON writes "10ms".
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads "10ms".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	v, err := time.ParseDuration(s)
-	*d = Duration(v)
-	return err
-}
+type Duration = duration.Duration
 
 // slots is a counting semaphore whose size can change while calls wait.
 type slots struct {
@@ -124,10 +111,12 @@ func (s *slots) serveCall(ctx context.Context) error {
 		s.mu.Unlock()
 		s.cond.Signal()
 	}()
-	return sleepCtx(ctx, serve)
+	return SleepCtx(ctx, serve)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// SleepCtx waits for d or until ctx ends, whichever comes first; it
+// reports ctx's error in the second case.
+func SleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil
 	}
@@ -190,7 +179,7 @@ func runBackend(ctx context.Context, raw []byte) error {
 		// The extra round trip of crossing a zone is paid on the way in;
 		// it is network time, so it holds no service slot.
 		if z := zoneOf(from); z != "" && z != args.Zone {
-			if err := sleepCtx(ctx, time.Duration(args.CrossZoneDelay)); err != nil {
+			if err := SleepCtx(ctx, time.Duration(args.CrossZoneDelay)); err != nil {
 				return nil, err
 			}
 		}

@@ -369,38 +369,6 @@ func runClient(ctx context.Context, raw []byte) error {
 	defer stopCalls()
 	var workers sync.WaitGroup
 	started := false
-	startCalls := func() {
-		if started {
-			return
-		}
-		started = true
-		w := args.Workload
-		var tokens chan struct{}
-		if w.Rate > 0 {
-			tokens = make(chan struct{}, w.Concurrency)
-			go pace(runCtx, w.Rate, tokens, func() {
-				s.mu.Lock()
-				s.win.Skipped++
-				s.mu.Unlock()
-			})
-		}
-		for range w.Concurrency {
-			workers.Add(1)
-			go func() {
-				defer workers.Done()
-				for runCtx.Err() == nil {
-					if tokens != nil {
-						select {
-						case <-tokens:
-						case <-runCtx.Done():
-							return
-						}
-					}
-					s.call(runCtx)
-				}
-			}()
-		}
-	}
 	finish := func() error {
 		stopCalls()
 		workers.Wait()
@@ -434,7 +402,10 @@ func runClient(ctx context.Context, raw []byte) error {
 			}
 			switch line {
 			case "go":
-				startCalls()
+				if !started {
+					started = true
+					s.startCalls(runCtx, &workers)
+				}
 			case "snap":
 				if err := out.Encode(clientMsg{Window: s.snapshot()}); err != nil {
 					return err
@@ -445,6 +416,37 @@ func runClient(ctx context.Context, raw []byte) error {
 				fmt.Fprintf(os.Stderr, "client: unknown command %q\n", line)
 			}
 		}
+	}
+}
+
+// startCalls starts the workload's callers (paced when it has a rate);
+// they run until ctx ends and are counted in workers.
+func (s *clientState) startCalls(ctx context.Context, workers *sync.WaitGroup) {
+	w := s.args.Workload
+	var tokens chan struct{}
+	if w.Rate > 0 {
+		tokens = make(chan struct{}, w.Concurrency)
+		go pace(ctx, w.Rate, tokens, func() {
+			s.mu.Lock()
+			s.win.Skipped++
+			s.mu.Unlock()
+		})
+	}
+	for range w.Concurrency {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for ctx.Err() == nil {
+				if tokens != nil {
+					select {
+					case <-tokens:
+					case <-ctx.Done():
+						return
+					}
+				}
+				s.call(ctx)
+			}
+		}()
 	}
 }
 

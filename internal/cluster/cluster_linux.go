@@ -83,27 +83,7 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if _, err := os.Stat(opts.ZonelbBin); err != nil {
 		return nil, fmt.Errorf("cluster: zonelb binary: %w", err)
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.BackendsPerZone <= 0 {
-		opts.BackendsPerZone = 2
-	}
-	if opts.ClientPods <= 0 {
-		opts.ClientPods = 1
-	}
-	if opts.Load.ServiceTime == 0 {
-		opts.Load.ServiceTime = Duration(time.Millisecond)
-	}
-	if opts.CrossZoneDelay == 0 {
-		opts.CrossZoneDelay = 2 * time.Millisecond
-	}
-	if opts.Discovery == "" {
-		opts.Discovery = "auto"
-	}
-	if opts.Progress == nil {
-		opts.Progress = func(string) {}
-	}
+	opts = opts.withDefaults()
 	c := &Cluster{opts: opts, log: opts.Logger}
 	defer func() {
 		if err != nil {
@@ -116,24 +96,88 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := requireTools(); err != nil {
 		return nil, err
 	}
-
-	c.workDir = opts.WorkDir
-	if c.workDir == "" {
-		if c.workDir, err = os.MkdirTemp("", "zonelb-e2e-"); err != nil {
-			return nil, fmt.Errorf("cluster: work dir: %w", err)
-		}
-		if !opts.KeepWorkDir {
-			dir := c.workDir
-			c.closers = append(c.closers, func() error { return os.RemoveAll(dir) })
-		}
-	} else if err := os.MkdirAll(c.workDir, 0o755); err != nil {
-		return nil, fmt.Errorf("cluster: work dir: %w", err)
+	if err := c.makeWorkDir(); err != nil {
+		return nil, err
 	}
-
 	opts.Progress("creating network namespaces: 3 nodes (one per zone) on a bridge, pods on veth pairs")
 	if c.Lab, err = netlab.New(netlab.Config{Logger: c.log, StopGrace: 5 * time.Second}); err != nil {
 		return nil, err
 	}
+	zoneOf, err := c.addNodes()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.addBackends(zoneOf); err != nil {
+		return nil, err
+	}
+	if err := c.addClients(); err != nil {
+		return nil, err
+	}
+	opts.Progress(fmt.Sprintf("starting %d gRPC backend pods (%d per zone)", len(c.Backends), opts.BackendsPerZone))
+	for _, b := range c.Backends {
+		if err := b.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.startDiscovery(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.SetBaseline(BaselineRandom); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// withDefaults fills the zero fields of o with their defaults.
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.BackendsPerZone <= 0 {
+		o.BackendsPerZone = 2
+	}
+	if o.ClientPods <= 0 {
+		o.ClientPods = 1
+	}
+	if o.Load.ServiceTime == 0 {
+		o.Load.ServiceTime = Duration(time.Millisecond)
+	}
+	if o.CrossZoneDelay == 0 {
+		o.CrossZoneDelay = 2 * time.Millisecond
+	}
+	if o.Discovery == "" {
+		o.Discovery = "auto"
+	}
+	if o.Progress == nil {
+		o.Progress = func(string) {}
+	}
+	return o
+}
+
+// makeWorkDir creates the work directory (a temporary one, removed on
+// Close unless kept, when none is given).
+func (c *Cluster) makeWorkDir() error {
+	c.workDir = c.opts.WorkDir
+	if c.workDir != "" {
+		if err := os.MkdirAll(c.workDir, 0o755); err != nil {
+			return fmt.Errorf("cluster: work dir: %w", err)
+		}
+		return nil
+	}
+	var err error
+	if c.workDir, err = os.MkdirTemp("", "zonelb-e2e-"); err != nil {
+		return fmt.Errorf("cluster: work dir: %w", err)
+	}
+	if !c.opts.KeepWorkDir {
+		dir := c.workDir
+		c.closers = append(c.closers, func() error { return os.RemoveAll(dir) })
+	}
+	return nil
+}
+
+// addNodes adds one node per zone and returns which zone each node's
+// address and pod range belong to.
+func (c *Cluster) addNodes() (map[netip.Prefix]string, error) {
 	zoneOf := map[netip.Prefix]string{}
 	for i, z := range Zones {
 		n, err := c.Lab.AddNode("node-" + z[len("zone-"):])
@@ -144,19 +188,24 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		zoneOf[n.PodRange] = Zones[i]
 		zoneOf[netip.PrefixFrom(n.Address, 32)] = Zones[i]
 	}
+	return zoneOf, nil
+}
+
+// addBackends adds the backend pods of every zone (not started yet).
+func (c *Cluster) addBackends(zoneOf map[netip.Prefix]string) error {
 	for i, z := range Zones {
-		for k := 1; k <= opts.BackendsPerZone; k++ {
+		for k := 1; k <= c.opts.BackendsPerZone; k++ {
 			name := fmt.Sprintf("%c%d", z[len("zone-")], k)
 			pod, err := c.Nodes[i].AddPod("backend-" + name)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			c.Backends = append(c.Backends, &Backend{
 				Name: name, Zone: z, Pod: pod,
 				Addr: netip.AddrPortFrom(pod.IP, BackendPort),
 				args: backendArgs{
 					Name: name, Zone: z, Listen: fmt.Sprintf(":%d", BackendPort),
-					Load: opts.Load, CrossZoneDelay: Duration(opts.CrossZoneDelay),
+					Load: c.opts.Load, CrossZoneDelay: Duration(c.opts.CrossZoneDelay),
 					ZoneOf: zoneOf, DrainTimeout: Duration(5 * time.Second),
 					ReceivedLog: filepath.Join(c.workDir, "received-"+name+".log"),
 				},
@@ -165,37 +214,28 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			})
 		}
 	}
-	for k := 1; k <= opts.ClientPods; k++ {
+	return nil
+}
+
+// addClients adds the client pods on the client node, each with its pause
+// process: the pod's sandbox keeps its namespace populated, so the daemon
+// enrolls it whether or not a client runs.
+func (c *Cluster) addClients() error {
+	for k := 1; k <= c.opts.ClientPods; k++ {
 		pod, err := c.ClientNode().AddPod(fmt.Sprintf("client-%d", k))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.Clients = append(c.Clients, pod)
-		// The pod's sandbox: it keeps the pod's namespace populated, so
-		// the daemon enrolls it whether or not a client runs.
 		cmd, err := netlab.HelperCommand(netlab.PauseRole, nil)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if _, err := pod.Start(pod.Name+"/pause", cmd); err != nil {
-			return nil, err
+			return err
 		}
 	}
-
-	opts.Progress(fmt.Sprintf("starting %d gRPC backend pods (%d per zone)", len(c.Backends), opts.BackendsPerZone))
-	for _, b := range c.Backends {
-		if err := b.Start(ctx); err != nil {
-			return nil, err
-		}
-	}
-
-	if err := c.startDiscovery(ctx); err != nil {
-		return nil, err
-	}
-	if err := c.SetBaseline(BaselineRandom); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return nil
 }
 
 // requireTools checks for the programs the cluster runs besides Go.

@@ -160,7 +160,7 @@ func (c *Cluster) WarmUp(ctx context.Context, w Workload, settled float64, limit
 	good := 0
 	deadline := time.Now().Add(limit)
 	for good < 2 && time.Now().Before(deadline) {
-		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+		if err := SleepCtx(ctx, 500*time.Millisecond); err != nil {
 			cs.Stop(context.Background())
 			return ws, err
 		}

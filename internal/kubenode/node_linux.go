@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -554,6 +555,19 @@ func (n *Node) startContainerd(opts Options) error {
 		}
 	}
 	return nil
+}
+
+// Cgroup2Dir is the node's cgroup2 root as this machine sees it (the
+// root of the node's cgroup namespace in the unified hierarchy), or "" on
+// a host without cgroup2.
+func (n *Node) Cgroup2Dir() string {
+	for _, d := range n.cgroups {
+		var st syscall.Statfs_t
+		if syscall.Statfs(d, &st) == nil && st.Type == 0x63677270 { // CGROUP2_SUPER_MAGIC
+			return d
+		}
+	}
+	return ""
 }
 
 // TaskPid returns the host pid of a running container's main process, by

@@ -147,56 +147,9 @@ func Start(tb testing.TB, opts Options) *Server {
 	})
 	tb.Cleanup(func() { s.apiserver.stop() })
 
-	clientURL := "http://127.0.0.1:" + strconv.Itoa(etcdClient)
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(etcdPeer)
-	s.etcd, err = startProcess(filepath.Join(binDir, "etcd"), filepath.Join(dir, "etcd.log"),
-		"--name=kubetest",
-		"--data-dir="+filepath.Join(dir, "etcd"),
-		"--listen-client-urls="+clientURL,
-		"--advertise-client-urls="+clientURL,
-		"--listen-peer-urls="+peerURL,
-		"--initial-advertise-peer-urls="+peerURL,
-		"--initial-cluster=kubetest="+peerURL,
-		"--log-level=warn",
-		// A test's data is thrown away: skip fsync, which is slow on a
-		// shared disk and would only make the tests flaky.
-		"--unsafe-no-fsync=true",
-	)
-	if err != nil {
-		tb.Fatalf("kubetest: %v", err)
-	}
-	if err := waitHTTP(s.etcd, clientURL+"/health", nil, readyTimeout); err != nil {
-		tb.Fatalf("kubetest: etcd not healthy: %v", err)
-	}
+	clientURL := s.startEtcd(tb, binDir, etcdClient, etcdPeer)
 
-	token := randomHex(tb, 16)
-	tokens := filepath.Join(dir, "tokens.csv")
-	// token,user,uid,"group1,group2"
-	if err := os.WriteFile(tokens, []byte(token+",kubetest-admin,kubetest-admin,\"system:masters\"\n"), 0o600); err != nil {
-		tb.Fatalf("kubetest: write token file: %v", err)
-	}
-	saKey := filepath.Join(dir, "sa.key")
-	writeServiceAccountKey(tb, saKey)
-	caFile, certFile, keyFile := writeServingCert(tb, dir)
-
-	s.apiArgs = append([]string{
-		"--etcd-servers=" + clientURL,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(apiPort),
-		"--tls-cert-file=" + certFile,
-		"--tls-private-key-file=" + keyFile,
-		"--token-auth-file=" + tokens,
-		"--authorization-mode=" + opts.Authorization,
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file=" + saKey,
-		"--service-account-signing-key-file=" + saKey,
-		"--service-cluster-ip-range=" + ServiceCIDRs,
-		// No controller manager runs, so nothing would reconcile the
-		// kubernetes Service's endpoints to anything useful.
-		"--endpoint-reconciler-type=none",
-		"--profiling=false",
-	}, opts.ExtraArgs...)
+	token, caFile := s.writeAPIServerArgs(tb, clientURL, opts)
 	if err := s.StartAPIServer(); err != nil {
 		tb.Fatalf("kubetest: %v", err)
 	}
@@ -214,6 +167,71 @@ func Start(tb testing.TB, opts Options) *Server {
 		tb.Fatalf("kubetest: %v", err)
 	}
 	return s
+}
+
+// startEtcd runs etcd on the given loopback ports and waits until it is
+// healthy; it returns the client URL.
+func (s *Server) startEtcd(tb testing.TB, binDir string, clientPort, peerPort int) string {
+	tb.Helper()
+	clientURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
+	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
+	var err error
+	s.etcd, err = startProcess(filepath.Join(binDir, "etcd"), filepath.Join(s.dir, "etcd.log"),
+		"--name=kubetest",
+		"--data-dir="+filepath.Join(s.dir, "etcd"),
+		"--listen-client-urls="+clientURL,
+		"--advertise-client-urls="+clientURL,
+		"--listen-peer-urls="+peerURL,
+		"--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=kubetest="+peerURL,
+		"--log-level=warn",
+		// A test's data is thrown away: skip fsync, which is slow on a
+		// shared disk and would only make the tests flaky.
+		"--unsafe-no-fsync=true",
+	)
+	if err != nil {
+		tb.Fatalf("kubetest: %v", err)
+	}
+	if err := waitHTTP(s.etcd, clientURL+"/health", nil, readyTimeout); err != nil {
+		tb.Fatalf("kubetest: etcd not healthy: %v", err)
+	}
+	return clientURL
+}
+
+// writeAPIServerArgs writes the API server's token file, service account
+// key and serving certificate, and sets its arguments; it returns the
+// admin token and the CA file.
+func (s *Server) writeAPIServerArgs(tb testing.TB, etcdURL string, opts Options) (token, caFile string) {
+	tb.Helper()
+	token = randomHex(tb, 16)
+	tokens := filepath.Join(s.dir, "tokens.csv")
+	// token,user,uid,"group1,group2"
+	if err := os.WriteFile(tokens, []byte(token+",kubetest-admin,kubetest-admin,\"system:masters\"\n"), 0o600); err != nil {
+		tb.Fatalf("kubetest: write token file: %v", err)
+	}
+	saKey := filepath.Join(s.dir, "sa.key")
+	writeServiceAccountKey(tb, saKey)
+	caFile, certFile, keyFile := writeServingCert(tb, s.dir)
+
+	s.apiArgs = append([]string{
+		"--etcd-servers=" + etcdURL,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(s.apiPort),
+		"--tls-cert-file=" + certFile,
+		"--tls-private-key-file=" + keyFile,
+		"--token-auth-file=" + tokens,
+		"--authorization-mode=" + opts.Authorization,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + saKey,
+		"--service-account-signing-key-file=" + saKey,
+		"--service-cluster-ip-range=" + ServiceCIDRs,
+		// No controller manager runs, so nothing would reconcile the
+		// kubernetes Service's endpoints to anything useful.
+		"--endpoint-reconciler-type=none",
+		"--profiling=false",
+	}, opts.ExtraArgs...)
+	return token, caFile
 }
 
 // Client returns a clientset for the admin configuration.

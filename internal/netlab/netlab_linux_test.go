@@ -437,15 +437,11 @@ func startOwner(t *testing.T) (*exec.Cmd, ownerReport) {
 	return cmd, rep
 }
 
+// waitGone waits for a process exit and its cgroup release to settle in
+// the kernel.
 func waitGone(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still there after 10s", what)
-		}
-		time.Sleep(20 * time.Millisecond) // a process exit and its cgroup release settle in the kernel
-	}
+	testenv.WaitFor(t, 10*time.Second, what+" to be gone", cond)
 }
 
 // TestInterruptTearsDown: the owner gets SIGINT (a Ctrl-C) and removes its

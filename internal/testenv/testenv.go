@@ -1,4 +1,5 @@
-// Package testenv holds helpers that decide whether a test may run here.
+// Package testenv holds helpers that decide whether a test may run here,
+// and the one bounded poll the tests use (WaitFor).
 //
 // Privileged tests (root, BPF, network namespaces, cgroups) skip with a
 // reason on a developer's machine, but fail when the CI environment variable

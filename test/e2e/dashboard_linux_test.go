@@ -47,7 +47,7 @@ type panelCheck struct {
 	// gauge queries are evaluated in the middle of the phase, the others
 	// over the whole phase.
 	gauge bool
-	check  func(m measured, v model.Vector) error
+	check func(m measured, v model.Vector) error
 }
 
 // panelChecks holds one check per panel query of the dashboard, by
@@ -180,6 +180,10 @@ var panelChecks = map[string]panelCheck{
 			}
 		}
 		return exact(float64(len(v)), 2, "families")
+	}},
+	"Proxy listener registered/B": {check: func(m measured, v model.Vector) error {
+		// The daemon ran throughout the phase.
+		return exact(sum(v), 0, "proxy process exits during the phase")
 	}},
 	"Original destination bookkeeping/A": {check: func(m measured, v model.Vector) error {
 		return near(single(v), float64(m.dials)/m.seconds, "original destinations recorded per second (the clients' dials)")

@@ -25,4 +25,6 @@ $(NODE_DEB_STAMP):
 
 # The same scenario as test/kubenode, printed for a person. Root.
 k8s-demo: build node-deps
-	ZONELB_KUBENODE_DEMO=1 $(GO) test -count=1 -timeout 30m -run TestKubeNodeDemo -v ./test/kubenode
+	@rm -f $(BIN)/k8s-demo.txt
+	ZONELB_BIN=$(BIN)/zonelb ZONELB_KUBENODE_DEMO=$(BIN)/k8s-demo.txt $(GO) test -count=1 -timeout 30m -run '^TestKubeNodeDemo$$' ./test/kubenode
+	@cat $(BIN)/k8s-demo.txt

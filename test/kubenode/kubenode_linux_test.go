@@ -3,6 +3,9 @@ package kubenode
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +32,21 @@ func TestKubeNode(t *testing.T) {
 		}
 		p := waitPodRunning(t, node.Client, "default", "greeter-a-0")
 		t.Logf("pod %s Running on %s at %s", p.Name, p.Spec.NodeName, p.Status.PodIP)
+		// The pod's cgroup is in the node's cgroup2 tree (on a hybrid
+		// host too: runc creates it there beside the v1 ones), below where
+		// the DaemonSet's hooks attach.
+		root := node.Cgroup2Dir()
+		var found []string
+		_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() && strings.Contains(d.Name(), string(p.UID)) {
+				found = append(found, path)
+			}
+			return nil
+		})
+		if len(found) == 0 {
+			t.Errorf("no cgroup of pod %s (uid %s) under the node's cgroup2 root %s", p.Name, p.UID, root)
+		}
+		t.Logf("pod cgroup in the unified tree: %v", found)
 	}) {
 		return
 	}

@@ -66,7 +66,8 @@ func (s *scenario) rolloutRestart(t *testing.T) {
 		t.Fatalf("rollout restart kept pod %s", old.Name)
 	}
 	whileLoaded(2 * time.Second)
-	for name, r := range stop() {
+	s.restart = stop()
+	for name, r := range s.restart {
 		t.Logf("%s during the restart: %d calls ok, %d failed, backends %v, seen from %v", name, r.OK, r.Failed, r.Backends, r.Peers)
 		if r.Failed > 0 {
 			t.Errorf("%s: %d calls failed during the rollout: %v", name, r.Failed, r.Errors)

@@ -22,6 +22,16 @@ type scenario struct {
 	localPods map[string]bool   // backends in zone-a
 	clients   map[string]string // steered client pods: name -> IP
 	overlay   string            // the Kustomize overlay applied
+	// What a person is shown (make k8s-demo): each client's calls.
+	phases  []phase
+	dsReady time.Duration // kubectl apply to the DaemonSet's pod Ready
+	restart map[string]loadResult
+}
+
+// phase is one client's calls in one step.
+type phase struct {
+	step, client, clientIP string
+	calls                  []call
 }
 
 // Remote endpoints: network namespaces on the node's bridge, registered as
@@ -92,7 +102,8 @@ func (s *scenario) baseline(t *testing.T) {
 		t.Fatal(err)
 	}
 	pre := waitPodRunning(t, c, "default", "client-pre")
-	cs := waitCalls(t, s.node, pre.Status.PodIP, 30)
+	cs := waitCalls(t, s.node, pre.Status.PodIP, 60)
+	s.phases = append(s.phases, phase{"without zonelb (kube-proxy, iptables)", "client-pre", pre.Status.PodIP, cs})
 	backends := map[string]int{}
 	for _, call := range cs {
 		backends[call.Backend]++
@@ -103,7 +114,7 @@ func (s *scenario) baseline(t *testing.T) {
 	if len(backends) != 1 {
 		t.Errorf("kube-proxy path: one connection reached %d backends (%v), want 1 (DNAT per connection)", len(backends), backends)
 	}
-	t.Logf("without zonelb: 30 calls on one connection, backends %v, all from the client's own address", backends)
+	t.Logf("without zonelb: 60 calls on one connection, backends %v, all from the client's own address", backends)
 }
 
 // waitCalls asks for n calls until all succeed (the Service's endpoints
@@ -130,8 +141,10 @@ func waitCalls(t *testing.T, node *kubenode.Node, podIP string, n int) []call {
 }
 
 func (s *scenario) daemonSet(t *testing.T) {
+	start := time.Now()
 	applyDeploy(t, s.node, s.imgs.zonelbRef, s.overlay)
 	pod := waitDaemonSetReady(t, s.node, 0)
+	s.dsReady = time.Since(start)
 	if got := pod.Spec.Containers[0].Image; got != s.imgs.zonelbRef {
 		t.Errorf("DaemonSet pod runs image %s, want %s", got, s.imgs.zonelbRef)
 	}
@@ -157,6 +170,7 @@ func (s *scenario) steered(t *testing.T) {
 		p := waitPodRunning(t, c, "default", name)
 		s.clients[name] = p.Status.PodIP
 		cs := waitCalls(t, s.node, p.Status.PodIP, perClient)
+		s.phases = append(s.phases, phase{"with zonelb (kubectl apply -k deploy/)", name, p.Status.PodIP, cs})
 		total += len(cs)
 		backends, zones := map[string]int{}, map[string]int{}
 		for _, call := range cs {

@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,14 +35,15 @@ import (
 func main() {
 	zonelb := flag.String("zonelb", "bin/zonelb", "the zonelb binary")
 	n := flag.Int("n", 10000, "client connections to hold open")
+	heap := flag.String("heap", "", "write the proxy's heap profile, with the connections open, to this file")
 	flag.Parse()
-	if err := run(*zonelb, *n); err != nil {
+	if err := run(*zonelb, *n, *heap); err != nil {
 		fmt.Fprintln(os.Stderr, "h2conns:", err)
 		os.Exit(1)
 	}
 }
 
-func run(zonelb string, n int) error {
+func run(zonelb string, n int, heapFile string) error {
 	lim := syscall.Rlimit{Cur: uint64(n + 1000), Max: uint64(n + 1000)}
 	var cur syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur); err == nil && cur.Max > lim.Max {
@@ -65,7 +65,13 @@ func run(zonelb string, n int) error {
 	go srv.Serve(backend)
 	defer srv.Close()
 
-	cmd := exec.Command(zonelb, "proxy", "--listen", "127.0.0.1:0", "--protocol", "h2", "--to", backend.Addr().String())
+	adminL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	admin := adminL.Addr().String()
+	adminL.Close()
+	cmd := exec.Command(zonelb, "proxy", "--listen", "127.0.0.1:0", "--protocol", "h2", "--to", backend.Addr().String(), "--admin", admin)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err
@@ -88,6 +94,9 @@ func run(zonelb string, n int) error {
 	}
 	defer first.Close()
 	time.Sleep(500 * time.Millisecond)
+	if err := proxyGC(admin); err != nil {
+		return err
+	}
 	base, err := rss(cmd.Process.Pid)
 	if err != nil {
 		return err
@@ -107,8 +116,13 @@ func run(zonelb string, n int) error {
 		conns = append(conns, c)
 	}
 	opened := time.Since(start)
-	runtime.GC()
 	time.Sleep(2 * time.Second) // let the proxy settle
+	// A GC in the proxy (what a heap profile with gc=1 does), so that RSS
+	// counts what the connections hold, not garbage from opening them.
+	if err := proxyGC(admin); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second)
 	after, err := rss(cmd.Process.Pid)
 	if err != nil {
 		return err
@@ -117,6 +131,23 @@ func run(zonelb string, n int) error {
 		float64(base)/(1<<20), float64(after)/(1<<20), n, opened.Round(time.Millisecond))
 	fmt.Printf("per client HTTP/2 connection (preface, SETTINGS, one call, held open): %.1f KiB\n",
 		float64(after-base)/float64(n)/1024)
+	if st, err := memStats(admin); err == nil {
+		fmt.Printf("proxy runtime: %s\n", st)
+	}
+	if heapFile != "" {
+		resp, err := http.Get("http://" + admin + "/debug/pprof/heap")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(heapFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(f, resp.Body)
+		return err
+	}
 	return nil
 }
 
@@ -175,6 +206,40 @@ func open(addr string) (net.Conn, error) {
 			return nil, fmt.Errorf("proxy answered %v", f)
 		}
 	}
+}
+
+// proxyGC makes the proxy collect garbage, through its admin endpoint.
+func proxyGC(admin string) error {
+	resp, err := http.Get("http://" + admin + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return fmt.Errorf("proxy admin endpoint: %w", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}
+
+// memStats reads a few runtime.MemStats figures from the proxy's heap
+// profile in text form.
+func memStats(admin string) (string, error) {
+	resp, err := http.Get("http://" + admin + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, k := range []string{"# HeapInuse = ", "# StackInuse = ", "# Sys = "} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				out = append(out, fmt.Sprintf("%s %.1f MiB", strings.TrimSuffix(strings.TrimPrefix(k, "# "), " = "), float64(n)/(1<<20)))
+			}
+		}
+	}
+	return strings.Join(out, ", "), nil
 }
 
 // rss reads a process's resident set size.

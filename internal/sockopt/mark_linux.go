@@ -1,6 +1,4 @@
-package bpf
-
-// Socket options the proxy needs for redirection to work.
+package sockopt
 
 import (
 	"fmt"
@@ -9,8 +7,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MarkControl returns a net.Dialer Control function that sets SO_MARK on
-// the proxy's upstream sockets so that the connect hooks leave them alone.
+// MarkControl returns a net.Dialer Control function that sets SO_MARK to
+// mark on each socket before it connects.
 func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) error {
 	return func(network, address string, c syscall.RawConn) error {
 		var sockErr error

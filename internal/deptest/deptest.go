@@ -1,0 +1,47 @@
+// Package deptest pins which packages a zonelb package may depend on:
+// a test in the package lists what it must not know (Kubernetes, BPF, the
+// daemon...), and Check fails when any of its transitive dependencies,
+// for Linux and for another system, comes from there.
+//
+// It is test infrastructure and runs the go command (go list).
+package deptest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// Check fails tb when the package in the current directory, built for
+// Linux or Darwin, depends (transitively, tests excluded) on a package whose
+// import path is or starts with one of the forbidden prefixes; why says
+// why, for the failure message.
+func Check(tb testing.TB, forbidden []string, why string) {
+	tb.Helper()
+	gocmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gocmd); err != nil {
+		gocmd = "go"
+	}
+	for _, goos := range []string{"linux", "darwin"} {
+		cmd := exec.Command(gocmd, "list", "-deps", "-f", "{{.ImportPath}}", ".")
+		cmd.Env = append(os.Environ(), "GOOS="+goos)
+		out, err := cmd.Output()
+		if err != nil {
+			msg := err.Error()
+			if ee, ok := err.(*exec.ExitError); ok {
+				msg += ": " + string(ee.Stderr)
+			}
+			tb.Fatalf("go list -deps (GOOS=%s): %s", goos, msg)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, f := range forbidden {
+				if dep == f || strings.HasPrefix(dep, f+"/") {
+					tb.Errorf("depends on %s (GOOS=%s): %s", dep, goos, why)
+				}
+			}
+		}
+	}
+}
