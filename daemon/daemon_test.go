@@ -180,16 +180,14 @@ func call(t *testing.T, client testgrpc.TestServiceClient) (string, error) {
 	return resp.GetHostname(), err
 }
 
-// The daemon serves a file's services, keeps calls in the node's zone while
-// it has capacity, and reports it in /debug/state and /metrics.
-func TestDaemonServesFileServicesInZone(t *testing.T) {
-	c := startCluster(t, nil)
-	client := c.client(t)
-	// Measure once the balancer has learnt zone-a's unloaded level, does
-	// not spill, sent no probe in a round of 500 warm-up calls, and that
-	// round reached both of zone-a's pods: a pod whose first answer was
-	// slow (a new connection) is priced out by Peak-EWMA until its
-	// estimate decays (bounded wait).
+// waitForProbesToStop calls until the balancer is warm: it has learnt
+// zone-a's unloaded level and does not spill, a round of 500 calls sent no
+// probe to other zones (the parity rule learns with them; the budget rule
+// sends none), and that round reached both of zone-a's pods (a pod whose
+// first answer was slow, a new connection, is priced out by Peak-EWMA
+// until its estimate decays). Bounded wait.
+func (c *cluster) waitForProbesToStop(t *testing.T, client testgrpc.TestServiceClient) {
+	t.Helper()
 	probes := func() uint64 {
 		var n uint64
 		for _, sp := range c.state(t).Services[0].Balancer.Spill {
@@ -216,6 +214,14 @@ func TestDaemonServesFileServicesInZone(t *testing.T) {
 	if !quiet {
 		t.Fatalf("after 30s of warm-up: %d probes, still rising, or zone-a's pods not both used (last round %v)", last, round)
 	}
+}
+
+// The daemon serves a file's services, keeps calls in the node's zone while
+// it has capacity, and reports it in /debug/state and /metrics.
+func TestDaemonServesFileServicesInZone(t *testing.T) {
+	c := startCluster(t, nil)
+	client := c.client(t)
+	c.waitForProbesToStop(t, client)
 	before := c.state(t).Services[0]
 	t.Logf("after warm-up: %d requests, %d local, spill %+v", before.Requests, before.LocalRequests, before.Balancer.Spill)
 	got := map[string]int{}

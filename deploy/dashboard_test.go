@@ -37,6 +37,7 @@ var daemonMetrics = []string{
 	"zonelb_spillover_active",
 	"zonelb_spill_local_level_seconds",
 	"zonelb_spill_budgeted_level_seconds",
+	"zonelb_spill_reason",
 	"zonelb_ready",
 	"zonelb_spillover_transitions_total",
 	"zonelb_retries_total",

@@ -142,31 +142,6 @@ func TestConvertServiceSelection(t *testing.T) {
 			t.Errorf("web selected by %q", m.Ports[1].SelectedBy)
 		}
 	})
-	t.Run("spill budget annotation", func(t *testing.T) {
-		svc := service("a", "s", []string{"10.96.0.1"}, grpc)
-		svc.Annotations = map[string]string{SpillBudgetKey: "80%"}
-		m, warn := convertService(svc, nil, nil)
-		if len(warn) != 0 || m == nil || m.SpillBudget != 0.8 {
-			t.Fatalf("got %+v, %v; want budget 0.8", m, warn)
-		}
-		svc.Annotations[SpillBudgetKey] = "parity"
-		if m, _ := convertService(svc, nil, nil); m == nil || m.SpillBudget != zone.ParityBudget {
-			t.Fatalf("parity: got %+v", m)
-		}
-	})
-	t.Run("bad spill budget is ignored with a warning naming the service", func(t *testing.T) {
-		for _, bad := range []string{"0.8", "-1%", "fast", ""} {
-			svc := service("a", "s", []string{"10.96.0.1"}, grpc)
-			svc.Annotations = map[string]string{SpillBudgetKey: bad}
-			m, warn := convertService(svc, nil, nil)
-			if m == nil || m.SpillBudget != 0 {
-				t.Fatalf("%q: got %+v, want the service with no budget of its own", bad, m)
-			}
-			if len(warn) != 1 || !strings.Contains(warn[0], "service a/s") || !strings.Contains(warn[0], SpillBudgetKey) {
-				t.Errorf("%q: warnings %v, want one naming the service and the annotation", bad, warn)
-			}
-		}
-	})
 	t.Run("namespace opt-out drops the service", func(t *testing.T) {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "a", Labels: map[string]string{EnabledKey: "false"}}}
 		if m, _ := convertService(service("a", "s", []string{"10.96.0.1"}, grpc), ns, nil); m != nil {
@@ -204,6 +179,41 @@ func TestConvertServiceSelection(t *testing.T) {
 			t.Fatalf("got %+v, want nil", m)
 		}
 	})
+}
+
+// A Service's spill budget annotation.
+func TestConvertServiceSpillBudget(t *testing.T) {
+	grpc := svcPort("grpc", 9000, "grpc")
+	t.Run("spill budget annotation", func(t *testing.T) {
+		svc := service("a", "s", []string{"10.96.0.1"}, grpc)
+		svc.Annotations = map[string]string{SpillBudgetKey: "80%"}
+		m, warn := convertService(svc, nil, nil)
+		if len(warn) != 0 || m == nil || m.SpillBudget != 0.8 {
+			t.Fatalf("got %+v, %v; want budget 0.8", m, warn)
+		}
+		svc.Annotations[SpillBudgetKey] = "parity"
+		if m, _ := convertService(svc, nil, nil); m == nil || m.SpillBudget != zone.ParityBudget {
+			t.Fatalf("parity: got %+v", m)
+		}
+	})
+	t.Run("bad spill budget is ignored with a warning naming the service", func(t *testing.T) {
+		for _, bad := range []string{"0.8", "-1%", "fast", ""} {
+			svc := service("a", "s", []string{"10.96.0.1"}, grpc)
+			svc.Annotations = map[string]string{SpillBudgetKey: bad}
+			m, warn := convertService(svc, nil, nil)
+			if m == nil || m.SpillBudget != 0 {
+				t.Fatalf("%q: got %+v, want the service with no budget of its own", bad, m)
+			}
+			if len(warn) != 1 || !strings.Contains(warn[0], "service a/s") || !strings.Contains(warn[0], SpillBudgetKey) {
+				t.Errorf("%q: warnings %v, want one naming the service and the annotation", bad, warn)
+			}
+		}
+	})
+}
+
+// The cluster addresses a Service is taken over at.
+func TestConvertServiceAddresses(t *testing.T) {
+	grpc := svcPort("grpc", 9000, "grpc")
 	t.Run("ExternalName", func(t *testing.T) {
 		svc := service("a", "s", []string{""}, grpc)
 		svc.Spec.Type = corev1.ServiceTypeExternalName

@@ -177,20 +177,8 @@ func (r *publishRecorder) all() []*Snapshot {
 
 func TestFileSourceFollowsChanges(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		dir := t.TempDir()
-		path := filepath.Join(dir, "discovery.yaml")
-		write := func(doc string) {
-			t.Helper()
-			// Write-then-rename, as editors and ConfigMap updates do:
-			// the poller must notice a new file at the same path.
-			tmp := path + ".tmp"
-			if err := os.WriteFile(tmp, []byte(doc), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(tmp, path); err != nil {
-				t.Fatal(err)
-			}
-		}
+		path := filepath.Join(t.TempDir(), "discovery.yaml")
+		write := func(doc string) { t.Helper(); writeRenamed(t, path, doc) }
 		two := `
 zone: zone-a
 services:
@@ -199,20 +187,7 @@ services:
 `
 		write(two)
 
-		clk := clocktesting.NewFakeClock(time.Unix(0, 0))
-		src, err := NewFileSource(FileConfig{Path: path, Clock: clk, PollInterval: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rec publishRecorder
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error, 1)
-		go func() { done <- src.Run(ctx, rec.publish) }()
-		poll := func() {
-			synctest.Wait()
-			clk.Step(time.Second)
-			synctest.Wait()
-		}
+		rec, poll, stop := runPolledFileSource(t, path)
 
 		synctest.Wait()
 		if n := len(rec.all()); n != 1 {
@@ -275,11 +250,50 @@ services:
 			t.Fatalf("after the fix: %d snapshots, last %+v", len(snaps), snaps[len(snaps)-1])
 		}
 
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
+		if err := stop(); !errors.Is(err, context.Canceled) {
 			t.Errorf("Run = %v, want context.Canceled", err)
 		}
 	})
+}
+
+// writeRenamed writes doc to path by write-then-rename, as editors and
+// ConfigMap updates do: the poller must notice a new file at the same
+// path.
+func writeRenamed(t *testing.T, path, doc string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runPolledFileSource runs a file source on path with a fake clock (in a
+// synctest bubble); poll advances it by one poll interval, and stop ends
+// the source and returns what Run returned.
+func runPolledFileSource(t *testing.T, path string) (rec *publishRecorder, poll func(), stop func() error) {
+	t.Helper()
+	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
+	src, err := NewFileSource(FileConfig{Path: path, Clock: clk, PollInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = new(publishRecorder)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, rec.publish) }()
+	poll = func() {
+		synctest.Wait()
+		clk.Step(time.Second)
+		synctest.Wait()
+	}
+	stop = func() error {
+		cancel()
+		return <-done
+	}
+	return rec, poll, stop
 }
 
 func TestFileSourceFailsOnBadStart(t *testing.T) {

@@ -69,6 +69,7 @@ const runbook = "https://github.com/zonelb/zonelb/blob/main/docs/operating.md#"
 // Names of the alerts.
 const (
 	FailOpen     = "ZonelbNodeProxyFailingOpen"
+	Spilling     = "ZonelbSpillingSustained"
 	SpillBudget  = "ZonelbSpillOverBudget"
 	CrossZone    = "ZonelbCrossZoneCostHigh"
 	Ejected      = "ZonelbEndpointsEjected"
@@ -116,6 +117,9 @@ func Rules(o Options) []Group {
 		rule(SpillBudget, `max by (instance, service) (zonelb_spill_local_level_seconds{distance="1"} > 1.25 * zonelb_spill_budgeted_level_seconds{distance="1"})`, "15m", "warning",
 			"zonelb on {{ $labels.instance }}: {{ $labels.service }} runs over its spill budget",
 			"The local zone's latency level has stayed more than 25% above the level the service's spill budget allows for 15 minutes: spilling the excess to other zones does not hold it (they are full, slower, or the share is capped)."),
+		rule(Spilling, `max by (instance, service) (zonelb_spill_reason{reason="spilling"}) == 1`, "30m", "warning",
+			"zonelb on {{ $labels.instance }}: {{ $labels.service }} has spilled out of its zone for 30 minutes",
+			"The local zone's latency has been over the service's spill budget for 30 minutes, so the balancer keeps sending the excess to other zones: the local zone lacks capacity for its demand, and the crossing costs money and latency."),
 		rule(CrossZone, `sum by (instance) (rate(zonelb_cross_zone_cost_dollars_total[15m])) * 86400 > `+cost, "30m", "warning",
 			"zonelb on {{ $labels.instance }}: cross-zone traffic costs ${{ $value | printf \"%.2f\" }} a day",
 			"Traffic from this node to other zones has cost more than $"+cost+" a day (at the configured price per GB) for 30 minutes."),

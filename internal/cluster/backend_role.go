@@ -130,26 +130,10 @@ func SleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// runBackend is the backend helper: grpc.testing.TestService (package
-// internal/testservice answers with the backend's name and zone) behind
-// an interceptor that applies the cross-zone delay and the service model,
-// and reports the caller's address. Commands on stdin (one JSON
-// BackendLoad per line) change the load; SIGTERM stops it gracefully.
-func runBackend(ctx context.Context, raw []byte) error {
-	var args backendArgs
-	if err := json.Unmarshal(raw, &args); err != nil {
-		return fmt.Errorf("args: %w", err)
-	}
-	load := newSlots(args.Load)
-	var received *os.File
-	if args.ReceivedLog != "" {
-		f, err := os.OpenFile(args.ReceivedLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return fmt.Errorf("received log: %w", err)
-		}
-		defer f.Close()
-		received = f
-	}
+// backendInterceptor logs each call's id to received (if any), applies
+// the cross-zone delay to callers from other zones and the service model
+// (load), and reports the caller's address in a header.
+func backendInterceptor(args backendArgs, load *slots, received *os.File) grpc.UnaryServerInterceptor {
 	zoneOf := func(a netip.Addr) string {
 		for p, z := range args.ZoneOf {
 			if p.Contains(a) {
@@ -158,7 +142,7 @@ func runBackend(ctx context.Context, raw []byte) error {
 		}
 		return ""
 	}
-	intercept := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		// First thing, in one write(2) on an unbuffered file: the line is
 		// in the kernel before the call does anything, and a SIGKILL
 		// cannot leave half of it. A call is "received" once the server
@@ -189,6 +173,29 @@ func runBackend(ctx context.Context, raw []byte) error {
 		_ = grpc.SetHeader(ctx, metadata.Pairs(PeerHeader, from.String()))
 		return handler(ctx, req)
 	}
+}
+
+// runBackend is the backend helper: grpc.testing.TestService (package
+// internal/testservice answers with the backend's name and zone) behind
+// an interceptor that applies the cross-zone delay and the service model,
+// and reports the caller's address. Commands on stdin (one JSON
+// BackendLoad per line) change the load; SIGTERM stops it gracefully.
+func runBackend(ctx context.Context, raw []byte) error {
+	var args backendArgs
+	if err := json.Unmarshal(raw, &args); err != nil {
+		return fmt.Errorf("args: %w", err)
+	}
+	load := newSlots(args.Load)
+	var received *os.File
+	if args.ReceivedLog != "" {
+		f, err := os.OpenFile(args.ReceivedLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("received log: %w", err)
+		}
+		defer f.Close()
+		received = f
+	}
+	intercept := backendInterceptor(args, load, received)
 	srv := grpc.NewServer(grpc.UnaryInterceptor(intercept))
 	testgrpc.RegisterTestServiceServer(srv, &testservice.Server{Name: args.Name, Zone: args.Zone})
 	l, err := net.Listen("tcp4", args.Listen)

@@ -9,8 +9,6 @@ package deptest
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -21,9 +19,9 @@ import (
 // why, for the failure message.
 func Check(tb testing.TB, forbidden []string, why string) {
 	tb.Helper()
-	gocmd := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gocmd); err != nil {
-		gocmd = "go"
+	gocmd, err := exec.LookPath("go")
+	if err != nil {
+		tb.Fatalf("the go command, which lists the dependencies: %v", err)
 	}
 	for _, goos := range []string{"linux", "darwin"} {
 		cmd := exec.Command(gocmd, "list", "-deps", "-f", "{{.ImportPath}}", ".")

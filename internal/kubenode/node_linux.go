@@ -283,15 +283,12 @@ exec sleep infinity
 		`for d in $KUBENODE_CGROUPS; do echo $$ > "$d/cgroup.procs"; done
 exec unshare --net --mount --cgroup --propagation private /bin/sh -c "$KUBENODE_SETUP"`)
 	cmd.Env = []string{"PATH=" + n.pathEnv, "KUBENODE_CGROUPS=" + strings.Join(n.cgroups, " "), "KUBENODE_SETUP=" + setup.String()}
-	out, err := os.Create(filepath.Join(n.Dir, "holder.out"))
-	if err != nil {
-		return fmt.Errorf("holder output: %w", err)
-	}
+	// The setup script says "ready" on this pipe once the node's
+	// namespaces are set up.
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	out.Close()
 	cmd.Stdout = pw
 	n.holder, err = startProc("holder", filepath.Join(n.Dir, "holder.log"), cmd)
 	pw.Close()

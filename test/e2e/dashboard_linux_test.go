@@ -141,6 +141,14 @@ var panelChecks = map[string]panelCheck{
 	"Local latency level vs spill budget/B": {gauge: true, check: func(m measured, v model.Vector) error {
 		return between(only(v, "service", serviceID), 1e-6, m.ph.Window.Percentile(99).Seconds(), "the level zone-a's budget allows (s)")
 	}},
+	"Why each service is split as it is/A": {gauge: true, check: func(m measured, v model.Vector) error {
+		// Zone a overloaded, calls leaving it around the mid scrape: the
+		// balancer says it spills.
+		if len(v) != 1 || v[0].Metric["service"] != model.LabelValue(serviceID) || v[0].Metric["reason"] != "spilling" {
+			return fmt.Errorf("want one row, %s spilling: %v", serviceID, v)
+		}
+		return nil
+	}},
 	"BPF programs attached/A": {gauge: true, check: func(m measured, v model.Vector) error {
 		if len(v) != 5 {
 			return fmt.Errorf("want the 5 cgroup hooks, got %v", v)

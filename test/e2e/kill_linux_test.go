@@ -40,8 +40,8 @@ type killRound struct {
 	// process can die (and reset its connections) before kill(2) returns
 	// to the killer.
 	before, sent, reaped time.Time
-	sig          syscall.Signal
-	w            cluster.Window
+	sig                  syscall.Signal
+	w                    cluster.Window
 }
 
 // kill sends the daemon sig (SIGKILL; or SIGQUIT, on which the Go runtime
