@@ -175,6 +175,31 @@ func addrs(eps []zone.Endpoint) []string {
 // life of a few Services and checks that the published snapshots follow
 // every step within followWithin, including across an API server restart.
 func TestKubeSourceAgainstAPIServer(t *testing.T) {
+	k := startKubeScenario(t)
+	first := k.checkFirstSnapshot()
+	ips, s1 := k.createGreeter(first)
+	k.changeEndpoints(s1)
+	k.changeSelection()
+	k.deleteGreeter(ips)
+	k.restartAPIServer()
+	t.Logf("slowest change-to-snapshot wait: %v (debounce %v)", k.f.slowest, DefaultDebounce)
+}
+
+// kubeScenario is TestKubeSourceAgainstAPIServer's world: a real API
+// server with two nodes and a namespace, and a KubeSource following it.
+type kubeScenario struct {
+	t      *testing.T
+	srv    *kubetest.Server
+	client kubernetes.Interface
+	api    apiObjects
+	f      *follower
+	before *corev1.Service // created before the source started
+}
+
+// startKubeScenario starts the API server, creates the objects that exist
+// before the source starts, and runs the source until the test ends.
+func startKubeScenario(t *testing.T) *kubeScenario {
+	t.Helper()
 	srv := kubetest.Start(t, kubetest.Options{})
 	client := srv.Client(t)
 	api := apiObjects{t: t, client: client}
@@ -215,8 +240,15 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 			t.Errorf("Run = %v, want context.Canceled", err)
 		}
 	})
+	return &kubeScenario{t: t, srv: srv, client: client, api: api, f: f, before: before}
+}
 
-	first := f.waitFor(t, reconnectWithin, "first snapshot", func(s *Snapshot) bool { return true })
+// checkFirstSnapshot: objects that exist before the source starts are in
+// its first snapshot.
+func (k *kubeScenario) checkFirstSnapshot() (first *Snapshot) {
+	t, f, before := k.t, k.f, k.before
+	t.Helper()
+	first = f.waitFor(t, reconnectWithin, "first snapshot", func(s *Snapshot) bool { return true })
 	if first.Zone != "zone-a" || first.Node != "node-a" {
 		t.Errorf("first snapshot zone %q node %q, want zone-a node-a", first.Zone, first.Node)
 	}
@@ -230,17 +262,22 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	if id, ok := first.Frontends[netip.AddrPortFrom(beforeIP, 9000)]; !ok || id.String() != "apps/before:grpc" {
 		t.Errorf("frontend %s:9000 = %v %v, want apps/before:grpc", beforeIP, id, ok)
 	}
+	return first
+}
 
+func (k *kubeScenario) createGreeter(first *Snapshot) (ips []netip.Addr, s1 *discoveryv1.EndpointSlice) {
+	t, api, f := k.t, k.api, k.f
+	t.Helper()
 	// Create: a dual-stack gRPC service with endpoints in two zones.
 	svc := api.service("apps", "greeter", true, nil,
 		corev1.ServicePort{Name: "grpc", Port: 9000, Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("kubernetes.io/h2c")},
 		corev1.ServicePort{Name: "metrics", Port: 9090, Protocol: corev1.ProtocolTCP})
-	ips := clusterIPsOf(t, svc)
+	ips = clusterIPsOf(t, svc)
 	if len(ips) != 2 {
 		t.Fatalf("greeter ClusterIPs = %v, want one per family", ips)
 	}
 	ports := []discoveryv1.EndpointPort{slicePortOf("metrics", 9090), slicePortOf("grpc", 50051)}
-	s1 := api.slice("apps", "greeter", "greeter-1", discoveryv1.AddressTypeIPv4, ports,
+	s1 = api.slice("apps", "greeter", "greeter-1", discoveryv1.AddressTypeIPv4, ports,
 		sliceEndpoint{addr: "10.2.0.1", zone: "zone-a", node: "node-a"},
 		sliceEndpoint{addr: "10.2.0.2", zone: "zone-b", node: "node-b"})
 	api.slice("apps", "greeter", "greeter-v6", discoveryv1.AddressTypeIPv6, ports,
@@ -269,7 +306,12 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	if snap.Services[ServiceName{"apps", "before"}] != first.Services[ServiceName{"apps", "before"}] {
 		t.Error("apps/before did not change but its *Service did")
 	}
+	return ips, s1
+}
 
+func (k *kubeScenario) changeEndpoints(s1 *discoveryv1.EndpointSlice) {
+	t, api, f := k.t, k.api, k.f
+	t.Helper()
 	// Scale up: more endpoints in the first slice, and a second IPv4
 	// slice whose pods (a newer rollout) listen on another target port.
 	s1.Endpoints = append(s1.Endpoints,
@@ -279,7 +321,7 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	api.slice("apps", "greeter", "greeter-2", discoveryv1.AddressTypeIPv4,
 		[]discoveryv1.EndpointPort{slicePortOf("grpc", 50052)},
 		sliceEndpoint{addr: "10.2.1.1", zone: "zone-a"})
-	snap = f.waitFor(t, followWithin, "scale up", func(s *Snapshot) bool {
+	snap := f.waitFor(t, followWithin, "scale up", func(s *Snapshot) bool {
 		return len(endpointsOf(s, "apps", "greeter", "grpc")) == 6
 	})
 	if got := addrs(endpointsOf(snap, "apps", "greeter", "grpc")); !slices.Contains(got, "10.2.1.1:50052") || !slices.Contains(got, "10.2.0.4:50051") {
@@ -309,7 +351,11 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	f.waitFor(t, followWithin, "scale down", func(s *Snapshot) bool {
 		return len(endpointsOf(s, "apps", "greeter", "grpc")) == 3
 	})
+}
 
+func (k *kubeScenario) changeSelection() {
+	t, client, f := k.t, k.client, k.f
+	t.Helper()
 	// The node moves zone (a relabel); only our own node counts.
 	n, err := client.CoreV1().Nodes().Get(t.Context(), "node-a", metav1.GetOptions{})
 	if err != nil {
@@ -350,7 +396,7 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 		}
 	}
 	setNamespaceLabel(ptr.To("false"))
-	snap = f.waitFor(t, followWithin, "namespace opt-out", func(s *Snapshot) bool {
+	snap := f.waitFor(t, followWithin, "namespace opt-out", func(s *Snapshot) bool {
 		for name := range s.Services {
 			if name.Namespace == "apps" {
 				return false
@@ -365,7 +411,11 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	f.waitFor(t, followWithin, "namespace opt-out lifted", func(s *Snapshot) bool {
 		return len(s.Services) == 3 && len(endpointsOf(s, "apps", "greeter", "grpc")) == 3
 	})
+}
 
+func (k *kubeScenario) deleteGreeter(ips []netip.Addr) {
+	t, client, f := k.t, k.client, k.f
+	t.Helper()
 	// Delete an EndpointSlice, then a Service.
 	if err := client.DiscoveryV1().EndpointSlices("apps").Delete(t.Context(), "greeter-2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -377,7 +427,7 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	if err := client.CoreV1().Services("apps").Delete(t.Context(), "greeter", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	snap = f.waitFor(t, followWithin, "delete service", func(s *Snapshot) bool {
+	snap := f.waitFor(t, followWithin, "delete service", func(s *Snapshot) bool {
 		return s.Services[ServiceName{"apps", "greeter"}] == nil
 	})
 	for _, ip := range ips {
@@ -385,7 +435,12 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 			t.Errorf("frontend %s:9000 of the deleted service remains", ip)
 		}
 	}
+}
 
+func (k *kubeScenario) restartAPIServer() {
+	t, client, api, f := k.t, k.client, k.api, k.f
+	t.Helper()
+	srv := k.srv
 	// Restart the API server. While it is down the last snapshot stands;
 	// once it is back, changes flow again.
 	publishedBefore := f.published.Load()
@@ -397,7 +452,7 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	// backoff): one canary change per watched kind. A Service in a new
 	// namespace that only the namespace's label opts in shows that the
 	// Namespace informer is back too.
-	n, err = client.CoreV1().Nodes().Get(t.Context(), "node-a", metav1.GetOptions{})
+	n, err := client.CoreV1().Nodes().Get(t.Context(), "node-a", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +472,6 @@ func TestKubeSourceAgainstAPIServer(t *testing.T) {
 	f.waitFor(t, followWithin, "change after restart", func(s *Snapshot) bool {
 		return len(endpointsOf(s, "apps", "before", "grpc")) == 2
 	})
-	t.Logf("slowest change-to-snapshot wait: %v (debounce %v)", f.slowest, DefaultDebounce)
 }
 
 // TestKubeSourceWithLeastPrivilege runs the source as a ServiceAccount that

@@ -5,14 +5,16 @@
 #                      (default 10m), seeded (SOAK_SEED); writes the report
 #                      and its plot to SOAK_OUT (default docs/soak.md and
 #                      docs/soak.svg). A 2-minute form runs in `make test`.
-#   make stress-test   the privileged packages (PRIV_PKGS), one at a time,
-#                      STRESS_RUNS times (default 5) while stress-ng keeps
-#                      one core busy; prints each run's time and result.
+#   make stress-test   the privileged packages (STRESS_PKGS, default
+#                      PRIV_PKGS), one at a time, STRESS_RUNS times
+#                      (default 5) while stress-ng keeps one core busy;
+#                      prints each run's time and result.
 
 SOAK_DURATION ?= 10m
 SOAK_SEED     ?= 1
 SOAK_OUT      ?= docs/soak.md
 STRESS_RUNS   ?= 5
+STRESS_PKGS   ?= $(PRIV_PKGS)
 
 .PHONY: soak stress-deps stress-test
 
@@ -34,6 +36,6 @@ stress-test: e2e-root build test-deps stress-deps
 	trap 'kill $$sp 2>/dev/null; wait $$sp 2>/dev/null' EXIT; \
 	fail=0; for i in $$(seq 1 $(STRESS_RUNS)); do \
 		start=$$(date +%s); \
-		if ZONELB_BIN=$(BIN)/zonelb CI=true $(GO) test $(TEST_FLAGS) -p 1 $(PRIV_PKGS) > stress-run-$$i.log 2>&1; then r=ok; else r=FAIL; fail=1; fi; \
+		if ZONELB_BIN=$(BIN)/zonelb CI=true $(GO) test $(TEST_FLAGS) -p 1 $(STRESS_PKGS) > stress-run-$$i.log 2>&1; then r=ok; else r=FAIL; fail=1; fi; \
 		echo "stress run $$i: $$r in $$(( $$(date +%s) - start ))s (log: stress-run-$$i.log)"; \
 	done; exit $$fail
