@@ -39,15 +39,7 @@ func (c *child) waitReady(t testing.TB) {
 
 func TestFailOpenWhenProxyKilled(t *testing.T) {
 	e := newTestEnv(t)
-	r := e.load(loadOptions{})
-	svc := netip.AddrPortFrom(vip4, servicePort)
-	if err := r.SetService(svc, svcID4); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.EnrollNetns(e.cookie(e.pod1)); err != nil {
-		t.Fatal(err)
-	}
-	e.startBackends()
+	r, svc := e.loadSelecting()
 	cfg := e.cfg
 	wantProxy := fmt.Sprintf("proxy %s %d false", svc, svcID4)
 
@@ -113,15 +105,7 @@ func TestFailOpenWhenProxyKilled(t *testing.T) {
 // owner's exit mark both are accepted by the dying listener, then reset.
 func TestKilledProxyIsNeverRedirectedTo(t *testing.T) {
 	e := newTestEnv(t)
-	r := e.load(loadOptions{})
-	svc := netip.AddrPortFrom(vip4, servicePort)
-	if err := r.SetService(svc, svcID4); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.EnrollNetns(e.cookie(e.pod1)); err != nil {
-		t.Fatal(err)
-	}
-	e.startBackends()
+	r, svc := e.loadSelecting()
 	cfg := e.cfg
 	p := startChild(t, "proxy", nil, e.node, helperArgs{Config: &cfg, Listen: proxy4.String(), Ballast: 1024})
 	p.waitReady(t)
@@ -264,15 +248,7 @@ func progTag(t testing.TB, id ebpf.ProgramID) string {
 
 func TestRestartUpgradeUninstall(t *testing.T) {
 	e := newTestEnv(t)
-	r1 := e.load(loadOptions{})
-	svc := netip.AddrPortFrom(vip4, servicePort)
-	if err := r1.SetService(svc, svcID4); err != nil {
-		t.Fatal(err)
-	}
-	if err := r1.EnrollNetns(e.cookie(e.pod1)); err != nil {
-		t.Fatal(err)
-	}
-	e.startBackends()
+	r1, svc := e.loadSelecting()
 	var current atomic.Pointer[Redirector]
 	current.Store(r1)
 	e.startProxyWith(r1, current.Load)
@@ -341,6 +317,23 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 		t.Fatalf("uninstall: %v", err)
 	}
 	e.expectUninstalled(svc, links1, maps1, []ebpf.ProgramID{prog1, prog2, prog3})
+}
+
+// loadSelecting loads the programs, selects the IPv4 service, enrolls
+// pod1 and starts the backends: the start of every lifecycle test.
+func (e *testEnv) loadSelecting() (*Redirector, netip.AddrPort) {
+	t := e.t
+	t.Helper()
+	r := e.load(loadOptions{})
+	svc := netip.AddrPortFrom(vip4, servicePort)
+	if err := r.SetService(svc, svcID4); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.EnrollNetns(e.cookie(e.pod1)); err != nil {
+		t.Fatal(err)
+	}
+	e.startBackends()
+	return r, svc
 }
 
 // waitForRedirects waits for n more redirected connections on r and
