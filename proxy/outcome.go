@@ -66,9 +66,3 @@ func removeHopByHop(h http.Header) {
 		}
 	}
 }
-
-// Buffers for held and replayed bytes: taken when needed, given back when
-// empty.
-func (p *Proxy) getBuf() []byte { return nil }
-
-func (p *Proxy) releaseBuf([]byte) {}

@@ -130,12 +130,8 @@ func (s *stream) requestData(b *batch, data []byte, end bool) {
 	if !s.committed && !s.replayLost && len(data) > 0 {
 		if len(s.replay)+len(data) > s.p.cfg.ReplayLimit {
 			s.replayLost = true
-			s.p.releaseBuf(s.replay)
 			s.replay = nil
 		} else {
-			if s.replay == nil {
-				s.replay = s.p.getBuf()
-			}
 			s.replay = append(s.replay, data...)
 		}
 	}
@@ -297,8 +293,7 @@ func (s *stream) forward(b *batch, h *half, dst *h2conn, id uint32, data []byte,
 		dst.addBlocked(s, blocked)
 	}
 	if len(h.held) == 0 && cap(h.held) > 0 {
-		s.p.releaseBuf(h.held)
-		h.held = nil
+		h.held = nil // an idle stream holds no buffer
 	} else if len(h.held) > 0 && cap(h.held) > 2*s.p.cfg.StreamWindow {
 		h.held = append([]byte(nil), h.held...)
 	}
@@ -431,10 +426,7 @@ func (s *stream) sendResponseHeaders(b *batch, fields []hpack.HeaderField, end b
 // now on, and the replay copy goes.
 func (s *stream) commit() {
 	s.committed = true
-	if s.replay != nil {
-		s.p.releaseBuf(s.replay)
-		s.replay = nil
-	}
+	s.replay = nil
 	s.replayLost = true
 }
 
@@ -676,10 +668,7 @@ func (s *stream) finish(b *batch, outcome zone.Outcome) {
 		o.ObserveRequest(s.info)
 	}
 	s.p.stats.active.Add(-1)
-	if s.replay != nil {
-		s.p.releaseBuf(s.replay)
-		s.replay = nil
-	}
+	s.replay = nil
 	heldReq := len(s.reqH.held)
 	s.reqH.held = nil
 	if s.h1 != nil {

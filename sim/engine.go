@@ -138,7 +138,11 @@ func (e *engine) rtt(n *node, ep *endpoint) int64 {
 }
 
 func (e *engine) interarrival(n *node) int64 {
-	return int64(n.rnd.ExpFloat64() / n.rate * 1e9)
+	rate := n.rate
+	if e.sc.QuietShare > 0 && e.now < int64(e.sc.Warmup) {
+		rate *= e.sc.QuietShare
+	}
+	return int64(n.rnd.ExpFloat64() / rate * 1e9)
 }
 
 // run simulates the scenario's duration and drains what is in flight.

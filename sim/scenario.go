@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -43,6 +44,9 @@ type Scenario struct {
 	Load float64
 	// Rate, when set, is the total offered rate in requests/s instead.
 	Rate float64
+	// QuietShare, when set, scales the offered rate during the warm-up
+	// (a quiet start, as the loopback benchmark has).
+	QuietShare float64
 
 	LocalRTT, CrossRTT time.Duration
 	RequestBytes       int64
@@ -181,7 +185,26 @@ func Scenarios() []*Scenario {
 	scale.Load = 0.5
 	scale.Duration = 30 * time.Second
 
-	return []*Scenario{&balanced, &overload, &failure, &reset, &uneven, capacityStep(), &stall, &noStall, &scale}
+	return []*Scenario{&balanced, &overload, &failure, &reset, &uneven, capacityStep(), loopback(), &stall, &noStall, &scale}
+}
+
+// loopback is the real-process benchmark's scenario (cmd/zonelb-bench-spill):
+// one client node in zone a, three zones of three endpoints serving 2 calls
+// at once (lognormal, median 10 ms: mean 11.3 ms), 30% of zone a's
+// capacity for 10s, then 1.5x for 30s; 1 ms across zones, loopback within.
+func loopback() *Scenario {
+	sc := base()
+	sc.Name = "loopback-overload"
+	sc.Description = "cmd/zonelb-bench-spill's: 1 client node in zone a; 3 zones x 3 endpoints of 2 slots (median 10 ms); " +
+		"30% of zone a's capacity for 10s, then 1.5x for 30s"
+	sc.Zones = []ZoneSpec{{"a", 1, 3}, {"b", 0, 3}, {"c", 0, 3}}
+	sc.Workers = 2
+	sc.ServiceTime = time.Duration(float64(10*time.Millisecond) * math.Exp(0.5*0.5/2))
+	sc.Rate = 1.5 * 6 / sc.ServiceTime.Seconds()
+	sc.QuietShare = 0.3 / 1.5
+	sc.LocalRTT = 50 * time.Microsecond
+	sc.Duration, sc.Warmup = 40*time.Second, 10*time.Second
+	return &sc
 }
 
 // capacityStep is make demo's live overload: one client node in zone a

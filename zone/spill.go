@@ -104,6 +104,7 @@ type spillGate struct {
 	toKnown   bool    // to rests on enough samples
 	unloaded  float64 // budget rule: the unloaded level of the tier before, ns
 	okRate    float64 // budget rule: its successful completions per second, smoothed
+	known     int64   // budget rule: ns since the tier before's level is known
 	setpoint  float64 // budget rule: the budgeted level at the last step, ns
 }
 

@@ -11,6 +11,9 @@
 // It needs root (namespaces, cgroups, eBPF). Everything it creates is
 // removed on exit, on Ctrl-C and on failure. --loopback runs the older
 // loopback-only demo, which needs no root.
+//
+// It drives the lab (internal/cluster) and prints; it is never part of
+// the product, and nothing imports it.
 package main
 
 import (
@@ -206,7 +209,7 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			if _, err := c.StartDaemon(ctx); err != nil {
 				return err
 			}
-			prog.step("zonelb warm-up: its balancer probes zone-b and zone-c to learn their latency (not counted below)")
+			prog.step("zonelb warm-up: a fresh balancer learns zone-a's unloaded latency (not counted below)")
 			ws, err := c.WarmUp(ctx, w, 0.995, 30*time.Second)
 			if err != nil {
 				return err
@@ -224,9 +227,9 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	prog.clear()
 	printTable(stdout, c, phases, o)
-	fmt.Fprintf(stdout, "zonelb's warm-up before its column: %d calls in %.1fs, %s of them in zone-a while its balancer\n",
+	fmt.Fprintf(stdout, "zonelb's warm-up before its column: %d calls in %.1fs, %s of them in zone-a while its fresh balancer\n",
 		warm.OK, warm.Duration().Seconds(), pct(warm.Share(cluster.ClientZone)))
-	fmt.Fprintf(stdout, "learned zone-b's and zone-c's latency by probing them; its column is the steady state after that.\n")
+	fmt.Fprintf(stdout, "learned zone-a's unloaded latency (the spill budget's yardstick); its column is the steady state after that.\n")
 
 	live, err := liveScenario(ctx, c, w, prog, len(modes)+1)
 	if err != nil {

@@ -74,6 +74,7 @@ type proxyFlags struct {
 	minConns, maxConns, streamWindow  int
 	protocol                          string
 	ignoreZones                       bool
+	spillBudget                       string
 	price                             float64
 	endpoints                         endpointFlags
 	logs                              logFlags
@@ -90,6 +91,8 @@ func (f *proxyFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.streamWindow, "stream-window", proxy.DefaultStreamWindow, "HTTP/2 flow-control window per stream, bytes (bounds memory per stream)")
 	fs.StringVar(&f.protocol, "protocol", "auto", "what clients speak: auto (HTTP/2, HTTP/1.1 or opaque TCP, told apart by the first bytes) or h2 (HTTP/2 with prior knowledge only)")
 	fs.BoolVar(&f.ignoreZones, "ignore-zones", false, "balance over all endpoints by latency alone, ignoring zones")
+	fs.StringVar(&f.spillBudget, "spill-budget", zone.FormatSpillBudget(zone.DefaultSpillBudget),
+		"how far the local zone's latency may rise above its unloaded level before requests spill to other zones (a percentage), or parity")
 	fs.Float64Var(&f.price, "price-per-gb", zone.DefaultPricePerGB, "USD per GB crossing zones, charged on each side (for the cost estimate)")
 	fs.Var(&f.endpoints, "to", "endpoint as ZONE=IP:PORT (repeatable; ZONE may be omitted)")
 	f.logs.register(fs)
@@ -143,12 +146,18 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 
 // newProxy builds the balancer over the --to endpoints and the proxy.
 func (f *proxyFlags) newProxy(acct *zone.Accounting, proto proxy.Protocol, log *slog.Logger) (*proxy.Proxy, error) {
-	bal, err := zone.NewBalancer(zone.Config{
+	budget, err := zone.ParseSpillBudget(f.spillBudget)
+	if err != nil {
+		return nil, fmt.Errorf("--spill-budget: %w", err)
+	}
+	zc := zone.Config{
 		LocalZone:   f.localZone,
 		IgnoreZones: f.ignoreZones,
 		Accounting:  acct,
 		Logger:      log.With("component", "balancer"),
-	})
+	}
+	zc.Spill.Budget = budget
+	bal, err := zone.NewBalancer(zc)
 	if err != nil {
 		return nil, err
 	}
