@@ -15,6 +15,10 @@ import (
 // the same node, still goes through the proxy.
 func (s *scenario) optOut(t *testing.T) {
 	c := s.node.Client
+	optedOut := func() float64 {
+		return metricSum(t, s.node, "zonelb_bpf_connects_total", func(n, v string) bool { return n == "outcome" && v == "opted_out" })
+	}
+	before := optedOut()
 	const name = "client-optout"
 	pod := clientPod(name, net.JoinHostPort(s.clusterIP, "80"), map[string]string{"zonelb.io/redirect": "false"})
 	if _, err := c.CoreV1().Pods("default").Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
@@ -27,6 +31,11 @@ func (s *scenario) optOut(t *testing.T) {
 		if host, _, _ := net.SplitHostPort(call.Peer); host != p.Status.PodIP {
 			t.Errorf("%s: backend %s saw %s, want the pod's own %s (not redirected)", name, call.Backend, call.Peer, p.Status.PodIP)
 		}
+	}
+	// The hook saw the connect and let it go for the opt-out, not for
+	// another reason.
+	if got := optedOut() - before; got < 1 {
+		t.Errorf("zonelb_bpf_connects_total{outcome=opted_out} rose by %v, want at least the client's one connect", got)
 	}
 	for steered, ip := range s.clients {
 		for _, call := range waitCalls(t, s.node, ip, 10) {
