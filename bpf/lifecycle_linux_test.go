@@ -39,15 +39,7 @@ func (c *child) waitReady(t testing.TB) {
 
 func TestFailOpenWhenProxyKilled(t *testing.T) {
 	e := newTestEnv(t)
-	r := e.load(loadOptions{})
-	svc := netip.AddrPortFrom(vip4, servicePort)
-	if err := r.SetService(svc, svcID4); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.EnrollNetns(e.cookie(e.pod1)); err != nil {
-		t.Fatal(err)
-	}
-	e.startBackends()
+	r, svc := e.loadSelecting()
 	cfg := e.cfg
 	wantProxy := fmt.Sprintf("proxy %s %d false", svc, svcID4)
 
@@ -113,15 +105,7 @@ func TestFailOpenWhenProxyKilled(t *testing.T) {
 // owner's exit mark both are accepted by the dying listener, then reset.
 func TestKilledProxyIsNeverRedirectedTo(t *testing.T) {
 	e := newTestEnv(t)
-	r := e.load(loadOptions{})
-	svc := netip.AddrPortFrom(vip4, servicePort)
-	if err := r.SetService(svc, svcID4); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.EnrollNetns(e.cookie(e.pod1)); err != nil {
-		t.Fatal(err)
-	}
-	e.startBackends()
+	r, svc := e.loadSelecting()
 	cfg := e.cfg
 	p := startChild(t, "proxy", nil, e.node, helperArgs{Config: &cfg, Listen: proxy4.String(), Ballast: 1024})
 	p.waitReady(t)
@@ -132,21 +116,14 @@ func TestKilledProxyIsNeverRedirectedTo(t *testing.T) {
 	for range 4 {
 		loops = append(loops, startChild(t, "loop-client", e.cgFD, e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4", Loop: 60 * time.Second}))
 	}
-	before, err := r.Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.WaitFor(t, 10*time.Second, "connections through the proxy", func() bool {
-		c, err := r.Counters()
-		return err == nil && c.Redirected >= before.Redirected+100
-	})
+	before := waitForRedirects(t, r, "connections through the proxy", 100)
 
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil { // our own child, by pid
 		t.Fatal(err)
 	}
 	sent := time.Now() // kill(2) has returned: the owner is marked
 	oneShot := e.runClient(e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4", Count: 10})
-	_, err = os.Stat(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	_, err := os.Stat(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
 	exitingAfterOneShot := err == nil // its files are not closed yet
 	p.cmd.Wait()
 	reaped := time.Since(sent)
@@ -158,21 +135,7 @@ func TestKilledProxyIsNeverRedirectedTo(t *testing.T) {
 		c, err := r.Counters()
 		return err == nil && c.SkipProxyDown >= atKill.SkipProxyDown+100
 	})
-	var failures []loopFailure
-	for _, loop := range loops {
-		if err := loop.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		var sum loopSummary
-		if err := json.Unmarshal(loop.wait(t, 10*time.Second), &sum); err != nil {
-			t.Fatalf("loop summary: %v", err)
-		}
-		t.Logf("loop client: ok=%d failed=%d replies=%v", sum.OK, sum.Failed, sum.Replies)
-		if sum.Failed > len(sum.Failures) {
-			t.Fatalf("%d failures, only %d recorded", sum.Failed, len(sum.Failures))
-		}
-		failures = append(failures, sum.Failures...)
-	}
+	failures := stopLoops(t, loops)
 	c, err := r.Counters()
 	if err != nil {
 		t.Fatal(err)
@@ -285,15 +248,7 @@ func progTag(t testing.TB, id ebpf.ProgramID) string {
 
 func TestRestartUpgradeUninstall(t *testing.T) {
 	e := newTestEnv(t)
-	r1 := e.load(loadOptions{})
-	svc := netip.AddrPortFrom(vip4, servicePort)
-	if err := r1.SetService(svc, svcID4); err != nil {
-		t.Fatal(err)
-	}
-	if err := r1.EnrollNetns(e.cookie(e.pod1)); err != nil {
-		t.Fatal(err)
-	}
-	e.startBackends()
+	r1, svc := e.loadSelecting()
 	var current atomic.Pointer[Redirector]
 	current.Store(r1)
 	e.startProxyWith(r1, current.Load)
@@ -301,18 +256,7 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 	prog1 := r1.progIDs[zonelbProgZlbConnect4]
 
 	loop := startChild(t, "loop-client", e.cgFD, e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4", Loop: 60 * time.Second})
-	progress := func(r *Redirector, what string) {
-		t.Helper()
-		start, err := r.Counters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		testenv.WaitFor(t, 10*time.Second, what, func() bool {
-			c, err := r.Counters()
-			return err == nil && c.Redirected >= start.Redirected+50
-		})
-	}
-	progress(r1, "connections before the restart")
+	waitForRedirects(t, r1, "connections before the restart", 50)
 
 	// Restart: the agent goes away and comes back; pins are reused. The
 	// proxy switches to its own handle on the pins first (in production it
@@ -322,7 +266,7 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 	if err := r1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	progress(gap, "connections with no agent running")
+	waitForRedirects(t, gap, "connections with no agent running", 50)
 	r2, err := load(e.cfg, loadOptions{})
 	if err != nil {
 		t.Fatalf("reload: %v", err)
@@ -344,7 +288,7 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 		t.Errorf("restart kept program %d; want the new load behind the old link", prog1)
 	}
 	tag2 := progTag(t, prog2)
-	progress(r2, "connections after the restart")
+	waitForRedirects(t, r2, "connections after the restart", 50)
 
 	// Upgrade: a changed program replaces the old one behind the same link.
 	r3, err := load(e.cfg, loadOptions{specHook: changedPrograms})
@@ -361,8 +305,78 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 	if tag3 := progTag(t, prog3); tag2 == tag3 {
 		t.Errorf("upgraded program has the old tag %s", tag2)
 	}
-	progress(r3, "connections after the upgrade")
+	waitForRedirects(t, r3, "connections after the upgrade", 50)
 
+	expectLoopThroughProxy(t, loop)
+
+	// Uninstall leaves nothing behind.
+	gap.Close()
+	r2.Close()
+	r3.Close()
+	if err := Uninstall(e.cfg); err != nil {
+		t.Fatalf("uninstall: %v", err)
+	}
+	e.expectUninstalled(svc, links1, maps1, []ebpf.ProgramID{prog1, prog2, prog3})
+}
+
+// loadSelecting loads the programs, selects the IPv4 service, enrolls
+// pod1 and starts the backends: the start of every lifecycle test.
+func (e *testEnv) loadSelecting() (*Redirector, netip.AddrPort) {
+	t := e.t
+	t.Helper()
+	r := e.load(loadOptions{})
+	svc := netip.AddrPortFrom(vip4, servicePort)
+	if err := r.SetService(svc, svcID4); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.EnrollNetns(e.cookie(e.pod1)); err != nil {
+		t.Fatal(err)
+	}
+	e.startBackends()
+	return r, svc
+}
+
+// waitForRedirects waits for n more redirected connections on r and
+// returns the counters it started from.
+func waitForRedirects(t *testing.T, r *Redirector, what string, n uint64) Counters {
+	t.Helper()
+	start, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, what, func() bool {
+		c, err := r.Counters()
+		return err == nil && c.Redirected >= start.Redirected+n
+	})
+	return start
+}
+
+// stopLoops stops the loop clients and returns every failure they
+// recorded.
+func stopLoops(t *testing.T, loops []*child) []loopFailure {
+	t.Helper()
+	var failures []loopFailure
+	for _, loop := range loops {
+		if err := loop.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		var sum loopSummary
+		if err := json.Unmarshal(loop.wait(t, 10*time.Second), &sum); err != nil {
+			t.Fatalf("loop summary: %v", err)
+		}
+		t.Logf("loop client: ok=%d failed=%d replies=%v", sum.OK, sum.Failed, sum.Replies)
+		if sum.Failed > len(sum.Failures) {
+			t.Fatalf("%d failures, only %d recorded", sum.Failed, len(sum.Failures))
+		}
+		failures = append(failures, sum.Failures...)
+	}
+	return failures
+}
+
+// expectLoopThroughProxy stops the loop client and checks that every one
+// of its connections succeeded through the proxy.
+func expectLoopThroughProxy(t *testing.T, loop *child) {
+	t.Helper()
 	if err := loop.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -374,24 +388,23 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 	if sum.Failed != 0 || sum.Replies["proxy"] != sum.OK {
 		t.Errorf("connections failed or missed the proxy across restart/upgrade: %+v", sum)
 	}
+}
 
-	// Uninstall leaves nothing behind.
-	gap.Close()
-	r2.Close()
-	r3.Close()
-	if err := Uninstall(e.cfg); err != nil {
-		t.Fatalf("uninstall: %v", err)
-	}
+// expectUninstalled checks that Uninstall left nothing behind: pins,
+// links, programs, maps, cgroup attachments, the interface; and that
+// connections to svc go straight to the backend.
+func (e *testEnv) expectUninstalled(svc netip.AddrPort, links []link.ID, maps []ebpf.MapID, progIDs []ebpf.ProgramID) {
+	t := e.t
+	t.Helper()
 	if _, err := os.Stat(e.cfg.PinDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pin dir still there: %v", err)
 	}
-	for _, id := range links1 {
+	for _, id := range links {
 		if l, err := link.NewFromID(id); err == nil {
 			l.Close()
 			t.Errorf("link %d survived uninstall", id)
 		}
 	}
-	progIDs := []ebpf.ProgramID{prog1, prog2, prog3}
 	testenv.WaitFor(t, 10*time.Second, "programs and maps to be freed", func() bool {
 		for _, id := range progIDs {
 			if p, err := ebpf.NewProgramFromID(id); err == nil {
@@ -399,7 +412,7 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 				return false
 			}
 		}
-		for _, id := range maps1 {
+		for _, id := range maps {
 			if m, err := ebpf.NewMapFromID(id); err == nil {
 				m.Close()
 				return false

@@ -9,7 +9,8 @@
 // within each round so that the machine's background load hits them alike;
 // cells are the median over rounds with (min..max).
 //
-// It needs root, like the demo, and removes everything it creates.
+// It needs root, like the demo, and removes everything it creates. It
+// drives the lab (internal/cluster); it is never part of the product.
 package main
 
 import (

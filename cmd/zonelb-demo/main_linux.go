@@ -11,6 +11,9 @@
 // It needs root (namespaces, cgroups, eBPF). Everything it creates is
 // removed on exit, on Ctrl-C and on failure. --loopback runs the older
 // loopback-only demo, which needs no root.
+//
+// It drives the lab (internal/cluster) and prints; it is never part of
+// the product, and nothing imports it.
 package main
 
 import (

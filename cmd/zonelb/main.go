@@ -1,5 +1,8 @@
 // Command zonelb is zonelb's one binary: the node agent, the standalone
 // proxy, the balancing simulator and the tools around them, as subcommands.
+//
+// It is flags and wiring only: what each subcommand does lives in daemon,
+// proxy, zone, sim and bpf, and none of those knows this command.
 package main
 
 import (
