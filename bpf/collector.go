@@ -84,6 +84,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{"marked", s.SkipMarked},
 		{"proxy_down", s.SkipProxyDown},
 		{"proxy_exiting", s.SkipProxyExiting},
+		{"opted_out", s.SkipOptedOut},
 		{"not_tcp", s.SkipNotTCP},
 		{"no_ipv6_proxy", s.SkipNoV6Proxy},
 		{"storage_failed", s.StorageFailed},

@@ -57,8 +57,8 @@ zonelb_bpf_proxy_listener_up{family="ipv6"} 0
 	if !found || src.n != 2 {
 		t.Errorf("counters not read on each scrape (found=%v reads=%d)", found, src.n)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 10+5+2 {
-		t.Errorf("metric count %d (err %v), want 17", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 11+5+2 {
+		t.Errorf("metric count %d (err %v), want 18", n, err)
 	}
 
 	src.err = errors.New("map gone")

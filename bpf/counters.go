@@ -23,6 +23,9 @@ type Counters struct {
 	SkipProxyExiting uint64
 	// ProxyExits counts registered proxy processes seen beginning to exit.
 	ProxyExits uint64
+	// SkipOptedOut counts connects from a cgroup opted out of redirection
+	// (OptOutCgroup: a pod labelled zonelb.io/redirect=false).
+	SkipOptedOut uint64
 
 	// Listener state at the time of the snapshot (not counters).
 	ProxyListening4 bool
@@ -63,6 +66,8 @@ func (c *Counters) field(k zonelbZlbCounter) *uint64 {
 		return &c.SkipProxyExiting
 	case zonelbZlbCounterZLB_C_PROXY_EXITS:
 		return &c.ProxyExits
+	case zonelbZlbCounterZLB_C_SKIP_OPTED_OUT:
+		return &c.SkipOptedOut
 	case zonelbZlbCounterZLB_C_SHORTCUT_SOCKETS:
 		return &c.ShortcutSocket
 	}

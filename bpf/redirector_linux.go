@@ -39,6 +39,7 @@ type mapSet struct {
 	config    *ebpf.Map
 	services  *ebpf.Map
 	netns     *ebpf.Map
+	optout    *ebpf.Map
 	tuples    *ebpf.Map
 	listeners *ebpf.Map
 	owners    *ebpf.Map
@@ -51,6 +52,7 @@ func (m *mapSet) byName() map[string]**ebpf.Map {
 		zonelbMapZlbConfig:    &m.config,
 		zonelbMapZlbServices:  &m.services,
 		zonelbMapZlbNetns:     &m.netns,
+		zonelbMapZlbOptout:    &m.optout,
 		zonelbMapZlbTuples:    &m.tuples,
 		zonelbMapZlbListeners: &m.listeners,
 		zonelbMapZlbOwners:    &m.owners,

@@ -26,6 +26,9 @@ func CgroupV2Root() (string, error) { return "", ErrUnsupported }
 // Cgroup2Dir reports ErrUnsupported.
 func Cgroup2Dir(string) (string, error) { return "", ErrUnsupported }
 
+// CgroupID reports ErrUnsupported.
+func CgroupID(string) (uint64, error) { return 0, ErrUnsupported }
+
 // NetnsCookieFromPath reports ErrUnsupported.
 func NetnsCookieFromPath(string) (uint64, error) { return 0, ErrUnsupported }
 
@@ -39,6 +42,9 @@ func (*Redirector) Services() (map[netip.AddrPort]uint32, error) { return nil, E
 func (*Redirector) EnrollNetns(uint64) error                     { return ErrUnsupported }
 func (*Redirector) UnenrollNetns(uint64) error                   { return ErrUnsupported }
 func (*Redirector) EnrolledNetns() ([]uint64, error)             { return nil, ErrUnsupported }
+func (*Redirector) OptOut(uint64) error                          { return ErrUnsupported }
+func (*Redirector) OptIn(uint64) error                           { return ErrUnsupported }
+func (*Redirector) OptedOut() ([]uint64, error)                  { return nil, ErrUnsupported }
 func (*Redirector) RegisterListener(*net.TCPListener) error      { return ErrUnsupported }
 func (*Redirector) ListenersUp() (v4, v6 bool, err error)        { return false, false, ErrUnsupported }
 func (*Redirector) OriginalDst(net.Conn) (Original, error)       { return Original{}, ErrUnsupported }

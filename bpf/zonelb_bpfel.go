@@ -88,7 +88,8 @@ const (
 	zonelbZlbCounterZLB_C_SHORTCUT_SOCKETS      zonelbZlbCounter = 12
 	zonelbZlbCounterZLB_C_SKIP_PROXY_EXITING    zonelbZlbCounter = 13
 	zonelbZlbCounterZLB_C_PROXY_EXITS           zonelbZlbCounter = 14
-	zonelbZlbCounterZLB_C_MAX                   zonelbZlbCounter = 15
+	zonelbZlbCounterZLB_C_SKIP_OPTED_OUT        zonelbZlbCounter = 15
+	zonelbZlbCounterZLB_C_MAX                   zonelbZlbCounter = 16
 )
 
 type zonelbZlbListenerSlot uint32
@@ -107,6 +108,7 @@ const (
 	zonelbMapZlbCounters        = "zlb_counters"
 	zonelbMapZlbListeners       = "zlb_listeners"
 	zonelbMapZlbNetns           = "zlb_netns"
+	zonelbMapZlbOptout          = "zlb_optout"
 	zonelbMapZlbOrigdst         = "zlb_origdst"
 	zonelbMapZlbOwners          = "zlb_owners"
 	zonelbMapZlbServices        = "zlb_services"
@@ -184,6 +186,7 @@ type zonelbMapSpecs struct {
 	ZlbCounters  *ebpf.MapSpec `ebpf:"zlb_counters"`
 	ZlbListeners *ebpf.MapSpec `ebpf:"zlb_listeners"`
 	ZlbNetns     *ebpf.MapSpec `ebpf:"zlb_netns"`
+	ZlbOptout    *ebpf.MapSpec `ebpf:"zlb_optout"`
 	ZlbOrigdst   *ebpf.MapSpec `ebpf:"zlb_origdst"`
 	ZlbOwners    *ebpf.MapSpec `ebpf:"zlb_owners"`
 	ZlbServices  *ebpf.MapSpec `ebpf:"zlb_services"`
@@ -221,6 +224,7 @@ type zonelbMaps struct {
 	ZlbCounters  *ebpf.Map `ebpf:"zlb_counters"`
 	ZlbListeners *ebpf.Map `ebpf:"zlb_listeners"`
 	ZlbNetns     *ebpf.Map `ebpf:"zlb_netns"`
+	ZlbOptout    *ebpf.Map `ebpf:"zlb_optout"`
 	ZlbOrigdst   *ebpf.Map `ebpf:"zlb_origdst"`
 	ZlbOwners    *ebpf.Map `ebpf:"zlb_owners"`
 	ZlbServices  *ebpf.Map `ebpf:"zlb_services"`
@@ -234,6 +238,7 @@ func (m *zonelbMaps) Close() error {
 		m.ZlbCounters,
 		m.ZlbListeners,
 		m.ZlbNetns,
+		m.ZlbOptout,
 		m.ZlbOrigdst,
 		m.ZlbOwners,
 		m.ZlbServices,

@@ -423,9 +423,9 @@ func (b *Balancer) pickRetry(s *snapshot, now int64, avoid *endpointRecord) (Pic
 }
 
 func (b *Balancer) picked(e *entry, now int64) Picked {
-	e.st.inflight.Add(1)
+	alone := e.st.inflight.Add(1) == 1
 	e.st.zone.live.Add(1)
-	return Picked{Endpoint: e.ep, state: e.st, start: now}
+	return Picked{Endpoint: e.ep, state: e.st, start: now, alone: alone}
 }
 
 // p2c returns the cheaper of two distinct random usable entries of es, or

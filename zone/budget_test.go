@@ -228,3 +228,23 @@ func TestSplitReason(t *testing.T) {
 		t.Errorf("parity rule: %q %q %q", st.SplitReason, st.Reason, st.SpillBudgetText)
 	}
 }
+
+// A service that becomes slower as a whole (a release, heavier calls:
+// every request 5x slower, queued or not) is no overload: the unloaded
+// level follows the requests that had their endpoint to themselves, so
+// nothing spills. The mini cluster's e2e test does the same with real
+// processes (1 ms -> 5 ms a call, before its overload).
+func TestSlowerServiceIsNotOverload(t *testing.T) {
+	b, clk := newTestBalancer(t, Config{LocalZone: "a"})
+	m := newQueueModel(t, b, clk, threeZones(2))
+	m.base, m.servers = time.Millisecond, 64 // no queue at this load
+	m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+	m.run(10*time.Second, 600) // learn the 1 ms unloaded level
+	m.base = 5 * time.Millisecond
+	m.reset()
+	m.run(10*time.Second, 600)
+	t.Logf("after the slowdown: %v", m)
+	if local := m.share("a"); local < 0.99 {
+		t.Errorf("%.3f of the calls stayed local after the service became slower with no queue, want >= 0.99 (%v)", local, b.State().Spill)
+	}
+}

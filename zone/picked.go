@@ -14,6 +14,10 @@ type Picked struct {
 	state     *endpointRecord // nil for pickers that keep no state
 	start     int64           // pick time on the balancer clock, ns
 	responded bool            // Responded was called: no longer in flight
+	// alone: no other request of this balancer was in flight on the
+	// endpoint when it was picked, so its latency holds no queue of ours
+	// (see zoneStats.idle).
+	alone bool
 }
 
 // Responded tells the balancer that the response has started (its first
@@ -38,5 +42,5 @@ func (p Picked) Done(r Result) {
 	if p.state == nil {
 		return
 	}
-	p.state.done(p.start, r, p.responded)
+	p.state.done(p.start, r, p.responded, p.alone)
 }

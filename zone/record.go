@@ -32,8 +32,9 @@ type endpointRecord struct {
 }
 
 // done folds one completed request into the endpoint's state; responded
-// says the in-flight slot was already released (Picked.Responded).
-func (st *endpointRecord) done(start int64, r Result, responded bool) {
+// says the in-flight slot was already released (Picked.Responded), alone
+// that the request had its endpoint to itself (Picked.alone).
+func (st *endpointRecord) done(start int64, r Result, responded, alone bool) {
 	b := st.b
 	if !responded {
 		st.inflight.Add(-1)
@@ -70,6 +71,9 @@ func (st *endpointRecord) done(start int64, r Result, responded bool) {
 		sample(ttfb)
 		zoneSample = ttfb
 		st.zone.ok.Add(1)
+		if alone {
+			st.zone.idleAcc.Add(packSample(ttfb))
+		}
 		st.healthyLocked(now)
 	case Overloaded:
 		// Load, not ill health: the endpoint answered.

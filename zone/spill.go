@@ -21,10 +21,15 @@ type zoneStats struct {
 	// acc packs the samples added since the last control step: count in
 	// the top 20 bits, sum of microseconds in the low 44, so one atomic
 	// add records a sample and one swap reads count and sum together.
-	acc   atomic.Uint64
-	ok    atomic.Uint64 // successful completions since the last control step
-	live  atomic.Int64  // this balancer's requests in flight there, now
-	level atomic.Uint64 // float64 bits, ns: the slow level; 0 = unknown
+	acc atomic.Uint64
+	// idleAcc packs, as acc does, the successful requests that had their
+	// endpoint to themselves (no other request of this balancer in flight
+	// there when picked): their latency is the service's own, without a
+	// queue of ours ahead of them.
+	idleAcc atomic.Uint64
+	ok      atomic.Uint64 // successful completions since the last control step
+	live    atomic.Int64  // this balancer's requests in flight there, now
+	level   atomic.Uint64 // float64 bits, ns: the slow level; 0 = unknown
 	// typical is the estimate of the endpoint of this zone that last
 	// completed a request (float64 bits, ns; 0 = none yet): the price of
 	// an endpoint not measured yet, so that it is neither free nor
@@ -42,6 +47,13 @@ type zoneStats struct {
 	growth      float64 // smoothed change of inflight per step
 	completed   float64 // requests completed in the last step
 	served      float64 // of which successfully
+	// idle is the level of the requests that had their endpoint to
+	// themselves (idleAcc), ns, and idleWeight the recent samples behind
+	// it (fading as weight does): the unloaded level as it is now, which
+	// tells a service that became slower (all its requests are, queued or
+	// not) from a queue (only the requests behind others are).
+	idle       float64
+	idleWeight float64
 }
 
 // A zone's level is used for a spill decision once learnSamples requests
@@ -71,9 +83,12 @@ const (
 	maxSampleUS   = 1 << 32 // ~71 minutes: clamps absurd samples
 )
 
-func (z *zoneStats) add(ns float64) {
+func (z *zoneStats) add(ns float64) { z.acc.Add(packSample(ns)) }
+
+// packSample is one sample of ns nanoseconds as an addend of acc.
+func packSample(ns float64) uint64 {
 	us := uint64(max(ns, 0) / 1e3)
-	z.acc.Add(1<<accCountShift | min(us, maxSampleUS))
+	return 1<<accCountShift | min(us, maxSampleUS)
 }
 
 func (z *zoneStats) levelNs() float64 { return math.Float64frombits(z.level.Load()) }
@@ -159,6 +174,7 @@ func (b *Balancer) refreshZones(now, elapsed int64) {
 		z.completed = n
 		z.served = float64(z.ok.Swap(0))
 		z.weight *= fade // what was learnt long ago counts for less
+		z.foldIdle(fade, float64(cfg.Samples))
 		if n > 0 {
 			mean := float64(acc&accSumMask) / n * 1e3
 			// A batch of n samples moves the fast level with weight
@@ -185,6 +201,20 @@ func (b *Balancer) refreshZones(now, elapsed int64) {
 	}
 }
 
+// foldIdle folds the idle samples since the last step into the idle
+// level, as refreshZones folds all samples into the fast level.
+func (z *zoneStats) foldIdle(fade, samples float64) {
+	acc := z.idleAcc.Swap(0)
+	z.idleWeight *= fade
+	n := float64(acc >> accCountShift)
+	if n == 0 {
+		return
+	}
+	mean := float64(acc&accSumMask) / n * 1e3
+	z.idle += (mean - z.idle) * (n / (n + min(z.idleWeight, samples)))
+	z.idleWeight += n
+}
+
 // tierStats sums a tier's zones: slow and fast levels weighted by endpoint
 // counts over the zones known well enough, and the backlog growth and
 // completions over all of them.
@@ -198,11 +228,22 @@ type tierStats struct {
 	completed  float64
 	ok         float64 // successful completions in the last step
 	inflight   float64 // this balancer's requests in flight there
+	// idle is the level of requests that had their endpoint to
+	// themselves (zoneStats.idle), weighted as slow is; idleKnown when
+	// every known zone has idleSamples recent ones behind it.
+	idle      float64
+	idleKnown bool
 }
+
+// idleSamples is how many recent idle requests a zone's idle level needs
+// before it may raise the unloaded level: a handful, since each one is a
+// service time measured without a queue of ours, not a noisy mean.
+const idleSamples = 8
 
 func statsOf(t *tier, samples int) tierStats {
 	var ts tierStats
 	var weight float64
+	idleMissing := false
 	for _, tz := range t.zones {
 		z := tz.zs
 		ts.growth += z.growth
@@ -219,13 +260,19 @@ func statsOf(t *tier, samples int) tierStats {
 		w := float64(tz.count)
 		ts.slow += z.slow * w
 		ts.fast += z.fast * w
+		ts.idle += z.idle * w
 		weight += w
 		ts.weight += z.weight
+		if z.idleWeight < idleSamples {
+			idleMissing = true
+		}
 	}
 	if weight > 0 {
 		ts.slow /= weight
 		ts.fast /= weight
+		ts.idle /= weight
 		ts.known = true
+		ts.idleKnown = !idleMissing
 	}
 	return ts
 }

@@ -90,6 +90,7 @@ enum zlb_counter {
 	ZLB_C_SHORTCUT_SOCKETS,
 	ZLB_C_SKIP_PROXY_EXITING, // listener still registered, its process exiting
 	ZLB_C_PROXY_EXITS,        // a registered proxy process began to exit
+	ZLB_C_SKIP_OPTED_OUT,     // the caller's cgroup or an ancestor is in zlb_optout
 	ZLB_C_MAX,
 };
 
@@ -192,6 +193,16 @@ struct {
 	__type(value, struct orig_dst);
 } zlb_origdst SEC(".maps");
 
+// zlb_optout holds the cgroup-v2 ids of cgroups whose processes are never
+// redirected (a pod's cgroup: every container below it). Written by the
+// agent from the pods' zonelb.io/redirect label.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} zlb_optout SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
@@ -251,6 +262,27 @@ static __always_inline int proxy_up(__u32 slot)
 	return 1;
 }
 
+// ZLB_OPTOUT_DEPTH bounds the ancestor walk: a pod's cgroup sits a few
+// levels below the root (kubepods[/qos]/pod<uid>, under a slice or the
+// kubelet's cgroup root); containers one level below it.
+#define ZLB_OPTOUT_DEPTH 16
+
+// opted_out reports whether the calling task's cgroup-v2 cgroup, or one of
+// its ancestors, is in zlb_optout. Walking every level up from the root
+// finds the pod's cgroup whatever the layout (cgroupfs or systemd, any
+// QoS class, any cgroup root); levels below the task's own return id 0.
+static __always_inline int opted_out(void)
+{
+	for (int level = 1; level < ZLB_OPTOUT_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		if (id == 0)
+			return 0;
+		if (bpf_map_lookup_elem(&zlb_optout, &id))
+			return 1;
+	}
+	return 0;
+}
+
 // steer runs the checks common to connect4 and connect6. It returns the
 // service id (> 0 never assumed: 0 is a valid id) through *svc and 1 when
 // the connect must be redirected.
@@ -275,6 +307,10 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, struct config *cfg,
 	__u32 *id = bpf_map_lookup_elem(&zlb_services, key);
 	if (!id) {
 		count(ZLB_C_SKIP_NOT_SELECTED);
+		return 0;
+	}
+	if (opted_out()) {
+		count(ZLB_C_SKIP_OPTED_OUT);
 		return 0;
 	}
 	struct bpf_sock *sk = ctx->sk;
