@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/zonelb/zonelb/internal/grpccode"
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
@@ -98,7 +97,7 @@ func (m *Metrics) ObserveRequest(info proxy.RequestInfo) {
 	}
 	code := strconv.Itoa(info.Status)
 	if info.GRPC && info.GRPCStatus >= 0 {
-		code = grpccode.Code(info.GRPCStatus).String()
+		code = info.GRPCStatus.String()
 	} else if info.Status == 0 {
 		code = "canceled" // the client went away before an answer
 	}

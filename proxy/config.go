@@ -1,12 +1,13 @@
 package proxy
 
 import (
+	"github.com/zonelb/zonelb/internal/sockopt"
+
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"syscall"
 	"time"
 )
 
@@ -181,18 +182,7 @@ func (c Config) withDefaults() (Config, error) {
 func (c Config) dialer() *net.Dialer {
 	d := &net.Dialer{Timeout: c.DialTimeout, KeepAlive: 30 * time.Second}
 	if c.SocketMark != 0 {
-		mark := int(c.SocketMark)
-		d.Control = func(network, address string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) { serr = setMark(fd, mark) })
-			if err != nil {
-				return err
-			}
-			if serr != nil {
-				return fmt.Errorf("set SO_MARK %#x on upstream socket: %w", mark, serr)
-			}
-			return nil
-		}
+		d.Control = sockopt.MarkControl(c.SocketMark)
 	}
 	return d
 }

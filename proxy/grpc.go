@@ -1,23 +1,13 @@
 package proxy
 
 import (
+	"github.com/zonelb/zonelb/internal/grpccode"
+
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
-)
-
-// gRPC status codes the proxy produces or interprets.
-const (
-	grpcOK                = 0
-	grpcCanceled          = 1
-	grpcUnknown           = 2
-	grpcDeadlineExceeded  = 4
-	grpcPermissionDenied  = 7
-	grpcResourceExhausted = 8
-	grpcInternal          = 13
-	grpcUnavailable       = 14
 )
 
 func isGRPC(contentType string) bool {
@@ -91,18 +81,18 @@ func formatGRPCTimeout(d time.Duration) string {
 // grpcCodeForReset maps an HTTP/2 RST_STREAM code to the gRPC status a
 // client would have derived from the reset itself (the gRPC HTTP/2
 // protocol's table), so that a reset relayed as trailers keeps its meaning.
-func grpcCodeForReset(code http2.ErrCode) int {
+func grpcCodeForReset(code http2.ErrCode) grpccode.Code {
 	switch code {
 	case http2.ErrCodeRefusedStream:
-		return grpcUnavailable
+		return grpccode.Unavailable
 	case http2.ErrCodeCancel:
-		return grpcCanceled
+		return grpccode.Canceled
 	case http2.ErrCodeEnhanceYourCalm:
-		return grpcResourceExhausted
+		return grpccode.ResourceExhausted
 	case http2.ErrCodeInadequateSecurity:
-		return grpcPermissionDenied
+		return grpccode.PermissionDenied
 	}
-	return grpcInternal
+	return grpccode.Internal
 }
 
 // encodeGRPCMessage percent-encodes a status message as the gRPC protocol

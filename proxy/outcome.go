@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/zonelb/zonelb/internal/grpccode"
+
 	"net/http"
 	"strconv"
 	"strings"
@@ -8,14 +10,14 @@ import (
 	"github.com/zonelb/zonelb/zone"
 )
 
-func grpcOutcome(httpStatus, code int) zone.Outcome {
+func grpcOutcome(httpStatus int, code grpccode.Code) zone.Outcome {
 	if httpStatus != http.StatusOK {
 		return httpOutcome(httpStatus)
 	}
 	switch code {
-	case grpcUnavailable:
+	case grpccode.Unavailable:
 		return zone.Failure
-	case grpcResourceExhausted:
+	case grpccode.ResourceExhausted:
 		return zone.Overloaded
 	}
 	return zone.Success

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/zonelb/zonelb/internal/grpccode"
+
 	"sync/atomic"
 	"time"
 
@@ -72,7 +74,7 @@ type RequestInfo struct {
 	// Status is the HTTP status sent to the client, and GRPCStatus the
 	// gRPC status code (-1 when not gRPC or none was seen).
 	Status     int
-	GRPCStatus int
+	GRPCStatus grpccode.Code
 	Outcome    zone.Outcome
 	Retried    bool
 	TTFB       time.Duration

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/zonelb/zonelb/internal/grpccode"
+
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -462,7 +464,7 @@ func (s *stream) upstreamFailed(b *batch, code http2.ErrCode, reason string) {
 		// The endpoint gave up at the call's deadline (its copy of it
 		// runs a little behind ours): the client's answer is the
 		// deadline's.
-		s.fail(b, http.StatusGatewayTimeout, grpcDeadlineExceeded, "zonelb: deadline exceeded", zone.Canceled)
+		s.fail(b, http.StatusGatewayTimeout, grpccode.DeadlineExceeded, "zonelb: deadline exceeded", zone.Canceled)
 		return
 	}
 	if s.committed {
@@ -470,7 +472,7 @@ func (s *stream) upstreamFailed(b *batch, code http2.ErrCode, reason string) {
 		if s.grpc {
 			gc := grpcCodeForReset(code)
 			if code == errCodeConnLost {
-				gc = grpcUnavailable
+				gc = grpccode.Unavailable
 			}
 			s.fail(b, http.StatusBadGateway, gc, "zonelb: upstream stream failed: "+reason, zone.Failure)
 			return
@@ -517,14 +519,14 @@ func (s *stream) notAnswered(b *batch, notReached bool, reason string) {
 		addr = ep.Addr.String()
 	}
 	s.p.log.Debug("upstream request failed", "service", s.route.Service, "endpoint", addr, "reason", reason)
-	s.fail(b, http.StatusBadGateway, grpcUnavailable, "zonelb: upstream "+addr+" failed: "+reason, outcome)
+	s.fail(b, http.StatusBadGateway, grpccode.Unavailable, "zonelb: upstream "+addr+" failed: "+reason, outcome)
 }
 
 // fail answers the client with an error the proxy produced, and ends the
 // exchange: a gRPC status (trailers-only, or trailers after headers) or an
 // HTTP status; an HTTP response already under way is reset. Call with
 // s.mu held.
-func (s *stream) fail(b *batch, status, grpcCode int, msg string, outcome zone.Outcome) {
+func (s *stream) fail(b *batch, status int, grpcCode grpccode.Code, msg string, outcome zone.Outcome) {
 	if s.done {
 		return
 	}
@@ -533,7 +535,7 @@ func (s *stream) fail(b *batch, status, grpcCode int, msg string, outcome zone.O
 	if s.grpc {
 		s.info.GRPCStatus = grpcCode
 		st := []hpack.HeaderField{
-			{Name: "grpc-status", Value: strconv.Itoa(grpcCode)},
+			{Name: "grpc-status", Value: strconv.Itoa(int(grpcCode))},
 			{Name: "grpc-message", Value: encodeGRPCMessage(msg)},
 		}
 		if !s.headersSent {
@@ -716,10 +718,10 @@ func fieldsSize(fields []hpack.HeaderField) int64 {
 	return n
 }
 
-func grpcStatusOf(fields []hpack.HeaderField) int {
+func grpcStatusOf(fields []hpack.HeaderField) grpccode.Code {
 	for _, f := range fields {
 		if f.Name == "grpc-status" {
-			return atoiOr(f.Value, grpcUnknown)
+			return grpccode.Code(atoiOr(f.Value, int(grpccode.Unknown)))
 		}
 	}
 	return -1

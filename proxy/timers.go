@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/zonelb/zonelb/internal/grpccode"
+
 	"container/heap"
 	"net/http"
 	"sync"
@@ -146,7 +148,7 @@ func (th *timerHeap) fire() {
 		if s.gen == it.gen && !s.done {
 			switch it.kind {
 			case timerDeadline:
-				s.fail(&b, http.StatusGatewayTimeout, grpcDeadlineExceeded, "zonelb: deadline exceeded", canceledOutcome)
+				s.fail(&b, http.StatusGatewayTimeout, grpccode.DeadlineExceeded, "zonelb: deadline exceeded", canceledOutcome)
 			case timerStall:
 				if s.stallGen == it.sub && !s.stallSince.IsZero() {
 					th.sc.p.log.Debug("resetting stream stalled by its client", "remote", th.sc.remote, "stream", s.id)

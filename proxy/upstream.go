@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/zonelb/zonelb/internal/grpccode"
+
 	"bufio"
 	"context"
 	"errors"
@@ -95,12 +97,12 @@ type endpointPool struct {
 // connection. Call with s.mu held.
 func (p *Proxy) dispatch(b *batch, s *stream) {
 	if s.route.Picker == nil {
-		s.fail(b, http.StatusServiceUnavailable, grpcUnavailable, "zonelb: connection has no service route", zone.NotReached)
+		s.fail(b, http.StatusServiceUnavailable, grpccode.Unavailable, "zonelb: connection has no service route", zone.NotReached)
 		return
 	}
 	picked, err := s.route.Picker.Pick(s.avoid)
 	if err != nil {
-		s.fail(b, http.StatusServiceUnavailable, grpcUnavailable, "zonelb: no endpoint available for "+s.route.Service, zone.NotReached)
+		s.fail(b, http.StatusServiceUnavailable, grpccode.Unavailable, "zonelb: no endpoint available for "+s.route.Service, zone.NotReached)
 		return
 	}
 	s.picked, s.hasPick = picked, true
@@ -108,7 +110,7 @@ func (p *Proxy) dispatch(b *batch, s *stream) {
 	if !s.deadline.IsZero() && !s.deadline.After(p.cfg.Now()) {
 		s.hasPick = false
 		picked.Done(zone.Result{Outcome: zone.Canceled})
-		s.fail(b, http.StatusGatewayTimeout, grpcDeadlineExceeded, "zonelb: deadline exceeded before the call was sent", zone.Canceled)
+		s.fail(b, http.StatusGatewayTimeout, grpccode.DeadlineExceeded, "zonelb: deadline exceeded before the call was sent", zone.Canceled)
 		return
 	}
 	pool := p.up.pool(picked.Endpoint.Addr)
