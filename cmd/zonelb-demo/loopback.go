@@ -107,6 +107,13 @@ func runLoopback(ctx context.Context, o loopbackOptions) error {
 		return err
 	}
 
+	printLoopbackTable(backends, clientZone, l4, zl)
+	return nil
+}
+
+// printLoopbackTable compares where the calls went and how long they took
+// under per-connection L4 (l4) and under zonelb (zl).
+func printLoopbackTable(backends []*testservice.Server, clientZone string, l4, zl loopbackResult) {
 	zoneOf := map[string]string{}
 	for _, b := range backends {
 		zoneOf[b.Name] = b.Zone
@@ -131,7 +138,6 @@ func runLoopback(ctx context.Context, o loopbackOptions) error {
 	fmt.Printf("%-16s %22d %22d\n", "errors", l4.errs, zl.errs)
 	fmt.Println("\nUnder L4 the connection, and so every call, is pinned to one backend; zonelb spreads calls")
 	fmt.Println("by latency and load and keeps them in the client's zone while it has capacity.")
-	return nil
 }
 
 type loopbackResult struct {

@@ -177,6 +177,38 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		RequestBytes:  o.reqBytes,
 		ResponseBytes: o.respBytes,
 	}
+	printSetup(stdout, c, o)
+	prom := startPrometheus(ctx, c, prog, stdout)
+	fmt.Fprintln(stdout)
+
+	phases, warm, steps, err := runComparison(ctx, c, w, o, prog)
+	if err != nil {
+		return err
+	}
+	prog.clear()
+	printTable(stdout, c, phases, o)
+	fmt.Fprintf(stdout, "zonelb's warm-up before its column: %d calls in %.1fs, %s of them in zone-a while its fresh balancer\n",
+		warm.OK, warm.Duration().Seconds(), pct(warm.Share(cluster.ClientZone)))
+	fmt.Fprintf(stdout, "learned zone-a's unloaded latency (the spill budget's yardstick); its column is the steady state after that.\n")
+
+	live, err := liveScenario(ctx, c, w, prog, steps)
+	if err != nil {
+		return err
+	}
+	prog.clear()
+	printLive(stdout, live, o.rate*float64(len(c.Clients)))
+	if path, err := writeReport(ctx, o, c, phases, live, prom); err != nil {
+		fmt.Fprintln(stderr, "demo: report:", err)
+	} else {
+		fmt.Fprintf(stdout, "\nReport (charts of the live scenario and the table, one self-contained page): %s\n", path)
+	}
+	printOwnAccount(ctx, stdout, c)
+	fmt.Fprintf(stdout, "\ndemo finished in %.0fs\n", time.Since(started).Seconds())
+	return nil
+}
+
+// printSetup describes the cluster and the workload the demo runs.
+func printSetup(stdout io.Writer, c *cluster.Cluster, o options) {
 	fmt.Fprintf(stdout, "\nzonelb demo: a three-zone mini cluster in network namespaces on this machine\n\n")
 	fmt.Fprintf(stdout, "  nodes       node-a (zone-a), node-b (zone-b), node-c (zone-c): network namespaces on one bridge\n")
 	fmt.Fprintf(stdout, "  backends    %d gRPC pods, 2 per zone (grpc.testing.TestService), 1ms service time\n", len(c.Backends))
@@ -185,9 +217,13 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  cross-zone  +%v per call, emulated inside the backends (no netem here)\n", o.crossZone)
 	fmt.Fprintf(stdout, "  discovery   %s\n", c.DiscoveryDetail)
 	fmt.Fprintf(stdout, "  zonelb      %s daemon on node-a: eBPF connect4 redirection on node-a's pod cgroup, node proxy %s\n", o.bin, cluster.ProxyAddr)
-	prom := startPrometheus(ctx, c, prog, stdout)
-	fmt.Fprintln(stdout)
+}
 
+// runComparison runs one measured phase per mode (kube-proxy,
+// PreferSameZone, then zonelb after its warm-up) and returns the phases,
+// zonelb's warm-up window and the number of steps the demo shows in all
+// (the modes and the live scenario).
+func runComparison(ctx context.Context, c *cluster.Cluster, w cluster.Workload, o options, prog *progress) ([]cluster.Phase, cluster.Window, int, error) {
 	type mode struct {
 		name     string
 		baseline cluster.Baseline
@@ -202,17 +238,17 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	var warm cluster.Window
 	for i, m := range modes {
 		if err := c.SetBaseline(m.baseline); err != nil {
-			return err
+			return nil, cluster.Window{}, 0, err
 		}
 		if m.zonelb {
 			prog.step("starting the zonelb daemon on node-a (kube-proxy's rules stay underneath, as in a real cluster)")
 			if _, err := c.StartDaemon(ctx); err != nil {
-				return err
+				return nil, cluster.Window{}, 0, err
 			}
 			prog.step("zonelb warm-up: a fresh balancer learns zone-a's unloaded latency (not counted below)")
 			ws, err := c.WarmUp(ctx, w, 0.995, 30*time.Second)
 			if err != nil {
-				return err
+				return nil, cluster.Window{}, 0, err
 			}
 			warm = cluster.Merge(ws...)
 		}
@@ -221,27 +257,16 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			prog.show("%s: %4.1fs of %v", label, el.Seconds(), o.duration)
 		})
 		if err != nil {
-			return err
+			return nil, cluster.Window{}, 0, err
 		}
 		phases = append(phases, ph)
 	}
-	prog.clear()
-	printTable(stdout, c, phases, o)
-	fmt.Fprintf(stdout, "zonelb's warm-up before its column: %d calls in %.1fs, %s of them in zone-a while its fresh balancer\n",
-		warm.OK, warm.Duration().Seconds(), pct(warm.Share(cluster.ClientZone)))
-	fmt.Fprintf(stdout, "learned zone-a's unloaded latency (the spill budget's yardstick); its column is the steady state after that.\n")
+	return phases, warm, len(modes) + 1, nil
+}
 
-	live, err := liveScenario(ctx, c, w, prog, len(modes)+1)
-	if err != nil {
-		return err
-	}
-	prog.clear()
-	printLive(stdout, live, o.rate*float64(len(c.Clients)))
-	if path, err := writeReport(ctx, o, c, phases, live, prom); err != nil {
-		fmt.Fprintln(stderr, "demo: report:", err)
-	} else {
-		fmt.Fprintf(stdout, "\nReport (charts of the live scenario and the table, one self-contained page): %s\n", path)
-	}
+// printOwnAccount prints the cross-zone bytes and cost the daemon itself
+// counted (its /debug/state), when it runs.
+func printOwnAccount(ctx context.Context, stdout io.Writer, c *cluster.Cluster) {
 	if d := c.Daemon(); d != nil {
 		if st, err := d.State(ctx); err == nil {
 			var crossed uint64
@@ -255,8 +280,6 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "\nzonelb's own account (/debug/state, whole run): %s crossed zones (gRPC frames, both ways), est. $%.6f\n", mb(float64(crossed)), cost)
 		}
 	}
-	fmt.Fprintf(stdout, "\ndemo finished in %.0fs\n", time.Since(started).Seconds())
-	return nil
 }
 
 func mb(b float64) string { return fmt.Sprintf("%.1f MB", b/1e6) }

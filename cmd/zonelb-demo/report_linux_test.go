@@ -38,13 +38,7 @@ func TestDemoReport(t *testing.T) {
 	if err != nil {
 		testenv.SkipOrFail(t, "chromium not found: run `make test-deps` (test/e2e/e2e.mk installs Debian's chromium)")
 	}
-	bin := os.Getenv("ZONELB_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "zonelb")
-		if out, err := exec.Command("go", "build", "-o", bin, "github.com/zonelb/zonelb/cmd/zonelb").CombinedOutput(); err != nil {
-			t.Fatalf("build zonelb: %v\n%s", err, out)
-		}
-	}
+	bin := zonelbBin(t)
 	art := t.ArtifactDir()
 	reportDir := filepath.Join(art, "demo-report")
 	var stdout, stderr bytes.Buffer
@@ -82,7 +76,43 @@ func TestDemoReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every charted point, against the results file.
+	want, metricSeconds := chartPointsOf(res)
+	got, rows := domPointsAndRows(doc)
+	// With Prometheus installed (make test-deps), the demo charts zonelb's
+	// own metrics beside the clients' count for every second.
+	if _, err := cluster.FindPrometheus(); err == nil && metricSeconds < len(res.Live.Seconds) {
+		t.Errorf("zonelb's metrics (Prometheus) charted for %d of %d seconds", metricSeconds, len(res.Live.Seconds))
+	}
+	if len(res.Live.Seconds) < 10 {
+		t.Errorf("the results file has %d seconds of the live scenario, want its whole timeline", len(res.Live.Seconds))
+	}
+	checkChartPoints(t, want, got)
+	checkTableRows(t, res, rows)
+	// The zonelb column of the results is the demo's own printed table.
+	for _, r := range res.Table.Rows {
+		if len(r.Cells) > 0 && !strings.Contains(stdout.String(), r.Cells[len(r.Cells)-1]) {
+			t.Errorf("row %q: %q is not in what the demo printed", r.Label, r.Cells[len(r.Cells)-1])
+		}
+	}
+	t.Logf("report, DOM and screenshot in %s", art)
+}
+
+// zonelbBin is $ZONELB_BIN, or cmd/zonelb built into a temporary directory.
+func zonelbBin(t *testing.T) string {
+	if bin := os.Getenv("ZONELB_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "zonelb")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/zonelb/zonelb/cmd/zonelb").CombinedOutput(); err != nil {
+		t.Fatalf("build zonelb: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// chartPointsOf is every point the report must chart, keyed
+// chart/series/second, from the results file, and how many seconds carry
+// zonelb's own metrics.
+func chartPointsOf(res demoreport.Results) (map[string]string, int) {
 	want := map[string]string{}
 	metricSeconds := 0
 	for _, s := range res.Live.Seconds {
@@ -97,6 +127,12 @@ func TestDemoReport(t *testing.T) {
 		want["p99/p99/"+sec] = demoreport.Value(s.P99Ms)
 		want["failures/failed/"+sec] = demoreport.Value(float64(s.Failed))
 	}
+	return want, metricSeconds
+}
+
+// domPointsAndRows is every charted point in the DOM (keyed as
+// chartPointsOf) and the cells of the side-by-side table's rows.
+func domPointsAndRows(doc *html.Node) (map[string]string, [][]string) {
 	got := map[string]string{}
 	var rows [][]string
 	walk(doc, func(n *html.Node) {
@@ -113,14 +149,13 @@ func TestDemoReport(t *testing.T) {
 			rows = append(rows, cells)
 		}
 	})
-	// With Prometheus installed (make test-deps), the demo charts zonelb's
-	// own metrics beside the clients' count for every second.
-	if _, err := cluster.FindPrometheus(); err == nil && metricSeconds < len(res.Live.Seconds) {
-		t.Errorf("zonelb's metrics (Prometheus) charted for %d of %d seconds", metricSeconds, len(res.Live.Seconds))
-	}
-	if len(res.Live.Seconds) < 10 {
-		t.Errorf("the results file has %d seconds of the live scenario, want its whole timeline", len(res.Live.Seconds))
-	}
+	return got, rows
+}
+
+// checkChartPoints fails for each point on which the DOM and the results
+// file disagree, or that only one of them has.
+func checkChartPoints(t *testing.T, want, got map[string]string) {
+	t.Helper()
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("chart point %s: the DOM says %q, the results file %q", k, got[k], v)
@@ -130,6 +165,12 @@ func TestDemoReport(t *testing.T) {
 	for k, v := range got {
 		t.Errorf("chart point %s=%s is not in the results file", k, v)
 	}
+}
+
+// checkTableRows fails unless the DOM's side-by-side table has the results
+// file's header and rows.
+func checkTableRows(t *testing.T, res demoreport.Results, rows [][]string) {
+	t.Helper()
 	wantRows := [][]string{append([]string{""}, res.Table.Columns...)}
 	for _, r := range res.Table.Rows {
 		wantRows = append(wantRows, append([]string{strings.TrimSpace(r.Label)}, r.Cells...))
@@ -142,13 +183,6 @@ func TestDemoReport(t *testing.T) {
 			t.Errorf("side-by-side row %d: the DOM says %q, the results file %q", i, rows[i], wantRows[i])
 		}
 	}
-	// The zonelb column of the results is the demo's own printed table.
-	for _, r := range res.Table.Rows {
-		if len(r.Cells) > 0 && !strings.Contains(stdout.String(), r.Cells[len(r.Cells)-1]) {
-			t.Errorf("row %q: %q is not in what the demo printed", r.Label, r.Cells[len(r.Cells)-1])
-		}
-	}
-	t.Logf("report, DOM and screenshot in %s", art)
 }
 
 // chrome runs headless Chromium in a network namespace of its own (only

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/zonelb/zonelb/internal/kubetest"
+	"github.com/zonelb/zonelb/internal/netlab"
 )
 
 // PrometheusAddr is where the harness's Prometheus listens, on the
@@ -84,36 +85,9 @@ func (c *Cluster) StartPrometheus(ctx context.Context, opts PrometheusOptions) (
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cluster: prometheus dir: %w", err)
 	}
-	var rules strings.Builder
-	if len(opts.RuleFiles) > 0 {
-		rules.WriteString("rule_files:\n")
-	}
-	for _, f := range opts.RuleFiles {
-		abs, err := filepath.Abs(f)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: rule file %s: %w", f, err)
-		}
-		fmt.Fprintf(&rules, "  - %q\n", abs)
-	}
-	cfg := fmt.Sprintf(`# Prometheus of the e2e mini cluster (written by internal/cluster)
-global:
-  scrape_interval: %[1]s
-  scrape_timeout: %[1]s
-  evaluation_interval: %[1]s
-%[2]sscrape_configs:
-  - job_name: %[3]s
-    metrics_path: /metrics
-    static_configs:
-      - targets: ["%[4]s"]
-        labels:
-          node: %[5]s
-    relabel_configs:
-      - target_label: instance
-        replacement: %[5]s
-`, model.Duration(opts.ScrapeInterval), rules.String(), PrometheusJob, AdminAddr, node.Name)
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return nil, fmt.Errorf("cluster: prometheus config: %w", err)
+	cfgPath, err := writePrometheusConfig(dir, opts, node.Name)
+	if err != nil {
+		return nil, err
 	}
 	logPath := filepath.Join(dir, "prometheus.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -141,20 +115,66 @@ global:
 		return nil, fmt.Errorf("cluster: prometheus client: %w", err)
 	}
 	p := &Prometheus{API: promv1.NewAPI(client), Interval: opts.ScrapeInterval, LogPath: logPath, proc: proc}
+	if err := p.waitAnswering(ctx, proc, node.Name); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitAnswering polls the server (60s at most) until it answers a query,
+// and fails early if proc exits.
+func (p *Prometheus) waitAnswering(ctx context.Context, proc *netlab.Process, nodeName string) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for {
 		if _, err := p.API.Buildinfo(ctx); err == nil {
-			return p, nil
+			return nil
 		}
 		select {
 		case <-proc.Done():
-			return nil, fmt.Errorf("cluster: prometheus exited (%v); log %s:\n%s", proc.Err(), logPath, Tail(logPath, 20))
+			return fmt.Errorf("cluster: prometheus exited (%v); log %s:\n%s", proc.Err(), p.LogPath, Tail(p.LogPath, 20))
 		case <-ctx.Done():
-			return nil, fmt.Errorf("cluster: prometheus not answering at %s in %s: %w; log:\n%s", PrometheusAddr, node.Name, ctx.Err(), Tail(logPath, 20))
+			return fmt.Errorf("cluster: prometheus not answering at %s in %s: %w; log:\n%s", PrometheusAddr, nodeName, ctx.Err(), Tail(p.LogPath, 20))
 		case <-time.After(100 * time.Millisecond): // polling another process
 		}
 	}
+}
+
+// writePrometheusConfig writes dir/prometheus.yml: one scrape job of the
+// daemon's AdminAddr labelled with nodeName, and opts.RuleFiles.
+func writePrometheusConfig(dir string, opts PrometheusOptions, nodeName string) (string, error) {
+	var rules strings.Builder
+	if len(opts.RuleFiles) > 0 {
+		rules.WriteString("rule_files:\n")
+	}
+	for _, f := range opts.RuleFiles {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			return "", fmt.Errorf("cluster: rule file %s: %w", f, err)
+		}
+		fmt.Fprintf(&rules, "  - %q\n", abs)
+	}
+	cfg := fmt.Sprintf(`# Prometheus of the e2e mini cluster (written by internal/cluster)
+global:
+  scrape_interval: %[1]s
+  scrape_timeout: %[1]s
+  evaluation_interval: %[1]s
+%[2]sscrape_configs:
+  - job_name: %[3]s
+    metrics_path: /metrics
+    static_configs:
+      - targets: ["%[4]s"]
+        labels:
+          node: %[5]s
+    relabel_configs:
+      - target_label: instance
+        replacement: %[5]s
+`, model.Duration(opts.ScrapeInterval), rules.String(), PrometheusJob, AdminAddr, nodeName)
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return "", fmt.Errorf("cluster: prometheus config: %w", err)
+	}
+	return cfgPath, nil
 }
 
 // Query evaluates expr at t.

@@ -48,6 +48,29 @@ func TestRenderCarriesEveryValue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	got, cells := pointsAndCells(doc)
+	want := map[string]string{
+		"shares/zone-a/0": "1", "shares/zone-b/0": "0", "shares/zone-a/1": "0.6666666666666666", "shares/zone-b/1": "0.3333333333333333",
+		"shares/zone-a (zonelb's metrics)/0": "0.5",
+		"p99/p99/0":                          "3.25", "p99/p99/1": "12.5",
+		"failures/failed/0": "0", "failures/failed/1": "3",
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d charted points, want %d: %v", len(got), len(want), got)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("point %s = %q, want %q", k, got[k], v)
+		}
+	}
+	if s := strings.Join(cells, "|"); s != "in-zone share of requests|33.3%|100.0%|  a1 (zone-a)|-|51 (51.0%)" {
+		t.Errorf("table cells %q", s)
+	}
+}
+
+// pointsAndCells is every charted point of doc (chart/series/second to
+// value) and the text of every table cell, in document order.
+func pointsAndCells(doc *html.Node) (map[string]string, []string) {
 	got := map[string]string{}
 	var cells []string
 	var walk func(*html.Node)
@@ -80,21 +103,5 @@ func TestRenderCarriesEveryValue(t *testing.T) {
 		}
 	}
 	walk(doc)
-	want := map[string]string{
-		"shares/zone-a/0": "1", "shares/zone-b/0": "0", "shares/zone-a/1": "0.6666666666666666", "shares/zone-b/1": "0.3333333333333333",
-		"shares/zone-a (zonelb's metrics)/0": "0.5",
-		"p99/p99/0":                          "3.25", "p99/p99/1": "12.5",
-		"failures/failed/0": "0", "failures/failed/1": "3",
-	}
-	if len(got) != len(want) {
-		t.Errorf("%d charted points, want %d: %v", len(got), len(want), got)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("point %s = %q, want %q", k, got[k], v)
-		}
-	}
-	if s := strings.Join(cells, "|"); s != "in-zone share of requests|33.3%|100.0%|  a1 (zone-a)|-|51 (51.0%)" {
-		t.Errorf("table cells %q", s)
-	}
+	return got, cells
 }

@@ -233,7 +233,21 @@ func (n *Node) startHolder() error {
 	if err != nil {
 		return err
 	}
+	if err := n.startHolderProc(holderSetupScript(hs, tmpfsRoot)); err != nil {
+		return err
+	}
+	n.netnsFD, err = netns.GetFromPath(fmt.Sprintf("/proc/%d/ns/net", n.holder.Pid()))
+	if err != nil {
+		return fmt.Errorf("open node netns: %w", err)
+	}
+	return n.Do(enableBridgeNetfilter)
+}
 
+// holderSetupScript is the shell script the holder runs inside its fresh
+// namespaces: the node's own mounts (sysfs, the cgroup hierarchies hs as
+// the host has them, bpffs, tmpfs state directories) and its network
+// interface, then "ready" on stdout and a sleep that holds the namespaces.
+func holderSetupScript(hs []hierarchy, tmpfsRoot bool) string {
 	var setup strings.Builder
 	setup.WriteString("set -e\n")
 	// sysfs of the node's network namespace; it hides the host's /sys
@@ -276,13 +290,18 @@ echo 1 > /proc/sys/net/ipv4/ip_forward
 echo ready
 exec sleep infinity
 `, NodeIP)
+	return setup.String()
+}
 
+// startHolderProc starts the holder process running setup and waits until
+// it says the node's namespaces are ready.
+func (n *Node) startHolderProc(setup string) error {
 	// The wrapper joins the node's cgroups first, so that the cgroup
 	// namespace unshare makes is rooted there.
 	cmd := exec.Command("/bin/sh", "-c",
 		`for d in $KUBENODE_CGROUPS; do echo $$ > "$d/cgroup.procs"; done
 exec unshare --net --mount --cgroup --propagation private /bin/sh -c "$KUBENODE_SETUP"`)
-	cmd.Env = []string{"PATH=" + n.pathEnv, "KUBENODE_CGROUPS=" + strings.Join(n.cgroups, " "), "KUBENODE_SETUP=" + setup.String()}
+	cmd.Env = []string{"PATH=" + n.pathEnv, "KUBENODE_CGROUPS=" + strings.Join(n.cgroups, " "), "KUBENODE_SETUP=" + setup}
 	// The setup script says "ready" on this pipe once the node's
 	// namespaces are set up.
 	pr, pw, err := os.Pipe()
@@ -296,6 +315,12 @@ exec unshare --net --mount --cgroup --propagation private /bin/sh -c "$KUBENODE_
 		pr.Close()
 		return err
 	}
+	return n.waitHolderReady(pr)
+}
+
+// waitHolderReady reads the holder's first line from pr (which it closes)
+// and fails unless it is "ready" within 30 seconds.
+func (n *Node) waitHolderReady(pr *os.File) error {
 	ready := make(chan error, 1)
 	go func() {
 		defer pr.Close()
@@ -314,21 +339,20 @@ exec unshare --net --mount --cgroup --propagation private /bin/sh -c "$KUBENODE_
 	case <-time.After(30 * time.Second):
 		return errors.New("node namespaces not set up within 30s")
 	}
-	n.netnsFD, err = netns.GetFromPath(fmt.Sprintf("/proc/%d/ns/net", n.holder.Pid()))
-	if err != nil {
-		return fmt.Errorf("open node netns: %w", err)
-	}
-	// Bridged pod traffic must pass iptables for ClusterIPs whose
-	// endpoints sit on the same bridge (br_netfilter, per namespace).
-	return n.Do(func() error {
-		const key = "/proc/sys/net/bridge/bridge-nf-call-iptables"
-		if _, err := os.Stat(key); err != nil {
-			if err := exec.Command("modprobe", "br_netfilter").Run(); err != nil {
-				return fmt.Errorf("br_netfilter: %s missing and modprobe failed: %w", key, err)
-			}
+	return nil
+}
+
+// enableBridgeNetfilter, run inside the node's network namespace, makes
+// bridged pod traffic pass iptables, for ClusterIPs whose endpoints sit on
+// the same bridge (br_netfilter, per namespace).
+func enableBridgeNetfilter() error {
+	const key = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	if _, err := os.Stat(key); err != nil {
+		if err := exec.Command("modprobe", "br_netfilter").Run(); err != nil {
+			return fmt.Errorf("br_netfilter: %s missing and modprobe failed: %w", key, err)
 		}
-		return os.WriteFile(key, []byte("1"), 0o644)
-	})
+	}
+	return os.WriteFile(key, []byte("1"), 0o644)
 }
 
 // Do runs fn on an OS thread switched into the node's network namespace:
@@ -412,39 +436,59 @@ func (n *Node) run(name, bin string, args ...string) (*proc, error) {
 
 func (n *Node) bin(name string) string { return filepath.Join(n.binDir, name) }
 
+// startControlPlane runs etcd, the API server (and sets n.Config and
+// n.Client once it is ready), the controller manager and the scheduler.
 func (n *Node) startControlPlane() error {
-	dir := n.Dir
+	etcdURL, err := n.startEtcd()
+	if err != nil {
+		return err
+	}
+	saKey, err := n.pki.serviceAccountKey()
+	if err != nil {
+		return err
+	}
+	server, err := n.startAPIServer(etcdURL, saKey)
+	if err != nil {
+		return err
+	}
+	return n.startControllers(server, saKey)
+}
+
+// startEtcd runs etcd on loopback and returns its client URL once healthy.
+func (n *Node) startEtcd() (string, error) {
 	etcdURL := "http://127.0.0.1:2379"
 	etcd, err := n.run("etcd", n.bin("etcd"),
-		"--name=kubenode", "--data-dir="+filepath.Join(dir, "etcd"),
+		"--name=kubenode", "--data-dir="+filepath.Join(n.Dir, "etcd"),
 		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
 		"--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
 		"--initial-cluster=kubenode=http://127.0.0.1:2380", "--log-level=warn",
 		// Throwaway data: fsync only slows a shared disk down.
 		"--unsafe-no-fsync=true")
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := n.waitHTTP(etcd, etcdURL+"/health", nil); err != nil {
-		return fmt.Errorf("etcd: %w", err)
+		return "", fmt.Errorf("etcd: %w", err)
 	}
+	return etcdURL, nil
+}
 
+// startAPIServer runs kube-apiserver on NodeIP:6443 against etcdURL, waits
+// until it is ready, sets n.AdminKubeconfig, n.Config and n.Client, and
+// returns the server's URL.
+func (n *Node) startAPIServer(etcdURL, saKey string) (string, error) {
 	p := n.pki
 	nodeIP := net.ParseIP(NodeIP)
 	serving, servingKey, err := p.issue("apiserver", "kube-apiserver", nil,
 		[]net.IP{nodeIP, net.IPv4(127, 0, 0, 1), net.ParseIP(APIServerServiceIP)},
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"})
 	if err != nil {
-		return err
+		return "", err
 	}
 	// The API server's client certificate towards kubelets (logs, exec).
 	kcert, kkey, err := p.issue("apiserver-kubelet-client", "kube-apiserver", []string{"system:masters"}, nil, nil)
 	if err != nil {
-		return err
-	}
-	saKey, err := p.serviceAccountKey()
-	if err != nil {
-		return err
+		return "", err
 	}
 	server := "https://" + net.JoinHostPort(NodeIP, "6443")
 	api, err := n.run("kube-apiserver", n.bin("kube-apiserver"),
@@ -461,10 +505,10 @@ func (n *Node) startControlPlane() error {
 		"--kubelet-preferred-address-types=InternalIP",
 		"--profiling=false")
 	if err != nil {
-		return err
+		return "", err
 	}
 	if n.AdminKubeconfig, err = p.kubeconfig("admin", server, "kubenode-admin", "system:masters"); err != nil {
-		return err
+		return "", err
 	}
 	acert, akey := filepath.Join(p.dir, "admin.crt"), filepath.Join(p.dir, "admin.key")
 	n.Config = &rest.Config{
@@ -475,15 +519,21 @@ func (n *Node) startControlPlane() error {
 	}
 	tr, err := rest.TransportFor(n.Config)
 	if err != nil {
-		return fmt.Errorf("transport: %w", err)
+		return "", fmt.Errorf("transport: %w", err)
 	}
 	if err := n.waitHTTP(api, server+"/readyz", tr); err != nil {
-		return fmt.Errorf("kube-apiserver: %w", err)
+		return "", fmt.Errorf("kube-apiserver: %w", err)
 	}
 	if n.Client, err = kubernetes.NewForConfig(n.Config); err != nil {
-		return fmt.Errorf("clientset: %w", err)
+		return "", fmt.Errorf("clientset: %w", err)
 	}
+	return server, nil
+}
 
+// startControllers runs the controller manager and the scheduler against
+// the API server at server.
+func (n *Node) startControllers(server, saKey string) error {
+	p := n.pki
 	kcm, err := p.kubeconfig("controller-manager", server, "system:kube-controller-manager")
 	if err != nil {
 		return err

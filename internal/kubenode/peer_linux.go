@@ -50,45 +50,61 @@ func (n *Node) StartPeer(name, ip string, env []string, bin string, args ...stri
 // wirePeer waits for the peer's own namespace, then adds a veth from the
 // bridge into it with the address and a default route via the gateway.
 func (n *Node) wirePeer(peer *Peer, bin string) error {
+	target, err := n.waitPeerNetns(peer, bin)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	if err := n.addPeerVeth(peer, target); err != nil {
+		return err
+	}
+	return configurePeerLinks(peer, target)
+}
+
+// waitPeerNetns waits (10s at most) until the peer's process runs bin and
+// returns a handle on its network namespace, which must be neither the
+// node's nor this process's.
+func (n *Node) waitPeerNetns(peer *Peer, bin string) (netns.NsHandle, error) {
 	pid := peer.proc.Pid()
 	nodeNS := n.netnsFD
 	hostNS, err := netns.Get()
 	if err != nil {
-		return fmt.Errorf("own netns: %w", err)
+		return -1, fmt.Errorf("own netns: %w", err)
 	}
 	defer hostNS.Close()
 	want, err := filepath.EvalSymlinks(bin)
 	if err != nil {
-		return fmt.Errorf("peer %s: %w", peer.Name, err)
+		return -1, fmt.Errorf("peer %s: %w", peer.Name, err)
 	}
 	// The process runs bin only after the wrappers (sh, nsenter, unshare)
 	// have exec'd their way there: only then is its namespace its own.
-	var target netns.NsHandle = -1
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && exe == want {
 			h, err := netns.GetFromPid(pid)
 			if err != nil {
-				return fmt.Errorf("peer %s: netns: %w", peer.Name, err)
+				return -1, fmt.Errorf("peer %s: netns: %w", peer.Name, err)
 			}
 			if h.Equal(nodeNS) || h.Equal(hostNS) {
 				h.Close()
-				return fmt.Errorf("peer %s: runs in a namespace not its own", peer.Name)
+				return -1, fmt.Errorf("peer %s: runs in a namespace not its own", peer.Name)
 			}
-			target = h
-			break
+			return h, nil
 		}
 		if !peer.proc.alive() {
-			return fmt.Errorf("peer %s exited: %s", peer.Name, tail(peer.proc.log, 10))
+			return -1, fmt.Errorf("peer %s exited: %s", peer.Name, tail(peer.proc.log, 10))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("peer %s: no namespace of its own within 10s", peer.Name)
+			return -1, fmt.Errorf("peer %s: no namespace of its own within 10s", peer.Name)
 		}
 		time.Sleep(20 * time.Millisecond) // waiting for unshare to run, bounded by deadline
 	}
-	defer target.Close()
+}
 
-	nl, err := netlink.NewHandleAt(nodeNS)
+// addPeerVeth adds a veth whose node side is a port of cni0 and whose
+// other side is eth0 in target.
+func (n *Node) addPeerVeth(peer *Peer, target netns.NsHandle) error {
+	nl, err := netlink.NewHandleAt(n.netnsFD)
 	if err != nil {
 		return fmt.Errorf("netlink in node: %w", err)
 	}
@@ -108,7 +124,12 @@ func (n *Node) wirePeer(peer *Peer, bin string) error {
 	if err := nl.LinkSetUp(veth); err != nil {
 		return fmt.Errorf("peer %s: veth up: %w", peer.Name, err)
 	}
+	return nil
+}
 
+// configurePeerLinks, in target, brings lo and eth0 up with the peer's
+// address on eth0 and a default route via the bridge.
+func configurePeerLinks(peer *Peer, target netns.NsHandle) error {
 	pl, err := netlink.NewHandleAt(target)
 	if err != nil {
 		return fmt.Errorf("netlink in peer %s: %w", peer.Name, err)
