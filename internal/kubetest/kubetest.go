@@ -319,7 +319,7 @@ func (s *Server) waitReady() error {
 
 func (s *Server) dumpLogs(tb testing.TB) {
 	for _, name := range []string{"etcd.log", "kube-apiserver.log"} {
-		tb.Logf("kubetest: last lines of %s:\n%s", name, tail(filepath.Join(s.dir, name), 40))
+		tb.Logf("kubetest: last lines of %s:\n%s", name, Tail(filepath.Join(s.dir, name), 40))
 	}
 }
 
@@ -507,7 +507,9 @@ func writeServingCert(tb testing.TB, dir string) (caFile, certFile, keyFile stri
 	return caFile, certFile, keyFile
 }
 
-func tail(path string, lines int) string {
+// Tail returns the last lines of a file (or the error reading it), for
+// logs shown when a process fails.
+func Tail(path string, lines int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return err.Error()
