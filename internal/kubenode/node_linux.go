@@ -365,13 +365,7 @@ func (n *Node) Do(fn func() error) error {
 // DialContext opens a TCP connection from inside the node's network
 // namespace (to the API server, a pod, the node's loopback).
 func (n *Node) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := n.Do(func() error {
-		var d net.Dialer
-		var err error
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
+	c, err := netnsrun.Dial(ctx, n.Do, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s in node %s: %w", addr, n.Name, err)
 	}

@@ -102,13 +102,7 @@ func (n *Netns) Do(fn func() error) error {
 
 // DialContext opens a connection from inside the namespace.
 func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := n.Do(func() error {
-		var d net.Dialer
-		var err error
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
+	c, err := netnsrun.Dial(ctx, n.Do, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s %s in netns %s: %w", network, addr, n.name, err)
 	}

@@ -4,8 +4,10 @@
 package netnsrun
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 
 	"github.com/vishvananda/netns"
@@ -41,4 +43,17 @@ func Do(target netns.NsHandle, name string, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Dial opens a connection from inside a namespace: do is that namespace's
+// Do (Do bound to its handle, with whatever checks its owner adds).
+func Dial(ctx context.Context, do func(fn func() error) error, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := do(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
