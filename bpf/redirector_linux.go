@@ -120,6 +120,10 @@ func (r *Redirector) Close() error {
 	return errors.Join(errs...)
 }
 
+// CgroupPath is the cgroup-v2 directory the hooks are attached to (as
+// Load resolved it; as configured for Open).
+func (r *Redirector) CgroupPath() string { return r.cfg.CgroupPath }
+
 // ErrClosed is returned by methods of a closed Redirector.
 var ErrClosed = errors.New("bpf redirector is closed")
 

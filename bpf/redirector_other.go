@@ -42,6 +42,7 @@ func (*Redirector) Services() (map[netip.AddrPort]uint32, error) { return nil, E
 func (*Redirector) EnrollNetns(uint64) error                     { return ErrUnsupported }
 func (*Redirector) UnenrollNetns(uint64) error                   { return ErrUnsupported }
 func (*Redirector) EnrolledNetns() ([]uint64, error)             { return nil, ErrUnsupported }
+func (*Redirector) CgroupPath() string                           { return "" }
 func (*Redirector) OptOut(uint64) error                          { return ErrUnsupported }
 func (*Redirector) OptIn(uint64) error                           { return ErrUnsupported }
 func (*Redirector) OptedOut() ([]uint64, error)                  { return nil, ErrUnsupported }

@@ -97,6 +97,9 @@ func (a *agent) start(ctx context.Context) error {
 	if err := a.startDiscovery(ctx); err != nil {
 		return err
 	}
+	if err := a.startPodOptOut(); err != nil {
+		return err
+	}
 	if err := a.startProxy(ctx); err != nil {
 		return err
 	}
@@ -131,6 +134,29 @@ func (a *agent) loadBPF() error {
 			a.log.Warn("close BPF redirector", "err", err)
 		}
 	})
+	return nil
+}
+
+// startPodOptOut watches this node's pods labelled OptOutLabel=false and
+// keeps their cgroups in the BPF opt-out map (kubernetes source and
+// redirection only). It stops when the agent closes.
+func (a *agent) startPodOptOut() error {
+	if a.red == nil || a.cfg.FilePath() != "" {
+		return nil
+	}
+	client, err := kubeClient(a.cfg, a.opts)
+	if err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	o := &podOptOut{log: a.log.With("component", "optout"), client: client, node: a.cfg.NodeName,
+		root: a.red.CgroupPath(), red: a.red}
+	go func() {
+		defer close(done)
+		o.run(ctx)
+	}()
+	a.onClose(func() { stop(); <-done })
 	return nil
 }
 

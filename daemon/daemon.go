@@ -69,24 +69,35 @@ func newSource(cfg Config, opts Options, log *slog.Logger) (discovery.Source, er
 	if p := cfg.FilePath(); p != "" {
 		return discovery.NewFileSource(discovery.FileConfig{Path: p, Logger: log.With("component", "discovery")})
 	}
-	client := opts.KubeClient
-	if client == nil {
-		var rc *rest.Config
-		var err error
-		if cfg.Kubeconfig != "" {
-			rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-		} else {
-			rc, err = rest.InClusterConfig()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("kubernetes client config: %w", err)
-		}
-		rc.UserAgent = "zonelb/" + opts.Version
-		if client, err = kubernetes.NewForConfig(rc); err != nil {
-			return nil, fmt.Errorf("kubernetes client: %w", err)
-		}
+	client, err := kubeClient(cfg, opts)
+	if err != nil {
+		return nil, err
 	}
 	return discovery.NewKubeSource(discovery.KubeConfig{Client: client, NodeName: cfg.NodeName, Logger: log.With("component", "discovery")})
+}
+
+// kubeClient is the client of the kubernetes source: opts.KubeClient, or
+// one built from the configured kubeconfig or the in-cluster account.
+func kubeClient(cfg Config, opts Options) (kubernetes.Interface, error) {
+	if opts.KubeClient != nil {
+		return opts.KubeClient, nil
+	}
+	var rc *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.UserAgent = "zonelb/" + opts.Version
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return client, nil
 }
 
 // watchConfig polls the config file and calls apply with each new valid

@@ -203,15 +203,20 @@ func listAndWatch(name string, list func(ctx context.Context) error, watch func(
 	}
 }
 
-// daemonCalls are the calls the daemon's discovery makes: its informers
+// daemonCalls are the calls the daemon makes: its discovery's informers
 // list and watch Services and Namespaces in every namespace, the
 // EndpointSlices that belong to a Service (label selector), and its own
-// Node (field selector).
+// Node (field selector); its pod opt-out watches the opted-out pods of
+// its own node (field and label selectors).
 func daemonCalls(c kubernetes.Interface) []kubeCall {
 	all := metav1.NamespaceAll
 	slices := metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName}
 	node := metav1.ListOptions{FieldSelector: "metadata.name=" + testNode}
+	pods := metav1.ListOptions{FieldSelector: "spec.nodeName=" + testNode, LabelSelector: "zonelb.io/redirect=false"}
 	var calls []kubeCall
+	calls = append(calls, listAndWatch("own node's opted-out pods",
+		func(ctx context.Context) error { _, err := c.CoreV1().Pods(all).List(ctx, pods); return err },
+		func(ctx context.Context) (interface{ Stop() }, error) { return c.CoreV1().Pods(all).Watch(ctx, pods) })...)
 	calls = append(calls, listAndWatch("services",
 		func(ctx context.Context) error {
 			_, err := c.CoreV1().Services(all).List(ctx, metav1.ListOptions{})
@@ -442,8 +447,8 @@ func checkForbiddenCalls(t *testing.T, sa kubernetes.Interface) {
 			_, err := sa.CoreV1().ConfigMaps(all).List(ctx, metav1.ListOptions{})
 			return err
 		}},
-		{"list pods", func(ctx context.Context) error {
-			_, err := sa.CoreV1().Pods(all).List(ctx, metav1.ListOptions{})
+		{"get a pod (informers never get)", func(ctx context.Context) error {
+			_, err := sa.CoreV1().Pods("apps").Get(ctx, "any", metav1.GetOptions{})
 			return err
 		}},
 		{"get a service (informers never get)", func(ctx context.Context) error {
@@ -505,6 +510,7 @@ func checkAccessMatrix(t *testing.T, admin kubernetes.Interface) {
 		{"", "namespaces"}:                     {"list", "watch"},
 		{"", "nodes"}:                          {"list", "watch"},
 		{"discovery.k8s.io", "endpointslices"}: {"list", "watch"},
+		{"", "pods"}:                           {"list", "watch"},
 	}
 	resources := [][2]string{
 		{"", "services"}, {"", "namespaces"}, {"", "nodes"}, {"discovery.k8s.io", "endpointslices"},

@@ -60,6 +60,7 @@ func TestKubeNode(t *testing.T) {
 	if !t.Run("Steered", s.steered) {
 		return
 	}
+	t.Run("OptOut", s.optOut)
 	if !t.Run("RolloutRestartUnderLoad", s.rolloutRestart) {
 		return
 	}

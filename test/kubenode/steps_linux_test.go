@@ -191,6 +191,15 @@ func clientHTTP(t *testing.T, node *kubenode.Node, method, url string) []byte {
 // any port), summed over zones and codes, from the daemon's metrics on the node.
 func proxiedRequests(t *testing.T, node *kubenode.Node, service string) float64 {
 	t.Helper()
+	return metricSum(t, node, "zonelb_requests_total", func(name, v string) bool {
+		return name == "service" && (v == service || strings.HasPrefix(v, service+":"))
+	})
+}
+
+// metricSum sums the series of a metric family from the daemon's metrics
+// on the node that have a label for which match holds.
+func metricSum(t *testing.T, node *kubenode.Node, family string, match func(name, value string) bool) float64 {
+	t.Helper()
 	resp, err := node.HTTPClient().Get("http://127.0.0.1:15090/metrics")
 	if err != nil {
 		t.Fatalf("zonelb metrics: %v", err)
@@ -202,10 +211,10 @@ func proxiedRequests(t *testing.T, node *kubenode.Node, service string) float64 
 		t.Fatalf("zonelb metrics: %v", err)
 	}
 	var sum float64
-	if f := fams["zonelb_requests_total"]; f != nil {
+	if f := fams[family]; f != nil {
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if v := l.GetValue(); l.GetName() == "service" && (v == service || strings.HasPrefix(v, service+":")) {
+				if match(l.GetName(), l.GetValue()) {
 					sum += m.GetCounter().GetValue()
 				}
 			}
