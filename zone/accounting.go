@@ -9,13 +9,14 @@ import (
 	"sync/atomic"
 )
 
-// DefaultPricePerGB is the price of one GiB crossing a zone boundary, in
-// USD, charged on each side of the crossing (AWS bills inter-AZ traffic
-// "$0.01/GB in each direction": the sender's egress and the receiver's
-// ingress).
+// DefaultPricePerGB is the price of one GB (10^9 bytes, the unit cloud
+// providers bill) crossing a zone boundary, in USD, charged on each side of
+// the crossing (AWS bills inter-AZ traffic "$0.01/GB in each direction":
+// the sender's egress and the receiver's ingress).
 const DefaultPricePerGB = 0.01
 
-const bytesPerGiB = 1 << 30
+// BytesPerGB is the GB that prices are per: 10^9 bytes, not a GiB.
+const BytesPerGB = 1e9
 
 // Accounting counts requests and bytes per (source zone, destination zone)
 // pair and direction. The hot path is three atomic adds on counters
@@ -31,7 +32,7 @@ type Accounting struct {
 type zonePair struct{ from, to string }
 
 // NewAccounting returns an Accounting that prices cross-zone bytes at
-// pricePerGB USD per GiB on each side of the crossing. 0 means crossing is
+// pricePerGB USD per GB (BytesPerGB) on each side of the crossing. 0 means crossing is
 // free (on premises); use DefaultPricePerGB for the cloud rate.
 func NewAccounting(pricePerGB float64) (*Accounting, error) {
 	if math.IsNaN(pricePerGB) || math.IsInf(pricePerGB, 0) || pricePerGB < 0 {
@@ -40,7 +41,7 @@ func NewAccounting(pricePerGB float64) (*Accounting, error) {
 	return &Accounting{pricePerGB: pricePerGB, pairs: make(map[zonePair]*PairCounter)}, nil
 }
 
-// PricePerGB returns the configured price per GiB on each side.
+// PricePerGB returns the configured price per GB (BytesPerGB) on each side.
 func (a *Accounting) PricePerGB() float64 { return a.pricePerGB }
 
 // Pair returns the counters of requests from zone from to zone to,
@@ -117,7 +118,7 @@ func (a *Accounting) Usage() []PairUsage {
 }
 
 // CrossZoneCost is the cost in USD of bytes that crossed a zone boundary,
-// at pricePerGB per GiB charged on each side of the crossing.
+// at pricePerGB per GB (BytesPerGB) charged on each side of the crossing.
 func CrossZoneCost(bytes uint64, pricePerGB float64) float64 {
-	return float64(bytes) / bytesPerGiB * pricePerGB * 2
+	return float64(bytes) / BytesPerGB * pricePerGB * 2
 }

@@ -29,8 +29,9 @@ func TestAccountingByZonePairAndDirection(t *testing.T) {
 	got := acct.Usage()
 	want := []PairUsage{
 		{From: "a", To: "a", Requests: 2, BytesSent: 107, BytesReceived: 1000},
-		// 2 GiB crossed: $0.01 per GiB leaving a, $0.01 entering b.
-		{From: "a", To: "b", Requests: 2, BytesSent: 1 << 30, BytesReceived: 1 << 30, CrossZone: true, CostUSD: 0.04},
+		// 2 GiB (2^31 bytes, 2.147483648 GB) crossed: $0.01 per GB
+		// leaving a, $0.01 entering b.
+		{From: "a", To: "b", Requests: 2, BytesSent: 1 << 30, BytesReceived: 1 << 30, CrossZone: true, CostUSD: 0.04294967296},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("usage %+v, want %+v", got, want)
@@ -44,11 +45,22 @@ func TestAccountingByZonePairAndDirection(t *testing.T) {
 	}
 }
 
+// The price is per GB of 10^9 bytes, as cloud providers bill, not per GiB.
 func TestCrossZoneCost(t *testing.T) {
-	// 1 GiB crossing at $0.01 each way: $0.01 out of one zone, $0.01 into
-	// the other.
-	if got := CrossZoneCost(1<<30, 0.01); math.Abs(got-0.02) > 1e-12 {
-		t.Errorf("CrossZoneCost(1GiB, 0.01) = %v, want 0.02", got)
+	for _, tc := range []struct {
+		bytes uint64
+		want  float64
+	}{
+		// 1 GB crossing at $0.01 each way: $0.01 out of one zone, $0.01
+		// into the other.
+		{1_000_000_000, 0.02},
+		// A GiB is 1.073741824 GB.
+		{1 << 30, 0.02147483648},
+		{0, 0},
+	} {
+		if got := CrossZoneCost(tc.bytes, 0.01); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("CrossZoneCost(%d bytes, $0.01/GB) = %v, want %v", tc.bytes, got, tc.want)
+		}
 	}
 }
 

@@ -70,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.discovery, "discovery", "auto", "auto (kube-apiserver when built, else file), kubernetes or file")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs and logs)")
 	fs.BoolVar(&o.verbose, "v", false, "log the harness's steps to stderr")
-	fs.Float64Var(&o.pricePerGB, "price-per-gb", zone.DefaultPricePerGB, "price of a cross-zone GB, charged on each side")
+	fs.Float64Var(&o.pricePerGB, "price-per-gb", zone.DefaultPricePerGB, "price of a cross-zone GB (10^9 bytes) in USD, charged on each side")
 	fs.StringVar(&o.reportDir, "report-dir", "demo-report", "where the HTML report (report.html) and its results file (results.json) go")
 	loopback := fs.Bool("loopback", false, "run the loopback-only demo instead (no root needed, no namespaces, no BPF)")
 	lo := loopbackFlags(fs, &o.bin, &o.crossZone)

@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/zonelb/zonelb/internal/kubetest"
+	"github.com/zonelb/zonelb/internal/netnsrun"
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
@@ -326,7 +327,7 @@ func (n *Node) waitHolderReady(pr *os.File) error {
 		defer pr.Close()
 		line, err := bufio.NewReader(pr).ReadString('\n')
 		if err != nil || strings.TrimSpace(line) != "ready" {
-			ready <- fmt.Errorf("node namespaces not set up (%q, %v): %s", line, err, tail(filepath.Join(n.Dir, "holder.log"), 20))
+			ready <- fmt.Errorf("node namespaces not set up (%q, %v): %s", line, err, kubetest.Tail(filepath.Join(n.Dir, "holder.log"), 20))
 			return
 		}
 		ready <- nil
@@ -358,43 +359,13 @@ func enableBridgeNetfilter() error {
 // Do runs fn on an OS thread switched into the node's network namespace:
 // sockets that fn opens belong to the node for their whole life.
 func (n *Node) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.netnsFD); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter node netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// The thread stays locked and dies with the goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("leave node netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netnsrun.Do(n.netnsFD, "of node "+n.Name, fn)
 }
 
 // DialContext opens a TCP connection from inside the node's network
 // namespace (to the API server, a pod, the node's loopback).
 func (n *Node) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := n.Do(func() error {
-		var d net.Dialer
-		var err error
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
+	c, err := netnsrun.Dial(ctx, n.Do, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s in node %s: %w", addr, n.Name, err)
 	}
@@ -589,10 +560,10 @@ func (n *Node) startContainerd(opts Options) error {
 			break
 		}
 		if !ctrd.alive() {
-			return fmt.Errorf("containerd exited (%v): %s", ctrd.waitErr, tail(ctrd.log, 30))
+			return fmt.Errorf("containerd exited (%v): %s", ctrd.waitErr, kubetest.Tail(ctrd.log, 30))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("containerd not answering within %v: %s", readyTimeout, tail(ctrd.log, 30))
+			return fmt.Errorf("containerd not answering within %v: %s", readyTimeout, kubetest.Tail(ctrd.log, 30))
 		}
 		time.Sleep(200 * time.Millisecond) // polling a process, bounded by deadline
 	}
@@ -680,11 +651,11 @@ func (n *Node) waitNodeReady() error {
 			last = err.Error()
 		}
 		if p := n.proc("kubelet"); p != nil && !p.alive() {
-			return fmt.Errorf("kubelet exited (%v): %s", p.waitErr, tail(p.log, 40))
+			return fmt.Errorf("kubelet exited (%v): %s", p.waitErr, kubetest.Tail(p.log, 40))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node %s not Ready within %v (%s): kubelet log:\n%s", n.Name, readyTimeout, last, tail(filepath.Join(n.Dir, "kubelet.log"), 40))
+			return fmt.Errorf("node %s not Ready within %v (%s): kubelet log:\n%s", n.Name, readyTimeout, last, kubetest.Tail(filepath.Join(n.Dir, "kubelet.log"), 40))
 		case <-time.After(500 * time.Millisecond): // polling the API, bounded by ctx
 		}
 	}
@@ -745,11 +716,11 @@ func (n *Node) waitHTTP(p *proc, url string, tr http.RoundTripper) error {
 		}
 		last = err
 		if !p.alive() {
-			return fmt.Errorf("%s exited (%v) before %s answered: %s", p.name, p.waitErr, url, tail(p.log, 30))
+			return fmt.Errorf("%s exited (%v) before %s answered: %s", p.name, p.waitErr, url, kubetest.Tail(p.log, 30))
 		}
 		time.Sleep(200 * time.Millisecond) // polling a process, bounded by deadline
 	}
-	return fmt.Errorf("%s: no answer within %v: %w: %s", url, readyTimeout, last, tail(p.log, 30))
+	return fmt.Errorf("%s: no answer within %v: %w: %s", url, readyTimeout, last, kubetest.Tail(p.log, 30))
 }
 
 // Logf-able diagnostics: the last lines of every daemon's log.
@@ -758,7 +729,7 @@ func (n *Node) dumpLogs() {
 	names := append([]string(nil), n.logs...)
 	n.mu.Unlock()
 	for _, name := range names {
-		n.tb.Logf("kubenode: last lines of %s.log:\n%s", name, tail(filepath.Join(n.Dir, name+".log"), 25))
+		n.tb.Logf("kubenode: last lines of %s.log:\n%s", name, kubetest.Tail(filepath.Join(n.Dir, name+".log"), 25))
 	}
 }
 

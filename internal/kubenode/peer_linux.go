@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/zonelb/zonelb/internal/kubetest"
 )
 
 // Peer is a process in a network namespace of its own, joined to the
@@ -92,7 +94,7 @@ func (n *Node) waitPeerNetns(peer *Peer, bin string) (netns.NsHandle, error) {
 			return h, nil
 		}
 		if !peer.proc.alive() {
-			return -1, fmt.Errorf("peer %s exited: %s", peer.Name, tail(peer.proc.log, 10))
+			return -1, fmt.Errorf("peer %s exited: %s", peer.Name, kubetest.Tail(peer.proc.log, 10))
 		}
 		if time.Now().After(deadline) {
 			return -1, fmt.Errorf("peer %s: no namespace of its own within 10s", peer.Name)

@@ -1,11 +1,9 @@
 package kubenode
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -70,23 +68,4 @@ func (p *proc) stop(grace time.Duration) {
 		_ = p.cmd.Process.Kill()
 		<-p.exited
 	}
-}
-
-// tail returns the last n lines of a file (or the error reading it).
-func tail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var ring []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		ring = append(ring, sc.Text())
-		if len(ring) > n {
-			ring = ring[1:]
-		}
-	}
-	return strings.Join(ring, "\n")
 }

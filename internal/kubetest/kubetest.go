@@ -319,7 +319,7 @@ func (s *Server) waitReady() error {
 
 func (s *Server) dumpLogs(tb testing.TB) {
 	for _, name := range []string{"etcd.log", "kube-apiserver.log"} {
-		tb.Logf("kubetest: last lines of %s:\n%s", name, tail(filepath.Join(s.dir, name), 40))
+		tb.Logf("kubetest: last lines of %s:\n%s", name, Tail(filepath.Join(s.dir, name), 40))
 	}
 }
 
@@ -445,33 +445,45 @@ func writeServiceAccountKey(tb testing.TB, path string) {
 	}
 }
 
-// writeServingCert makes a throwaway CA and a serving certificate for
-// 127.0.0.1 and localhost signed by it, so that clients verify the API
-// server for real. It returns the CA, certificate and key file paths.
-func writeServingCert(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
-	tb.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// NewCA makes a throwaway self-signed P-256 certificate authority named
+// cn, valid from an hour ago for a day: the certificate, its key and its
+// DER encoding.
+func NewCA(cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		tb.Fatalf("kubetest: CA key: %v", err)
+		return nil, nil, nil, fmt.Errorf("CA key: %w", err)
 	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "kubetest-ca"},
+		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		tb.Fatalf("kubetest: CA certificate: %v", err)
+		return nil, nil, nil, fmt.Errorf("CA certificate: %w", err)
 	}
-	ca, err := x509.ParseCertificate(caDER)
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		tb.Fatalf("kubetest: parse CA certificate: %v", err)
+		return nil, nil, nil, fmt.Errorf("parse CA certificate: %w", err)
 	}
+	return cert, key, der, nil
+}
+
+// writeServingCert makes a throwaway CA and a serving certificate for
+// 127.0.0.1 and localhost signed by it, so that clients verify the API
+// server for real. It returns the CA, certificate and key file paths.
+func writeServingCert(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
+	tb.Helper()
+	ca, caKey, caDER, err := NewCA("kubetest-ca")
+	if err != nil {
+		tb.Fatalf("kubetest: %v", err)
+	}
+	now := time.Now()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		tb.Fatalf("kubetest: serving key: %v", err)
@@ -507,7 +519,9 @@ func writeServingCert(tb testing.TB, dir string) (caFile, certFile, keyFile stri
 	return caFile, certFile, keyFile
 }
 
-func tail(path string, lines int) string {
+// Tail returns the last lines of a file (or the error reading it), for
+// logs shown when a process fails.
+func Tail(path string, lines int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return err.Error()

@@ -2,7 +2,6 @@ package netlab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/zonelb/zonelb/internal/netnsrun"
 )
 
 // Netns is one network namespace of the lab, held open by a file
@@ -96,43 +97,12 @@ func (n *Netns) Do(fn func() error) error {
 	target := n.handle
 	n.mu.Unlock()
 
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", n.name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Never hand a thread in the wrong namespace back to the
-			// scheduler: it stays locked and exits with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", n.name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netnsrun.Do(target, n.name, fn)
 }
 
 // DialContext opens a connection from inside the namespace.
 func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := n.Do(func() error {
-		var d net.Dialer
-		var err error
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
+	c, err := netnsrun.Dial(ctx, n.Do, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s %s in netns %s: %w", network, addr, n.name, err)
 	}
