@@ -67,7 +67,11 @@ type Conn struct {
 // Redirected reports whether the connection went to the node proxy.
 func (c Conn) Redirected() bool { return c.Remote == ProxyAddr.String() }
 
-const maxFailures = 200
+// maxFailures bounds the failures a client keeps per window. The soak
+// classifies every failure (saveable or not), so it must hold all of a
+// window's: 200 was exceeded when a zone failed under load (304 failed,
+// 204 kept); a Failure is ~200 bytes, so 5000 is ~1 MB at worst.
+const maxFailures = 5000
 
 func newWindow(start time.Time) *Window {
 	return &Window{
