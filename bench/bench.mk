@@ -35,16 +35,21 @@ bench: bench-deps bench-tools build
 bench-quick:
 	$(MAKE) bench BENCH_QUICK=1
 
-# Debian packages: apt-get update once, and only when something is missing.
-bench-deps:
-	@missing=""; \
-	for pair in $(BENCH_DEBIAN); do \
-		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+# bench-debian-install is a recipe line that installs the Debian packages of
+# the command:package pairs $(1) whose command is missing: apt-get update
+# once, and only when something is missing. make bench-e2e uses it too (for
+# HAProxy as its node proxy).
+bench-debian-install = @missing=""; \
+	for pair in $(1); do \
+		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair\#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "bench: installing$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+bench-deps:
+	$(call bench-debian-install,$(BENCH_DEBIAN))
 	@test -x $(BENCH_GHZ) || { \
 		echo "bench: installing ghz $(BENCH_GHZ_VERSION) into $(BENCH_BIN_DIR)"; \
 		mkdir -p $(BENCH_BIN_DIR) && GOBIN=$(abspath $(BENCH_BIN_DIR)) go install github.com/bojand/ghz/cmd/ghz@$(BENCH_GHZ_VERSION); }

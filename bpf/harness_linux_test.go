@@ -424,6 +424,11 @@ type helperArgs struct {
 	// exit then takes long enough (freeing the memory comes before the
 	// kernel closes its sockets) for connects to land in between.
 	Ballast int `json:",omitempty"`
+	// Crash (proxy): after "ready", on a line on stdin, fill stderr (a
+	// pipe of one page nobody reads yet) and panic: the Go runtime then
+	// blocks writing its crash report, the process alive, its listener
+	// open, mid-crash (see startChild).
+	Crash bool `json:",omitempty"`
 }
 
 // connResult is one client connection's outcome.
@@ -437,6 +442,10 @@ type child struct {
 	cmd    *exec.Cmd
 	stdout *bufio.Reader
 	stderr *strings.Builder
+	// For a Crash proxy: its stdin, and its stderr pipe, read by no one
+	// until the test drains it.
+	stdin        io.WriteCloser
+	stderrUnread *os.File
 }
 
 // startChild starts this test binary as helper role in cgroup (nil: the
@@ -461,10 +470,26 @@ func startChild(t testing.TB, role string, cgroup *os.File, netnsPath string, ar
 	}
 	stderr := &strings.Builder{}
 	cmd.Stderr = stderr
+	c := &child{stderr: stderr}
+	if args.Crash {
+		if c.stdin, err = cmd.StdinPipe(); err != nil {
+			t.Fatalf("stdin pipe: %v", err)
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatalf("stderr pipe: %v", err)
+		}
+		if _, err := unix.FcntlInt(pw.Fd(), unix.F_SETPIPE_SZ, os.Getpagesize()); err != nil {
+			t.Fatalf("stderr pipe size: %v", err)
+		}
+		cmd.Stderr, c.stderrUnread = pw, pr
+		t.Cleanup(func() { pr.Close() })
+		defer pw.Close() // the child's copy stays open
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start helper %s: %v", role, err)
 	}
-	c := &child{cmd: cmd, stdout: bufio.NewReader(out), stderr: stderr}
+	c.cmd, c.stdout = cmd, bufio.NewReader(out)
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill() // our own child, by pid
@@ -750,6 +775,21 @@ func helperProxy(args helperArgs) error {
 		defer unix.Munmap(ballast)
 	}
 	fmt.Println("ready")
+	if args.Crash {
+		go func() {
+			bufio.NewReader(os.Stdin).ReadString('\n')
+			// Exactly what the pipe has room for: this write fits, the
+			// crash report's first one blocks.
+			size, err1 := unix.FcntlInt(2, unix.F_GETPIPE_SZ, 0)
+			queued, err2 := unix.IoctlGetInt(2, unix.TIOCINQ) // FIONREAD
+			if err := errors.Join(err1, err2); err != nil {
+				fmt.Println("stderr is not a pipe:", err)
+				return
+			}
+			os.Stderr.Write(make([]byte, size-queued))
+			panic("proxy helper: crash requested")
+		}()
+	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -452,4 +454,61 @@ func mustOpen(t testing.TB, cfg Config) *Redirector {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
+}
+
+// TestCrashingProxyIsNotRedirectedTo has a proxy process panic while the
+// Go runtime cannot finish its crash report (its stderr is a full pipe):
+// the process is alive, its listener open and registered, and it will
+// never accept again. The owner must be marked exiting from the moment
+// the runtime began to crash (the uprobe on runtime.startpanic_m), not
+// only at its exit: connects fail open while it is stuck. Then the
+// report drains and the process exits with the panic's status 2.
+func TestCrashingProxyIsNotRedirectedTo(t *testing.T) {
+	e := newTestEnv(t)
+	r, svc := e.loadSelecting()
+	cfg := e.cfg
+	p := startChild(t, "proxy", nil, e.node, helperArgs{Config: &cfg, Listen: proxy4.String(), Crash: true})
+	p.waitReady(t)
+	if v4, _, err := r.ListenersUp(); err != nil || !v4 {
+		t.Fatalf("listener not up after registration (up=%v err=%v)", v4, err)
+	}
+	before, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(p.stdin, "crash\n"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the crashing proxy's listener marked exiting", func() bool {
+		v4, _, err := r.ListenersUp()
+		return err == nil && !v4
+	})
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid)); err != nil {
+		t.Fatalf("the proxy exited before its crash report was read (%v): the crash window was not exercised", err)
+	}
+	for i, res := range e.runClient(e.pod1, helperArgs{Dst: svc.String(), Network: "tcp4", Count: 10}) {
+		if res.Err != "" || !strings.HasPrefix(res.Reply, "backend ") {
+			t.Errorf("connection %d while the proxy crashes: reply %q err %q, want the backend (failed open)", i, res.Reply, res.Err)
+		}
+	}
+	c, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ProxyExits != before.ProxyExits+1 || c.SkipProxyExiting < before.SkipProxyExiting+10 {
+		t.Errorf("proxy_exits +%d (want 1), proxy_exiting +%d (want >= 10)", c.ProxyExits-before.ProxyExits, c.SkipProxyExiting-before.SkipProxyExiting)
+	}
+	report := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(p.stderrUnread)
+		report <- b
+	}()
+	err = p.cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Errorf("crashed proxy: %v, want exit status 2", err)
+	}
+	if b := <-report; !strings.Contains(string(b), "panic: proxy helper: crash requested") {
+		t.Errorf("crash report lacks the panic: %q", b)
+	}
 }

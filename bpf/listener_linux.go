@@ -50,6 +50,11 @@ func (r *Redirector) RegisterListener(l *net.TCPListener) error {
 	if err != nil {
 		return fmt.Errorf("register listener %s: %w", local, err)
 	}
+	// The crash watch: without it (a kernel without uprobes) a crash is
+	// seen at exit only, which is no reason not to proxy.
+	if err := r.watchCrash(); err != nil {
+		r.log.Warn("Go crash watch unavailable: a panicking proxy is failed open only once it exits", "err", err)
+	}
 	// The owner first: a listener is never in the map under a previous,
 	// exiting owner's mark.
 	for _, slot := range slots {

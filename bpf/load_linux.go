@@ -71,6 +71,9 @@ func load(cfg Config, opts loadOptions) (_ *Redirector, err error) {
 	if err := r.keepClaim(coll); err != nil {
 		return nil, err
 	}
+	if err := r.keepCrashProg(coll); err != nil {
+		return nil, err
+	}
 	if err := r.attachHooks(coll); err != nil {
 		return nil, err
 	}

@@ -27,22 +27,34 @@ var exitWatch = []string{zonelbProgZlbSignalGenerate, zonelbProgZlbProcessExit}
 // keepClaim keeps a handle on zlb_claim and pins it (replacing an older
 // generation's pin).
 func (r *Redirector) keepClaim(coll *ebpf.Collection) error {
-	prog := coll.Programs[zonelbProgZlbClaim]
-	if prog == nil {
-		return fmt.Errorf("BPF object has no program %s", zonelbProgZlbClaim)
+	prog, err := r.keepProg(coll, zonelbProgZlbClaim, claimPinName)
+	if err != nil {
+		return err
 	}
-	path := filepath.Join(r.cfg.PinDir, claimPinName)
+	r.claim = prog
+	return nil
+}
+
+// keepProg pins coll's program name as pinName in the pin directory
+// (replacing an older generation's pin) and returns a handle of its own
+// on it, which outlives coll.
+func (r *Redirector) keepProg(coll *ebpf.Collection, name, pinName string) (*ebpf.Program, error) {
+	prog := coll.Programs[name]
+	if prog == nil {
+		return nil, fmt.Errorf("BPF object has no program %s", name)
+	}
+	path := filepath.Join(r.cfg.PinDir, pinName)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("unpin old %s: %w", path, err)
+		return nil, fmt.Errorf("unpin old %s: %w", path, err)
 	}
 	if err := prog.Pin(path); err != nil {
-		return fmt.Errorf("pin %s: %w", path, err)
+		return nil, fmt.Errorf("pin %s: %w", path, err)
 	}
-	var err error
-	if r.claim, err = prog.Clone(); err != nil {
-		return fmt.Errorf("keep program %s: %w", zonelbProgZlbClaim, err)
+	kept, err := prog.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("keep program %s: %w", name, err)
 	}
-	return nil
+	return kept, nil
 }
 
 // attachExitWatch attaches the tracing programs and pins their links in

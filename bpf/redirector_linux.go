@@ -27,6 +27,11 @@ type Redirector struct {
 	progIDs map[string]ebpf.ProgramID
 	// claim is zlb_claim, which RegisterListener runs (see owner.go).
 	claim *ebpf.Program
+	// crashProg is zlb_go_crash; crashLink its uprobe on this process,
+	// attached by RegisterListener (crash_linux.go).
+	crashProg *ebpf.Program
+	crashMu   sync.Mutex
+	crashLink link.Link
 
 	// mu guards maps and links against Close: methods hold it for reading
 	// so that a concurrent Close cannot pull a map from under a lookup.
@@ -90,10 +95,15 @@ func Open(cfg Config) (_ *Redirector, err error) {
 	}
 	// Pins of a zonelb from before the listener's owner existed have no
 	// claim program: reading works, RegisterListener then says why not.
-	path := filepath.Join(cfg.PinDir, claimPinName)
-	r.claim, err = ebpf.LoadPinnedProgram(path, nil)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("open pinned program %s: %w", path, err)
+	for _, p := range []struct {
+		pin  string
+		prog **ebpf.Program
+	}{{claimPinName, &r.claim}, {crashPinName, &r.crashProg}} {
+		path := filepath.Join(cfg.PinDir, p.pin)
+		*p.prog, err = ebpf.LoadPinnedProgram(path, nil)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open pinned program %s: %w", path, err)
+		}
 	}
 	return r, nil
 }
@@ -115,6 +125,14 @@ func (r *Redirector) Close() error {
 	}
 	if r.claim != nil {
 		errs = append(errs, r.claim.Close())
+	}
+	r.crashMu.Lock()
+	if r.crashLink != nil {
+		errs = append(errs, r.crashLink.Close())
+	}
+	r.crashMu.Unlock()
+	if r.crashProg != nil {
+		errs = append(errs, r.crashProg.Close())
 	}
 	errs = append(errs, r.maps.close())
 	return errors.Join(errs...)

@@ -119,6 +119,7 @@ const (
 	zonelbProgZlbConnect6       = "zlb_connect6"
 	zonelbProgZlbGetpeername4   = "zlb_getpeername4"
 	zonelbProgZlbGetpeername6   = "zlb_getpeername6"
+	zonelbProgZlbGoCrash        = "zlb_go_crash"
 	zonelbProgZlbProcessExit    = "zlb_process_exit"
 	zonelbProgZlbShortcutMsg    = "zlb_shortcut_msg"
 	zonelbProgZlbSignalGenerate = "zlb_signal_generate"
@@ -172,6 +173,7 @@ type zonelbProgramSpecs struct {
 	ZlbConnect6       *ebpf.ProgramSpec `ebpf:"zlb_connect6"`
 	ZlbGetpeername4   *ebpf.ProgramSpec `ebpf:"zlb_getpeername4"`
 	ZlbGetpeername6   *ebpf.ProgramSpec `ebpf:"zlb_getpeername6"`
+	ZlbGoCrash        *ebpf.ProgramSpec `ebpf:"zlb_go_crash"`
 	ZlbProcessExit    *ebpf.ProgramSpec `ebpf:"zlb_process_exit"`
 	ZlbShortcutMsg    *ebpf.ProgramSpec `ebpf:"zlb_shortcut_msg"`
 	ZlbSignalGenerate *ebpf.ProgramSpec `ebpf:"zlb_signal_generate"`
@@ -262,6 +264,7 @@ type zonelbPrograms struct {
 	ZlbConnect6       *ebpf.Program `ebpf:"zlb_connect6"`
 	ZlbGetpeername4   *ebpf.Program `ebpf:"zlb_getpeername4"`
 	ZlbGetpeername6   *ebpf.Program `ebpf:"zlb_getpeername6"`
+	ZlbGoCrash        *ebpf.Program `ebpf:"zlb_go_crash"`
 	ZlbProcessExit    *ebpf.Program `ebpf:"zlb_process_exit"`
 	ZlbShortcutMsg    *ebpf.Program `ebpf:"zlb_shortcut_msg"`
 	ZlbSignalGenerate *ebpf.Program `ebpf:"zlb_signal_generate"`
@@ -275,6 +278,7 @@ func (p *zonelbPrograms) Close() error {
 		p.ZlbConnect6,
 		p.ZlbGetpeername4,
 		p.ZlbGetpeername6,
+		p.ZlbGoCrash,
 		p.ZlbProcessExit,
 		p.ZlbShortcutMsg,
 		p.ZlbSignalGenerate,

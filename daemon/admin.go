@@ -50,6 +50,10 @@ type admin struct {
 	ready   atomic.Bool
 	servers []*http.Server
 	addr    net.Addr // where the debug endpoints are served
+	// faults serves the fault triggers (faults.go) beside the debug
+	// endpoints; ballast is what /debug/fault/grow holds.
+	faults  bool
+	ballast ballast
 }
 
 func (a *admin) mux(withDebug bool) *http.ServeMux {
@@ -73,6 +77,9 @@ func (a *admin) mux(withDebug bool) *http.ServeMux {
 		enc.Encode(a.state())
 	})
 	pprofmux.Register(mux)
+	if a.faults {
+		registerFaults(mux, &a.ballast)
+	}
 	return mux
 }
 

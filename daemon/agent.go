@@ -265,7 +265,7 @@ func (a *agent) listen(ctx context.Context, network string, addr netip.AddrPort)
 // its own address.
 func (a *agent) startAdmin() error {
 	m := a.metrics.Load()
-	a.adm = &admin{log: a.log, metrics: m}
+	a.adm = &admin{log: a.log, metrics: m, faults: a.cfg.Admin.FaultTriggers}
 	m.registerReady(a.adm.ready.Load)
 	a.onClose(a.adm.close)
 	base := StateReport{Node: a.cfg.NodeName, Source: a.cfg.Source, Redirect: a.red != nil}

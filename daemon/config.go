@@ -92,6 +92,10 @@ type AdminConfig struct {
 	// MetricsAddress, if set, also serves /metrics there (for Prometheus,
 	// e.g. 0.0.0.0:15090).
 	MetricsAddress string `json:"metricsAddress,omitempty"`
+	// FaultTriggers serves POST /debug/fault/panic and /debug/fault/grow
+	// on Address, for tests that make the daemon panic or run out of
+	// memory (faults.go). Off by default; never for production.
+	FaultTriggers bool `json:"faultTriggers,omitempty"`
 }
 
 // BalancerConfig tunes the zone balancers (see zone.Config for each).

@@ -10,12 +10,12 @@ import (
 	"reflect"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/zonelb/zonelb/bpf"
 	"github.com/zonelb/zonelb/daemon/discovery"
+	"github.com/zonelb/zonelb/daemon/kubeapi"
 )
 
 // Options are what the command line gives the daemon.
@@ -27,7 +27,7 @@ type Options struct {
 	Version    string
 	// KubeClient overrides the client built from the configuration
 	// (tests).
-	KubeClient kubernetes.Interface
+	KubeClient *kubeapi.Client
 	// OnReady, if set, is called once the daemon serves traffic.
 	OnReady func(Info)
 	// FirstSnapshotTimeout bounds the wait for discovery at start.
@@ -78,7 +78,7 @@ func newSource(cfg Config, opts Options, log *slog.Logger) (discovery.Source, er
 
 // kubeClient is the client of the kubernetes source: opts.KubeClient, or
 // one built from the configured kubeconfig or the in-cluster account.
-func kubeClient(cfg Config, opts Options) (kubernetes.Interface, error) {
+func kubeClient(cfg Config, opts Options) (*kubeapi.Client, error) {
 	if opts.KubeClient != nil {
 		return opts.KubeClient, nil
 	}
@@ -93,7 +93,7 @@ func kubeClient(cfg Config, opts Options) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
 	rc.UserAgent = "zonelb/" + opts.Version
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := kubeapi.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}

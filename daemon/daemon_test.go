@@ -44,7 +44,7 @@ func startCluster(t *testing.T, backendDelay map[string]time.Duration) *cluster 
 	t.Helper()
 	c := &cluster{dir: t.TempDir(), exited: make(chan struct{})}
 	for _, b := range []struct{ name, zone string }{{"a1", "zone-a"}, {"a2", "zone-a"}, {"b1", "zone-b"}, {"c1", "zone-c"}} {
-		s, err := testservice.Start(b.name, b.zone, "127.0.0.1:0", backendDelay[b.name])
+		s, err := testservice.Start("127.0.0.1:0", testservice.Options{Name: b.name, Zone: b.zone, Delay: backendDelay[b.name]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +96,7 @@ func (c *cluster) writeServices(t *testing.T, backends []*testservice.Server) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "node: node-a\nzone: zone-a\nservices:\n- name: greeter\n  clusterIPs: [%s]\n  ports:\n  - port: %s\n    appProtocol: grpc\n    endpoints:\n", host, port)
 	for _, s := range backends {
-		fmt.Fprintf(&b, "    - {address: %s, zone: %s}\n", s.Addr(), s.Zone)
+		fmt.Fprintf(&b, "    - {address: %s, zone: %s}\n", s.Addr(), s.Zone())
 	}
 	writeAtomically(t, c.svcPath, b.String())
 }
@@ -185,7 +185,8 @@ func call(t *testing.T, client testgrpc.TestServiceClient) (string, error) {
 // probe to other zones (the parity rule learns with them; the budget rule
 // sends none), and that round reached both of zone-a's pods (a pod whose
 // first answer was slow, a new connection, is priced out by Peak-EWMA
-// until its estimate decays). Bounded wait.
+// until a probe finds it fast again, zone.Config.ProbeAfter later).
+// Bounded wait.
 func (c *cluster) waitForProbesToStop(t *testing.T, client testgrpc.TestServiceClient) {
 	t.Helper()
 	probes := func() uint64 {

@@ -21,6 +21,7 @@ import (
 	"github.com/zonelb/zonelb/bpf"
 	"github.com/zonelb/zonelb/daemon"
 	"github.com/zonelb/zonelb/daemon/discovery"
+	"github.com/zonelb/zonelb/daemon/kubeapi"
 	"github.com/zonelb/zonelb/internal/kubetest"
 	"github.com/zonelb/zonelb/internal/testenv"
 )
@@ -37,7 +38,7 @@ func TestDaemonFollowsAPIServer(t *testing.T) {
 	client := api.Client(t)
 	ctx := t.Context()
 
-	c, red := startKubeDaemon(t, client)
+	c, red := startKubeDaemon(t, api)
 
 	// Create: a gRPC service with two endpoints in zone-a, one in zone-b.
 	svc, err := client.CoreV1().Services("default").Create(ctx, greeterService("greeter"), metav1.CreateOptions{})
@@ -109,11 +110,16 @@ func TestDaemonFollowsAPIServer(t *testing.T) {
 	c.expect(t, "its endpoints deleted after the restart", red, vip2, map[string]string{})
 }
 
-// startKubeDaemon runs the daemon against client with BPF state of its
+// startKubeDaemon runs the daemon against api with BPF state of its
 // own, until the test ends, and opens its redirector. Its node, node-a,
 // is in zone-a.
-func startKubeDaemon(t *testing.T, client kubernetes.Interface) (*cluster, *bpf.Redirector) {
+func startKubeDaemon(t *testing.T, api *kubetest.Server) (*cluster, *bpf.Redirector) {
 	t.Helper()
+	client := api.Client(t)
+	kc, err := kubeapi.NewForConfig(api.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{"topology.kubernetes.io/zone": "zone-a"}}}
 	if _, err := client.CoreV1().Nodes().Create(t.Context(), node, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -149,7 +155,7 @@ func startKubeDaemon(t *testing.T, client kubernetes.Interface) (*cluster, *bpf.
 	ready := make(chan daemon.Info, 1)
 	exited := make(chan error, 1)
 	go func() {
-		exited <- daemon.Run(runCtx, daemon.Options{Config: cfg, Logger: testLogger(), KubeClient: client, OnReady: func(i daemon.Info) { ready <- i }})
+		exited <- daemon.Run(runCtx, daemon.Options{Config: cfg, Logger: testLogger(), KubeClient: kc, OnReady: func(i daemon.Info) { ready <- i }})
 	}()
 	var info daemon.Info
 	select {

@@ -18,11 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/zonelb/zonelb/bpf"
+	"github.com/zonelb/zonelb/daemon/kubeapi"
 )
 
 // OptOutLabel set to "false" on a pod keeps that pod's connections away
@@ -48,7 +47,7 @@ type optOutMap interface {
 // labelled pods.
 type podOptOut struct {
 	log    *slog.Logger
-	client kubernetes.Interface
+	client *kubeapi.Client
 	node   string
 	root   string // the cgroup2 directory the hooks attach to
 	red    optOutMap
@@ -58,12 +57,10 @@ type podOptOut struct {
 
 // run watches the labelled pods of the node until ctx ends.
 func (o *podOptOut) run(ctx context.Context) {
-	factory := informers.NewSharedInformerFactoryWithOptions(o.client, 0,
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-			lo.FieldSelector = "spec.nodeName=" + o.node
-			lo.LabelSelector = OptOutLabel + "=false"
-		}))
-	inf := factory.Core().V1().Pods().Informer()
+	inf := o.client.Pods(func(lo *metav1.ListOptions) {
+		lo.FieldSelector = "spec.nodeName=" + o.node
+		lo.LabelSelector = OptOutLabel + "=false"
+	})
 	kick := make(chan struct{}, 1)
 	poke := func(any) {
 		select {
@@ -77,8 +74,10 @@ func (o *podOptOut) run(ctx context.Context) {
 		o.log.Error("pod opt-out: watch pods", "err", err)
 		return
 	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
+	ctx, cancel := context.WithCancel(ctx)
+	// Cancel first, then wait for the informer's goroutine.
+	defer kubeapi.Start(ctx, inf)()
+	defer cancel()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return
 	}

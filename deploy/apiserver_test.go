@@ -27,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/zonelb/zonelb/daemon/discovery"
+	"github.com/zonelb/zonelb/daemon/kubeapi"
 	"github.com/zonelb/zonelb/internal/kubetest"
 )
 
@@ -291,7 +292,7 @@ func checkDiscoverySyncs(t *testing.T, s *kubetest.Server, admin kubernetes.Inte
 	refusals := &refusalRecorder{}
 	cfg := s.ImpersonateServiceAccount(Namespace, ServiceAccountName)
 	cfg.Wrap(refusals.wrap)
-	sa, err := kubernetes.NewForConfig(cfg)
+	sa, err := kubeapi.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

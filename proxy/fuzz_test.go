@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/zonelb/zonelb/internal/testenv"
 	"github.com/zonelb/zonelb/zone"
 )
 
@@ -199,21 +200,10 @@ func runClient(t *testing.T, p *Proxy, data []byte, wait <-chan struct{}) {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("client read loop did not end after its connection closed\n%s", buf[:runtime.Stack(buf, true)])
 	}
-	waitFor(t, "no request in flight", func() bool { return p.Stats().ActiveRequests == 0 })
+	testenv.WaitFor(t, 10*time.Second, "no request in flight", func() bool { return p.Stats().ActiveRequests == 0 })
 }
 
 func (r StaticRouter) route() Route { return Route(r) }
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 // checkNoLeak fails tb if a goroutine of the proxy's outlives it: one
 // with a method of the package's types on its stack (the fuzzing

@@ -181,7 +181,7 @@ func (w *connWriter) Write(p []byte) (int, error) {
 }
 
 func (w *connWriter) writeFD(fd uintptr) bool {
-	w.wn, w.werr = syscall.Write(int(fd), w.wb)
+	w.wn, w.werr = rawWrite(fd, w.wb)
 	return true // never wait for the socket to become writable
 }
 
@@ -339,3 +339,31 @@ func (b *budgetReader) Read(p []byte) (int, error) {
 
 // reset gives the next ReadFrame its budget.
 func (b *budgetReader) reset() { b.left = frameBudget }
+
+// bytesPool recycles byte buffers that live for part of one request (a
+// stream's replay copy): at thousands of requests a second, a fresh
+// kilobyte each was half of the bytes the engine allocated per call, and
+// the garbage collector's churn over them brought freshly zeroed pages into
+// the heap again and again. Buffers that grew past maxPooledBuf are left to
+// the collector.
+type bytesPool struct{ pool sync.Pool }
+
+const maxPooledBuf = 16 << 10
+
+// get returns a box holding an empty buffer.
+func (bp *bytesPool) get() *[]byte {
+	if b, ok := bp.pool.Get().(*[]byte); ok {
+		return b
+	}
+	return new([]byte)
+}
+
+// put gives back box with buf, the buffer last taken from it (it may have
+// grown). Nothing may use buf afterwards.
+func (bp *bytesPool) put(box *[]byte, buf []byte) {
+	if cap(buf) > maxPooledBuf {
+		buf = nil
+	}
+	*box = buf[:0]
+	bp.pool.Put(box)
+}

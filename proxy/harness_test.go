@@ -2,8 +2,6 @@ package proxy_test
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,26 +12,24 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/zonelb/zonelb/internal/testenv"
+	"github.com/zonelb/zonelb/internal/testservice"
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
 
-// backend is a gRPC test server on loopback whose behaviour the request
-// steers: metadata "x-sleep" delays the answer until then or cancellation,
-// ResponseStatus makes it fail, "x-echo-bin" is echoed as header and
-// trailer.
+// backend is a gRPC test server on loopback (internal/testservice) whose
+// behaviour the request steers: metadata "x-sleep" delays the answer until
+// then or cancellation, ResponseStatus makes it fail, "x-echo-bin" is
+// echoed as header and trailer.
 type backend struct {
-	testgrpc.UnimplementedTestServiceServer
 	name string
 	addr netip.AddrPort
-	srv  *grpc.Server
+	srv  *testservice.Server
 
 	calls       atomic.Int64
 	sent        atomic.Int64 // streaming responses sent
@@ -44,16 +40,22 @@ type backend struct {
 
 func startBackend(t testing.TB, name string) *backend {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	b := &backend{name: name}
+	srv, err := testservice.Start("127.0.0.1:0", testservice.Options{Name: name, OnCall: b.observe, OnSend: b.onSend})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{name: name, addr: netip.MustParseAddrPort(l.Addr().String())}
-	b.srv = grpc.NewServer(grpc.MaxRecvMsgSize(32<<20), grpc.MaxSendMsgSize(32<<20))
-	testgrpc.RegisterTestServiceServer(b.srv, b)
-	go b.srv.Serve(l)
-	t.Cleanup(b.srv.Stop)
+	b.srv, b.addr = srv, netip.MustParseAddrPort(srv.Addr())
+	t.Cleanup(srv.Stop)
 	return b
+}
+
+func (b *backend) onSend(err error) {
+	if err != nil {
+		b.streamErrs.Add(1)
+		return
+	}
+	b.sent.Add(1)
 }
 
 func (b *backend) observe(ctx context.Context) error {
@@ -78,81 +80,6 @@ func (b *backend) observe(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func (b *backend) EmptyCall(ctx context.Context, _ *testgrpc.Empty) (*testgrpc.Empty, error) {
-	return &testgrpc.Empty{}, b.observe(ctx)
-}
-
-func (b *backend) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
-	if err := b.observe(ctx); err != nil {
-		return nil, err
-	}
-	if s := req.GetResponseStatus(); s != nil && s.Code != 0 {
-		return nil, status.Error(codes.Code(s.Code), s.Message)
-	}
-	return &testgrpc.SimpleResponse{
-		Hostname: b.name,
-		Payload:  &testgrpc.Payload{Body: make([]byte, req.GetResponseSize())},
-	}, nil
-}
-
-func (b *backend) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
-	if err := b.observe(stream.Context()); err != nil {
-		return err
-	}
-	for _, p := range req.GetResponseParameters() {
-		if iv := p.GetIntervalUs(); iv > 0 {
-			time.Sleep(time.Duration(iv) * time.Microsecond) // a paced stream, like a watch
-		}
-		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
-			b.streamErrs.Add(1)
-			return err
-		}
-		b.sent.Add(1)
-	}
-	return nil
-}
-
-func (b *backend) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
-	if err := b.observe(stream.Context()); err != nil {
-		return err
-	}
-	for {
-		req, err := stream.Recv()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if s := req.GetResponseStatus(); s != nil && s.Code != 0 {
-			return status.Error(codes.Code(s.Code), s.Message)
-		}
-		for _, p := range req.GetResponseParameters() {
-			if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
-				return err
-			}
-			b.sent.Add(1)
-		}
-	}
-}
-
-func (b *backend) StreamingInputCall(stream testgrpc.TestService_StreamingInputCallServer) error {
-	if err := b.observe(stream.Context()); err != nil {
-		return err
-	}
-	var total int
-	for {
-		req, err := stream.Recv()
-		if err == io.EOF {
-			return stream.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
-		}
-		if err != nil {
-			return err
-		}
-		total += len(req.GetPayload().GetBody())
-	}
 }
 
 // startProxy runs a proxy on loopback in front of the given picker and
@@ -222,5 +149,3 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-
-var _ = fmt.Sprint

@@ -2,9 +2,15 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zonelb/zonelb/internal/testenv"
 )
 
 func TestGRPCTimeoutRoundTrip(t *testing.T) {
@@ -104,4 +110,92 @@ func TestConfigValidation(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+// An endpoint that reset an idle connection (a process killed with
+// unread bytes in its socket) before the connection's read loop saw it
+// (here: the read loop never started). reserve must refuse it: the peek
+// gets ECONNRESET, which once counted as "alive".
+func TestReserveRefusesAnIdleConnectionTheEndpointReset(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	p, err := New(Config{Router: StaticRouter{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	ap, err := netip.ParseAddrPort(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := p.up.connect(p.up.pool(ap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.conn.Close()
+	server := <-accepted
+	if server == nil {
+		t.Fatal("endpoint accepted nothing")
+	}
+	// Wait until the proxy's preface is in the endpoint's socket, then
+	// close it unread: the kernel answers with a reset.
+	testenv.WaitFor(t, 10*time.Second, "the proxy's preface at the endpoint", func() bool {
+		return unreadBytes(t, server) > 0
+	})
+	server.Close()
+	testenv.WaitFor(t, 10*time.Second, "the reset at the proxy", func() bool {
+		return tcpInfo(t, cc.conn).State == unix.BPF_TCP_CLOSE
+	})
+	if cc.reserve() {
+		t.Fatal("an idle connection the endpoint reset was reserved")
+	}
+}
+
+// tcpInfo is the kernel's TCP_INFO for c.
+func tcpInfo(t *testing.T, c net.Conn) *unix.TCPInfo {
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := raw.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		t.Fatal(err)
+	}
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	return info
+}
+
+// unreadBytes is how many bytes wait in c's receive queue.
+func unreadBytes(t *testing.T, c net.Conn) int {
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ierr error
+	if err := raw.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		t.Fatal(err)
+	}
+	if ierr != nil {
+		t.Fatal(ierr)
+	}
+	return n
 }

@@ -25,6 +25,7 @@ type Proxy struct {
 	up       *upstreams
 	stats    stats
 	shutdown atomic.Bool
+	replays  bytesPool // streams' replay copies of request bodies
 
 	mu         sync.Mutex
 	listeners  map[net.Listener]struct{}
@@ -137,7 +138,7 @@ func (p *Proxy) handleConn(c net.Conn) {
 		c.Close()
 		return
 	}
-	br := bufio.NewReaderSize(c, readBufferSize)
+	br := bufio.NewReaderSize(newSockReader(c), readBufferSize)
 	if route.Protocol == ProtocolHTTP2 {
 		// HTTP/2 only: whatever the first bytes are, they must be the
 		// preface (RFC 9113 section 3.4); serveH2 checks.

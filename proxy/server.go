@@ -764,8 +764,18 @@ func (sc *serverConn) teardown(b *batch, err error) {
 	for _, s := range sc.streams {
 		left = append(left, s)
 	}
+	draining := sc.w.draining
 	sc.wmu.Unlock()
-	sc.conn.Close()
+	linger := err == nil || errors.As(err, new(connError))
+	tc, isTCP := sc.conn.(*net.TCPConn)
+	if linger && isTCP && !draining {
+		// We end the connection (GOAWAY sent or received, nothing left):
+		// send FIN now and close after lingerClose, below.
+		tc.CloseWrite()
+	} else {
+		linger = false
+		sc.conn.Close()
+	}
 	sc.timers.stop()
 	if ce, ok := err.(connError); ok && ce.code != http2.ErrCodeNo {
 		sc.p.log.Debug("client connection error", "remote", sc.remote, "err", ce)
@@ -780,6 +790,29 @@ func (sc *serverConn) teardown(b *batch, err error) {
 		s.finish(b, canceledOutcome)
 		s.mu.Unlock()
 	}
+	if linger {
+		sc.lingerClose()
+	}
+}
+
+// Lingering close bounds: how long and how much a connection we ended is
+// still read from before it is closed.
+const (
+	lingerTimeout = time.Second
+	lingerBytes   = 64 << 10
+)
+
+// lingerClose reads and discards what the client still sends after our
+// FIN, until it closes its side or lingerTimeout or lingerBytes pass, then
+// closes. Closing a socket with unread bytes in it sends a reset instead
+// of a FIN, and the reset can destroy our last frames (the GOAWAY) before
+// the client has read them: a client that sent GOAWAY and then a PING saw
+// "connection reset by peer" instead of a closed connection (h2spec
+// http2/7/1, now and then).
+func (sc *serverConn) lingerClose() {
+	defer sc.conn.Close()
+	sc.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	io.CopyN(io.Discard, sc.br, lingerBytes)
 }
 
 // --- flood guard ---

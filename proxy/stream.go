@@ -60,7 +60,8 @@ type stream struct {
 	// replay holds the request body received while the request is not
 	// committed, so it can be sent again to another endpoint.
 	replay     []byte
-	replayLost bool // more than ReplayLimit: no retry possible
+	replayBox  *[]byte // where replay came from in p.replays, to give it back
+	replayLost bool    // more than ReplayLimit: no retry possible
 
 	committed   bool // response headers arrived from the endpoint
 	headersSent bool // response headers went to the client
@@ -132,8 +133,12 @@ func (s *stream) requestData(b *batch, data []byte, end bool) {
 	if !s.committed && !s.replayLost && len(data) > 0 {
 		if len(s.replay)+len(data) > s.p.cfg.ReplayLimit {
 			s.replayLost = true
-			s.replay = nil
+			s.dropReplay()
 		} else {
+			if s.replayBox == nil {
+				s.replayBox = s.p.replays.get()
+				s.replay = (*s.replayBox)[:0]
+			}
 			s.replay = append(s.replay, data...)
 		}
 	}
@@ -171,15 +176,22 @@ func (s *stream) creditClient(b *batch, n int) {
 	sc.wmu.Lock()
 	sc.creditConn(int32(n), sc.connThreshold)
 	if !s.reqH.end && s.downOpen {
-		s.reqH.unacked += int32(n)
-		if s.reqH.unacked >= s.p.streamThreshold() {
-			sc.fr.WriteWindowUpdate(s.id, uint32(s.reqH.unacked))
-			s.reqH.recvWin += s.reqH.unacked
-			s.reqH.unacked = 0
-		}
+		s.ackStream(sc.fr, &s.reqH, s.id, n)
 	}
 	sc.wmu.Unlock()
 	b.add(&sc.h2conn)
+}
+
+// ackStream counts n forwarded bytes of direction h against the stream's
+// window and, past the threshold, returns them to the sender on stream id.
+// Call with the writer's lock held.
+func (s *stream) ackStream(fr *http2.Framer, h *half, id uint32, n int) {
+	h.unacked += int32(n)
+	if h.unacked >= s.p.streamThreshold() {
+		fr.WriteWindowUpdate(id, uint32(h.unacked))
+		h.recvWin += h.unacked
+		h.unacked = 0
+	}
 }
 
 // --- response direction ---
@@ -243,12 +255,7 @@ func (s *stream) creditUpstream(b *batch, n int) {
 	cc := s.cc
 	cc.wmu.Lock()
 	if !s.respH.end && s.upOpen {
-		s.respH.unacked += int32(n)
-		if s.respH.unacked >= s.p.streamThreshold() {
-			cc.fr.WriteWindowUpdate(s.upID, uint32(s.respH.unacked))
-			s.respH.recvWin += s.respH.unacked
-			s.respH.unacked = 0
-		}
+		s.ackStream(cc.fr, &s.respH, s.upID, n)
 	}
 	cc.wmu.Unlock()
 	b.add(&cc.h2conn)
@@ -428,8 +435,18 @@ func (s *stream) sendResponseHeaders(b *batch, fields []hpack.HeaderField, end b
 // now on, and the replay copy goes.
 func (s *stream) commit() {
 	s.committed = true
-	s.replay = nil
+	s.dropReplay()
 	s.replayLost = true
+}
+
+// dropReplay gives the replay copy back to the proxy's pool. Call with
+// s.mu held.
+func (s *stream) dropReplay() {
+	if s.replayBox != nil {
+		s.p.replays.put(s.replayBox, s.replay)
+		s.replayBox = nil
+	}
+	s.replay = nil
 }
 
 // outcome is how a completed exchange went, for the balancer.
@@ -670,7 +687,7 @@ func (s *stream) finish(b *batch, outcome zone.Outcome) {
 		o.ObserveRequest(s.info)
 	}
 	s.p.stats.active.Add(-1)
-	s.replay = nil
+	s.dropReplay()
 	heldReq := len(s.reqH.held)
 	s.reqH.held = nil
 	if s.h1 != nil {

@@ -7,6 +7,8 @@
 // zone-blind Peak-EWMA), and simple baselines for the other policies, on
 // the same seeded workload, and reports cross-zone traffic and its cost,
 // latency percentiles, success within a timeout and endpoint utilisation.
+// Model is the same simulator with one client node whose balancer the
+// caller builds: the zone package's tests pin its behaviours with it.
 //
 // It must not re-implement the zone package's algorithm, open sockets, or
 // read the wall clock: simulated time is the only time, and every run is
@@ -110,13 +112,24 @@ type engine struct {
 	seq    uint64
 	eps    []*endpoint
 	nodes  []*node
-	stats  *runStats
+	stats  recorder // *runStats for a scenario, the Model's tallies in tests
 	policy Policy
 
-	log         *slog.Logger           // zone package events; nil for none
-	budget      float64                // zonelb's spill budget; 0: the default
-	readyCache  []*endpoint            // ready endpoints, refreshed on change
-	readyByZone map[string][]*endpoint // the same by zone
+	zoneRTT     map[string]time.Duration // round trip to each zone's endpoints; nil: LocalRTT/CrossRTT
+	log         *slog.Logger             // zone package events; nil for none
+	budget      float64                  // zonelb's spill budget; 0: the default
+	readyCache  []*endpoint              // ready endpoints, refreshed on change
+	readyByZone map[string][]*endpoint   // the same by zone
+}
+
+// recorder tallies what the engine's requests do.
+type recorder interface {
+	// firstAttempt: r's first attempt goes to ep.
+	firstAttempt(e *engine, r *request, ep *endpoint)
+	// transfer: ep served r.
+	transfer(e *engine, r *request, ep *endpoint)
+	// finish: r is over, served (ok) or failed; ep is its last endpoint.
+	finish(e *engine, r *request, ok bool, ep *endpoint)
 }
 
 func (e *engine) schedule(at int64, kind evKind, n *node, r *request, ep *endpoint) {
@@ -131,6 +144,9 @@ func (e *engine) at(t time.Duration, act func(*engine)) {
 
 // rtt is the round trip between a client node and an endpoint.
 func (e *engine) rtt(n *node, ep *endpoint) int64 {
+	if e.zoneRTT != nil {
+		return int64(e.zoneRTT[ep.zone])
+	}
 	if n.zone == ep.zone && n.zone != "" {
 		return int64(e.sc.LocalRTT)
 	}
@@ -147,12 +163,16 @@ func (e *engine) interarrival(n *node) int64 {
 
 // run simulates the scenario's duration and drains what is in flight.
 func (e *engine) run() {
-	end := int64(e.sc.Duration)
 	for _, n := range e.nodes {
 		if n.rate > 0 {
 			e.schedule(e.interarrival(n), evArrival, n, nil, nil)
 		}
 	}
+	e.until(int64(e.sc.Duration))
+}
+
+// until runs the events: arrivals up to end, then what is in flight.
+func (e *engine) until(end int64) {
 	for e.events.Len() > 0 {
 		ev := heap.Pop(&e.events).(event)
 		if ev.kind == evArrival && ev.at >= end {
@@ -178,15 +198,21 @@ func (e *engine) run() {
 }
 
 func (e *engine) arrive(n *node) {
-	sigma := e.sc.ServiceSigma
 	r := &request{
 		node:   n,
 		sent:   e.now,
-		demand: math.Exp(sigma*n.rnd.NormFloat64() - sigma*sigma/2),
+		demand: lognormal(n.rnd, e.sc.ServiceSigma),
 		stats:  e.now >= int64(e.sc.Warmup),
 	}
-	e.schedule(e.now+int64(e.sc.Timeout), evTimeout, n, r, nil)
+	if e.sc.Timeout > 0 {
+		e.schedule(e.now+int64(e.sc.Timeout), evTimeout, n, r, nil)
+	}
 	e.send(r, nil)
+}
+
+// lognormal draws a service-time factor of mean 1.
+func lognormal(rnd *rand.Rand, sigma float64) float64 {
+	return math.Exp(sigma*rnd.NormFloat64() - sigma*sigma/2)
 }
 
 // send makes an attempt of r, avoiding the endpoint of a failed one.
@@ -219,6 +245,11 @@ func (e *engine) reach(r *request) {
 		e.schedule(e.now+e.rtt(r.node, ep)/2, evResponse, r.node, r, ep)
 		return
 	}
+	e.enqueue(ep, r)
+}
+
+// enqueue starts r on a free worker of ep, or queues it.
+func (e *engine) enqueue(ep *endpoint, r *request) {
 	if ep.busy < ep.workers {
 		e.start(ep, r)
 		return
@@ -229,7 +260,7 @@ func (e *engine) reach(r *request) {
 func (e *engine) start(ep *endpoint, r *request) {
 	ep.busy++
 	r.started = true
-	d := int64(float64(e.sc.ServiceTime) * r.demand)
+	d := int64(float64(e.sc.ServiceTime)*r.demand) + int64(e.sc.ServiceExtra)
 	if ep.stall > 0 {
 		d = ep.stall
 	}
@@ -253,7 +284,7 @@ func (e *engine) served(ep *endpoint, r *request) {
 		ep.queue = append(ep.queue[:0], ep.queue[ep.head:]...)
 		ep.head = 0
 	}
-	if r.over {
+	if r.over || r.node == nil { // a node-less request is background load
 		return
 	}
 	r.served = true

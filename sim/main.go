@@ -44,13 +44,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	scenarios := fs.String("scenario", "all", "comma-separated scenarios to run, or all")
 	policies := fs.String("policy", "all", "comma-separated policies to compare, or all ("+joinPolicies(Policies)+")")
 	seed := fs.Uint64("seed", 1, "seed of the workload and of every policy's randomness")
-	price := fs.Float64("price", 0.01, "USD per GiB crossing a zone, charged on each side")
+	price := fs.Float64("price", 0.01, "USD per GB (10^9 bytes) crossing a zone, charged on each side")
 	duration := fs.Duration("duration", 0, "override every scenario's duration (0: each scenario's own)")
 	plots := fs.String("plots", "", "directory to write SVG plots into (none when empty)")
 	format := fs.String("format", "text", "output: text or markdown")
 	sweep := fs.Bool("sweep", false, "sweep zonelb's spill budget against the zone-aware baselines on "+strings.Join(sweepScenarios, ", ")+
 		" over seeds 1..-seeds (medians, spread, which budgets are at least as good as each baseline; with -plots, one chart per scenario); ignores -scenario, -policy and -seed")
 	seeds := fs.Int("seeds", 10, "with -sweep: how many seeds")
+	serviceExtra := fs.Duration("service-extra", 0, "add this to every service time (calibration: cmd/zonelb-bench-spill's measured mean service time minus the nominal mean)")
+	crossRTT := fs.Duration("cross-rtt", 0, "override every scenario's cross-zone round trip (calibration: the median of remote calls minus that of local ones in cmd/zonelb-bench-spill's zone-blind run); 0: each scenario's own")
 	logEvents := fs.Bool("log", false, "log the zone package's events (spillover on/off, ejections) with simulated time on stderr")
 	fs.Usage = func() { // the flag package calls it on errors too: to fs.Output()
 		var b strings.Builder
@@ -83,8 +85,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "zonelb sim: -format %q, want text or markdown\n", *format)
 		return 2
 	}
-	if *price < 0 || *duration < 0 {
-		fmt.Fprintf(stderr, "zonelb sim: -price and -duration must not be negative\n")
+	opts.serviceExtra, opts.crossRTT = *serviceExtra, *crossRTT
+	if *price < 0 || *duration < 0 || *serviceExtra < 0 || *crossRTT < 0 {
+		fmt.Fprintf(stderr, "zonelb sim: -price, -duration, -service-extra and -cross-rtt must not be negative\n")
 		return 2
 	}
 	if *sweep {
@@ -107,14 +110,17 @@ func Main(args []string, stdout, stderr io.Writer) int {
 }
 
 type options struct {
-	seed      uint64
-	price     float64
-	duration  time.Duration
-	plots     string
-	markdown  bool
-	log       io.Writer // zone package events, or nil
-	policies  []Policy
-	scenarios []*Scenario
+	seed     uint64
+	price    float64
+	duration time.Duration
+	// serviceExtra and crossRTT calibrate the scenarios on a real run
+	// (0: as defined).
+	serviceExtra, crossRTT time.Duration
+	plots                  string
+	markdown               bool
+	log                    io.Writer // zone package events, or nil
+	policies               []Policy
+	scenarios              []*Scenario
 }
 
 // selectScenarios resolves names; a scenario compared with a baseline
@@ -158,6 +164,10 @@ func run(o options, stdout, stderr io.Writer) error {
 		if o.duration > 0 {
 			sc.Duration = o.duration
 			sc.Warmup = min(sc.Warmup, o.duration/4)
+		}
+		sc.ServiceExtra = o.serviceExtra
+		if o.crossRTT > 0 {
+			sc.CrossRTT = o.crossRTT
 		}
 		start := time.Now() // wall time, reported only: the simulation never reads it
 		for _, p := range o.policies {

@@ -119,36 +119,9 @@ func scatter(path, title string, rs []Result) error {
 		v := float64(r.P99) / 1e6
 		lo, hi = min(lo, v), max(hi, v)
 	}
-	yMin := math.Pow(10, math.Floor(math.Log10(max(lo, 0.1))))
-	yMax := math.Pow(10, math.Ceil(math.Log10(max(hi, yMin*10))-1e-9))
-	if yMax < hi*1.05 {
-		yMax *= 2 // room above a point at a power of ten (the timeout)
-	}
-	yOf := func(ms float64) float64 {
-		f := (math.Log10(ms) - math.Log10(yMin)) / (math.Log10(yMax) - math.Log10(yMin))
-		return float64(marginT) + innerH*(1-f)
-	}
-	x0, y0 := float64(marginL), float64(marginT)+innerH
-	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0+innerW, y0)
-	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0, float64(marginT))
-	for d := yMin; d <= yMax*1.001; d *= 10 {
-		for _, m := range []float64{1, 2, 5} {
-			v := d * m
-			if v > yMax*1.001 {
-				break
-			}
-			y := yOf(v)
-			fmt.Fprintf(&s.b, `<line x1="%g" y1="%.1f" x2="%g" y2="%.1f" stroke="#ddd"/>`+"\n", x0, y, x0+innerW, y)
-			fmt.Fprintf(&s.b, `<text x="%g" y="%.1f" text-anchor="end">%g</text>`+"\n", x0-6, y+4, v)
-		}
-	}
-	for i := 0; i <= 5; i++ {
-		x := x0 + innerW*float64(i)/5
-		fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%d</text>`+"\n", x, y0+16, 20*i)
-	}
-	fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">requests crossing zones (%%)</text>`+"\n", x0+innerW/2, y0+36)
-	fmt.Fprintf(&s.b, `<text x="16" y="%g" text-anchor="middle" transform="rotate(-90 16 %g)">p99 (ms, log scale)</text>`+"\n",
-		float64(marginT)+innerH/2, float64(marginT)+innerH/2)
+	yMin, yMax, yOf := logScale(lo, hi)
+	s.logAxes(1, yMin, yMax, yOf, "requests crossing zones (%)")
+	x0 := float64(marginL)
 	for i, r := range rs {
 		x := x0 + innerW*r.CrossRequests
 		y := yOf(float64(r.P99) / 1e6)
@@ -196,16 +169,8 @@ func sweepChart(path string, sc *Scenario, pts []*sweepPoint, seeds int) error {
 		xMax = max(xMax, p.Cross.Max)
 	}
 	xMax = math.Ceil(xMax*10+1e-9) / 10 // a round tenth above the largest
-	yMin := math.Pow(10, math.Floor(math.Log10(max(lo, 0.1))))
-	yMax := math.Pow(10, math.Ceil(math.Log10(max(hi, yMin*10))-1e-9))
-	if yMax < hi*1.05 {
-		yMax *= 2
-	}
+	yMin, yMax, yOf := logScale(lo, hi)
 	xOf := func(v float64) float64 { return float64(marginL) + innerW*v/xMax }
-	yOf := func(ms float64) float64 {
-		f := (math.Log10(max(ms, yMin)) - math.Log10(yMin)) / (math.Log10(yMax) - math.Log10(yMin))
-		return float64(marginT) + innerH*(1-f)
-	}
 	s.logAxes(xMax, yMin, yMax, yOf, "cross-zone bytes (% of all)")
 	var curve strings.Builder
 	for _, p := range pts {
@@ -241,6 +206,23 @@ func sweepChart(path string, sc *Scenario, pts []*sweepPoint, seeds int) error {
 	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="%s" stroke-width="3"/>`+"\n", lx, ly-4, lx+22, ly-4, palette[Zonelb])
 	fmt.Fprintf(&s.b, `<text x="%g" y="%g">zonelb, by budget</text>`+"\n", lx+28, ly)
 	return s.write(path)
+}
+
+// logScale is a log y axis in ms for values from lo to hi: from the
+// power of ten at or below lo to the one at or above hi (doubled when a
+// point would sit on the top edge, as the timeout does), and the y of a
+// value on it (values below the axis sit on it).
+func logScale(lo, hi float64) (yMin, yMax float64, yOf func(float64) float64) {
+	yMin = math.Pow(10, math.Floor(math.Log10(max(lo, 0.1))))
+	yMax = math.Pow(10, math.Ceil(math.Log10(max(hi, yMin*10))-1e-9))
+	if yMax < hi*1.05 {
+		yMax *= 2
+	}
+	yOf = func(ms float64) float64 {
+		f := (math.Log10(max(ms, yMin)) - math.Log10(yMin)) / (math.Log10(yMax) - math.Log10(yMin))
+		return float64(marginT) + innerH*(1-f)
+	}
+	return yMin, yMax, yOf
 }
 
 // logAxes draws a linear x axis from 0 to xMax (a share, labelled in %)

@@ -49,12 +49,16 @@ type Scenario struct {
 	QuietShare float64
 
 	LocalRTT, CrossRTT time.Duration
-	RequestBytes       int64
-	ResponseBytes      int64
-	Conns              int // connections per node, for PerConnection
+	// ServiceExtra is added to every service time: what the sleeps of
+	// real queueing backends add on a busy machine (calibration against
+	// cmd/zonelb-bench-spill, which measures it; 0 in every scenario).
+	ServiceExtra  time.Duration
+	RequestBytes  int64
+	ResponseBytes int64
+	Conns         int // connections per node, for PerConnection
 
 	Duration, Warmup time.Duration
-	Timeout          time.Duration
+	Timeout          time.Duration // the client's deadline; 0: none (the Model's)
 	FailMode         FailMode
 
 	// Events schedules the scenario's changes (failures, stalls).

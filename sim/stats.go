@@ -136,7 +136,7 @@ type Result struct {
 }
 
 func (e *engine) result(pricePerGB float64) Result {
-	s := e.stats
+	s := e.stats.(*runStats)
 	sc := e.sc
 	res := Result{Scenario: sc.Name, Policy: e.policy, Requests: s.requests, Moved: -1}
 	if s.served > 0 {

@@ -41,8 +41,12 @@ type Balancer struct {
 	invDecay   float64 // 1/ns
 	defaultLat float64 // ns
 	slowStart  int64   // ns; 0 = off
-	minWeight  float64
-	interval   int64 // ns
+	probeAfter int64   // ns; 0 = no probes
+	// maxProbeGap caps the probe backoff: 3 x Decay, after which the fade
+	// alone would bring back an endpoint priced out by up to e^3 = 20x.
+	maxProbeGap int64 // ns
+	minWeight   float64
+	interval    int64 // ns
 	// doubt is how many standard errors a remote level is judged above
 	// its mean (spill.go); a variable only so that a test can remove it.
 	doubt float64
@@ -158,6 +162,8 @@ func NewBalancer(cfg Config) (*Balancer, error) {
 		invDecay:      1 / float64(cfg.Decay),
 		defaultLat:    float64(cfg.DefaultLatency),
 		slowStart:     int64(max(cfg.SlowStart, 0)),
+		probeAfter:    int64(cfg.ProbeAfter),
+		maxProbeGap:   max(int64(cfg.ProbeAfter), 3*int64(cfg.Decay)),
 		minWeight:     cfg.SlowStartMinWeight,
 		interval:      int64(cfg.Spill.Interval),
 		doubt:         1,
@@ -250,6 +256,7 @@ func (b *Balancer) newState(ep Endpoint, now int64) *endpointRecord {
 	}
 	st.ewma.resetLocked(b.defaultLat, now) // not shared yet: no lock needed
 	st.rampStart.Store(now)
+	st.probeGap.Store(b.firstProbeGap())
 	return st
 }
 
@@ -380,15 +387,15 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 		}
 		break
 	}
-	if e := b.p2c(s, s.tiers[t].entries, now, nil, nil); e != nil {
-		return b.picked(e, now), nil
+	if e, probe := b.p2c(s, s.tiers[t].entries, now, nil, nil); e != nil {
+		return b.picked(e, now, probe), nil
 	}
 	for i := range s.tiers { // t had no usable endpoint: nearest first
 		if i == t {
 			continue
 		}
-		if e := b.p2c(s, s.tiers[i].entries, now, nil, nil); e != nil {
-			return b.picked(e, now), nil
+		if e, probe := b.p2c(s, s.tiers[i].entries, now, nil, nil); e != nil {
+			return b.picked(e, now, probe), nil
 		}
 	}
 	return Picked{}, ErrNoEndpoint
@@ -404,43 +411,53 @@ func (b *Balancer) pickRetry(s *snapshot, now int64, avoid *endpointRecord) (Pic
 			if len(tr.zones) == 1 && tr.zones[0].zs == avoid.zone {
 				continue // nothing in this tier outside avoid's zone
 			}
-			if e := b.p2c(s, tr.entries, now, avoid, avoid.zone); e != nil {
-				return b.picked(e, now), nil
+			if e, probe := b.p2c(s, tr.entries, now, avoid, avoid.zone); e != nil {
+				return b.picked(e, now, probe), nil
 			}
 		}
 	}
 	for t := range s.tiers {
-		if e := b.p2c(s, s.tiers[t].entries, now, avoid, nil); e != nil {
-			return b.picked(e, now), nil
+		if e, probe := b.p2c(s, s.tiers[t].entries, now, avoid, nil); e != nil {
+			return b.picked(e, now, probe), nil
 		}
 	}
 	for t := range s.tiers {
-		if e := b.p2c(s, s.tiers[t].entries, now, nil, nil); e != nil {
-			return b.picked(e, now), nil
+		if e, probe := b.p2c(s, s.tiers[t].entries, now, nil, nil); e != nil {
+			return b.picked(e, now, probe), nil
 		}
 	}
 	return Picked{}, ErrNoEndpoint
 }
 
-func (b *Balancer) picked(e *entry, now int64) Picked {
-	alone := e.st.inflight.Add(1) == 1
+// picked counts the request in flight on e; a probe's slot is already
+// taken (p2c claimed it).
+func (b *Balancer) picked(e *entry, now int64, probe bool) Picked {
+	alone := probe || e.st.inflight.Add(1) == 1
 	e.st.zone.live.Add(1)
-	return Picked{Endpoint: e.ep, state: e.st, start: now, alone: alone}
+	return Picked{Endpoint: e.ep, state: e.st, start: now, alone: alone, probe: probe}
 }
 
 // p2c returns the cheaper of two distinct random usable entries of es, or
 // nil when none is usable. Entries are unusable when ejected since the
 // snapshot was built, when they are avoid, or when in avoidZone.
-func (b *Balancer) p2c(s *snapshot, es []entry, now int64, avoid *endpointRecord, avoidZone *zoneStats) *entry {
+//
+// The dearer one is returned instead, as a probe, when it is due for one
+// (see Config.ProbeAfter): nothing in flight and no answer for its probe
+// gap. Claiming its in-flight slot from 0 to 1 makes probes one at a time.
+// Without probes, the loser of every comparison is priced only by an
+// estimate that no request refreshes: with two endpoints P2C compares the
+// same pair every time, so one slow sample starves an endpoint until the
+// sample fades below its rival's cost.
+func (b *Balancer) p2c(s *snapshot, es []entry, now int64, avoid *endpointRecord, avoidZone *zoneStats) (e *entry, probe bool) {
 	n := len(es)
 	switch n {
 	case 0:
-		return nil
+		return nil, false
 	case 1:
 		if b.usable(s, &es[0], avoid, avoidZone) {
-			return &es[0]
+			return &es[0], false
 		}
-		return nil
+		return nil, false
 	}
 	// One 64-bit draw gives both indices: each 32-bit half scaled to its
 	// range (Lemire's multiply-shift), the second skipping the first.
@@ -454,24 +471,36 @@ func (b *Balancer) p2c(s *snapshot, es []entry, now int64, avoid *endpointRecord
 	ua, uc := b.usable(s, a, avoid, avoidZone), b.usable(s, c, avoid, avoidZone)
 	switch {
 	case ua && uc:
+		win, lose := a, c
 		if b.cost(c, now) < b.cost(a, now) {
-			return c
+			win, lose = c, a
 		}
-		return a
+		if st := lose.st; st.ewma.age(now) >= st.probeGap.Load() && st.inflight.CompareAndSwap(0, 1) {
+			return lose, true
+		}
+		return win, false
 	case ua:
-		return a
+		return a, false
 	case uc:
-		return c
+		return c, false
 	}
 	// Both unusable: rare on the first pick (an ejection racing the
 	// snapshot), common only on retries that filter a zone. Take the
 	// first usable one after i.
 	for k := 1; k < n; k++ {
 		if e := &es[(i+k)%n]; b.usable(s, e, avoid, avoidZone) {
-			return e
+			return e, false
 		}
 	}
-	return nil
+	return nil, false
+}
+
+// firstProbeGap is the probe gap of a new or returning endpoint.
+func (b *Balancer) firstProbeGap() int64 {
+	if b.probeAfter == 0 {
+		return math.MaxInt64
+	}
+	return b.probeAfter
 }
 
 func (b *Balancer) usable(s *snapshot, e *entry, avoid *endpointRecord, avoidZone *zoneStats) bool {

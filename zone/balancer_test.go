@@ -369,3 +369,36 @@ func TestConcurrentPickDoneUpdate(t *testing.T) {
 		t.Errorf("accounting counted %d requests, want %d", reqs, pickers*requests)
 	}
 }
+
+// A retry leaves the failed endpoint's zone when another zone can serve:
+// failures correlate within a zone.
+func TestRetryLeavesTheFailedZone(t *testing.T) {
+	b, _ := newTestBalancer(t, Config{LocalZone: "a", ZoneDistance: map[string]int{"b": 1, "c": 2}})
+	eps := threeZones(3)
+	b.Update(eps)
+	failed := eps[0].Addr // in zone a
+	for range 200 {
+		p := mustPick(t, b, failed)
+		if z := p.Endpoint.Zone; z != "b" {
+			t.Fatalf("retry went to zone %q, want the nearest other zone b", z)
+		}
+		p.Done(Result{Outcome: Success, TTFB: time.Millisecond})
+	}
+
+	// With only the failed endpoint's zone left, the retry stays there but
+	// avoids the endpoint.
+	b.Update(eps[:3])
+	for range 50 {
+		p := mustPick(t, b, failed)
+		if p.Endpoint.Addr == failed {
+			t.Fatalf("retry returned the endpoint to avoid while others exist")
+		}
+		p.Done(Result{Outcome: Success, TTFB: time.Millisecond})
+	}
+
+	// And when the failed endpoint is all there is, it is returned.
+	b.Update(eps[:1])
+	if p := mustPick(t, b, failed); p.Endpoint.Addr != failed {
+		t.Fatalf("Pick = %v, want the only endpoint %v", p.Endpoint.Addr, failed)
+	}
+}

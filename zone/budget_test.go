@@ -1,10 +1,14 @@
-package zone
+package zone_test
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zonelb/zonelb/sim"
+	"github.com/zonelb/zonelb/zone"
 )
 
 func TestParseSpillBudget(t *testing.T) {
@@ -16,8 +20,8 @@ func TestParseSpillBudget(t *testing.T) {
 		{in: "50%", want: 0.5},
 		{in: " 12.5 % ", want: 0.125},
 		{in: "300%", want: 3},
-		{in: "parity", want: ParityBudget},
-		{in: "Parity", want: ParityBudget},
+		{in: "parity", want: zone.ParityBudget},
+		{in: "Parity", want: zone.ParityBudget},
 		{in: "0.5", bad: true}, // a bare number is ambiguous: 0.5 or 0.5%?
 		{in: "0%", bad: true},
 		{in: "-10%", bad: true},
@@ -27,7 +31,7 @@ func TestParseSpillBudget(t *testing.T) {
 		{in: "", bad: true},
 		{in: "fast", bad: true},
 	} {
-		got, err := ParseSpillBudget(tc.in)
+		got, err := zone.ParseSpillBudget(tc.in)
 		if tc.bad {
 			if err == nil {
 				t.Errorf("ParseSpillBudget(%q) = %v, want an error", tc.in, got)
@@ -37,23 +41,23 @@ func TestParseSpillBudget(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("ParseSpillBudget(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
 		}
-		if back, err := ParseSpillBudget(FormatSpillBudget(got)); err != nil || back != got {
+		if back, err := zone.ParseSpillBudget(zone.FormatSpillBudget(got)); err != nil || back != got {
 			t.Errorf("round trip of %q: %v, %v", tc.in, back, err)
 		}
 	}
 }
 
 func TestSpillBudgetValidated(t *testing.T) {
-	for _, b := range []float64{math.NaN(), math.Inf(1), MaxSpillBudget + 1} {
-		cfg := Config{LocalZone: "a"}
+	for _, b := range []float64{math.NaN(), math.Inf(1), zone.MaxSpillBudget + 1} {
+		cfg := zone.Config{LocalZone: "a"}
 		cfg.Spill.Budget = b
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("Budget %v validated", b)
 		}
 	}
-	b, _ := newTestBalancer(t, Config{LocalZone: "a"})
-	if got := b.SpillBudget(); got != DefaultSpillBudget {
-		t.Errorf("default budget %v, want %v", got, DefaultSpillBudget)
+	_, b := newModel(t, zone.Config{LocalZone: "a"}, nil)
+	if got := b.SpillBudget(); got != zone.DefaultSpillBudget {
+		t.Errorf("default budget %v, want %v", got, zone.DefaultSpillBudget)
 	}
 	if err := b.SetSpillBudget(math.NaN()); err == nil {
 		t.Error("SetSpillBudget(NaN) accepted")
@@ -63,12 +67,11 @@ func TestSpillBudgetValidated(t *testing.T) {
 // targetShape is the shape for the default's target: three zones
 // of three endpoints that each serve 2 calls at once (10 ms mean), zone a
 // offered 1.5x its capacity by this node, b and c at 40% from others.
-func targetShape(t *testing.T, cfg Config) (*queueModel, *Balancer) {
-	b, clk := newTestBalancer(t, cfg)
-	m := newQueueModel(t, b, clk, threeZones(3))
-	m.servers = 2
-	m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
-	m.external = map[string]float64{"b": 0.4 * m.capacity(), "c": 0.4 * m.capacity()}
+func targetShape(t *testing.T, cfg zone.Config) (*sim.Model, *zone.Balancer) {
+	m, b := newModel(t, cfg, threeZones(3))
+	m.Workers = 2
+	m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+	m.Background = map[string]float64{"b": 0.4 * m.Capacity(), "c": 0.4 * m.Capacity()}
 	return m, b
 }
 
@@ -77,17 +80,17 @@ func targetShape(t *testing.T, cfg Config) (*queueModel, *Balancer) {
 // local while p99 over the overload stays within 2.5x of zone-blind P2C's
 // in the same run. The parity rule, for contrast, keeps fewer local.
 func TestDefaultBudgetTarget(t *testing.T) {
-	run := func(cfg Config) (local float64, p99 time.Duration) {
+	run := func(cfg zone.Config) (local float64, p99 time.Duration) {
 		m, _ := targetShape(t, cfg)
-		offered := 1.5 * 3 * m.capacity()
-		m.run(10*time.Second, 0.3*3*m.capacity()) // a quiet start: the unloaded level
-		m.reset()
-		m.run(30*time.Second, offered)
-		t.Logf("budget %v blind %v: %v local %.3f p99 %v", cfg.Spill.Budget, cfg.IgnoreZones, m, m.share("a"), m.percentile(0.99))
-		return m.share("a"), m.percentile(0.99)
+		offered := 1.5 * 3 * m.Capacity()
+		m.Run(10*time.Second, 0.3*3*m.Capacity()) // a quiet start: the unloaded level
+		m.Reset()
+		m.Run(30*time.Second, offered)
+		t.Logf("budget %v blind %v: %v local %.3f p99 %v", cfg.Spill.Budget, cfg.IgnoreZones, m, m.Share("a"), m.Percentile(0.99))
+		return m.Share("a"), m.Percentile(0.99)
 	}
-	local, p99 := run(Config{LocalZone: "a"})
-	_, blind := run(Config{LocalZone: "a", IgnoreZones: true})
+	local, p99 := run(zone.Config{LocalZone: "a"})
+	_, blind := run(zone.Config{LocalZone: "a", IgnoreZones: true})
 	if local < 0.5 {
 		t.Errorf("default budget keeps %.3f local, want >= 0.5", local)
 	}
@@ -101,18 +104,18 @@ func TestDefaultBudgetTarget(t *testing.T) {
 // learns a remote level only when it spills). The parity rule, which
 // learns remote levels with probes, does not meet it: the test bites.
 func TestLearningIsFree(t *testing.T) {
-	first := func(cfg Config) float64 {
+	first := func(cfg zone.Config) float64 {
 		m, _ := targetShape(t, cfg)
-		rate := 0.3 * 3 * m.capacity() // 30% of the local zone
-		m.run(time.Duration(10000/rate*float64(time.Second)), rate)
+		rate := 0.3 * 3 * m.Capacity() // 30% of the local zone
+		m.Run(time.Duration(10000/rate*float64(time.Second)), rate)
 		t.Logf("budget %v: %v", cfg.Spill.Budget, m)
-		return 1 - m.share("a")
+		return 1 - m.Share("a")
 	}
-	if cross := first(Config{LocalZone: "a"}); cross > 0.01 {
+	if cross := first(zone.Config{LocalZone: "a"}); cross > 0.01 {
 		t.Errorf("%.4f of the first 10,000 calls crossed zones, want <= 0.01", cross)
 	}
-	parity := Config{LocalZone: "a"}
-	parity.Spill.Budget = ParityBudget
+	parity := zone.Config{LocalZone: "a"}
+	parity.Spill.Budget = zone.ParityBudget
 	if cross := first(parity); cross <= 0.01 {
 		t.Errorf("parity rule: %.4f crossed: the scenario does not show learning costs", cross)
 	}
@@ -123,24 +126,21 @@ func TestLearningIsFree(t *testing.T) {
 // 1 call each (400 calls/s together) while 600 calls/s are offered; b and
 // c idle but for their own 20% load. It returns the local share and p99 of
 // each second from the step on, and p99 over the whole first second.
-func stepWindows(t *testing.T, cfg Config, phase time.Duration) (shares []float64, p99s []time.Duration) {
-	b, clk := newTestBalancer(t, cfg)
-	m := newQueueModel(t, b, clk, makeEndpoints(zoneSpec{"a", 2}, zoneSpec{"b", 2}, zoneSpec{"c", 2}))
-	m.base, m.servers = 5*time.Millisecond, 8
-	m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
-	m.external = map[string]float64{"b": 0.2 * m.capacity(), "c": 0.2 * m.capacity()}
+func stepWindows(t *testing.T, cfg zone.Config, phase time.Duration) (shares []float64, p99s []time.Duration) {
+	m, _ := newModel(t, cfg, threeZones(2))
+	m.ServiceTime, m.Workers = 5*time.Millisecond, 8
+	m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+	m.Background = map[string]float64{"b": 0.2 * m.Capacity(), "c": 0.2 * m.Capacity()}
 	const offered = 600.0
-	m.run(10*time.Second, offered)
-	m.reset()
-	m.zoneServers["a"] = 1
-	m.every = time.Second
-	m.nextHook = m.now + time.Second
-	m.hook = func() {
-		shares = append(shares, m.share("a"))
-		p99s = append(p99s, m.percentile(0.99))
-		m.reset()
-	}
-	m.run(phase, offered)
+	m.Run(10*time.Second, offered)
+	m.Reset()
+	m.ZoneWorkers["a"] = 1
+	m.Every(time.Second, func() {
+		shares = append(shares, m.Share("a"))
+		p99s = append(p99s, m.Percentile(0.99))
+		m.Reset()
+	})
+	m.Run(phase, offered)
 	return shares, p99s
 }
 
@@ -151,8 +151,8 @@ func stepWindows(t *testing.T, cfg Config, phase time.Duration) (shares []float6
 // within 3x of zone-blind P2C's.
 func TestCapacityStepNoOvershoot(t *testing.T) {
 	const phase = 12 * time.Second
-	shares, p99s := stepWindows(t, Config{LocalZone: "a"}, phase)
-	_, blind := stepWindows(t, Config{LocalZone: "a", IgnoreZones: true}, phase)
+	shares, p99s := stepWindows(t, zone.Config{LocalZone: "a"}, phase)
+	_, blind := stepWindows(t, zone.Config{LocalZone: "a", IgnoreZones: true}, phase)
 	half := shares[len(shares)/2:]
 	var settled float64
 	for _, s := range half {
@@ -175,56 +175,79 @@ func TestCapacityStepNoOvershoot(t *testing.T) {
 	}
 }
 
+// Once the local zone is loaded, a request that would queue past what
+// the budget allows crosses at once (the tight in-flight limit): the
+// queue's tail, which shows in p99 before the zone's mean level moves,
+// stays bounded from the second after the step on. Measured on this
+// shape with the loose limit only (2 x Little's law + 4): worst
+// one-second p99 39.1 ms against zone-blind's worst 17.8 ms (2.2x); with
+// the tight one, 26.1 ms (1.5x).
+func TestLoadedZoneQueueTailIsBounded(t *testing.T) {
+	const phase = 12 * time.Second
+	_, p99s := stepWindows(t, zone.Config{LocalZone: "a"}, phase)
+	_, blind := stepWindows(t, zone.Config{LocalZone: "a", IgnoreZones: true}, phase)
+	worst := slices.Max(blind)
+	t.Logf("p99 per second %v; zone-blind's %v", p99s, blind)
+	for i, p := range p99s[1:] {
+		if p > 2*worst {
+			t.Errorf("second %d after the step: p99 %v, want <= 2 x zone-blind's worst second %v", i+1, p, worst)
+		}
+	}
+}
+
 // A budget changed on a running balancer changes its split, keeping what
-// it learnt: a larger budget keeps more local.
+// it learnt: a larger budget keeps more local. (From 10% rather than the
+// default, at 1.25x the local capacity: at 1.5x the default already keeps
+// 62% of the calls local, of at most 67%.)
 func TestSetSpillBudgetChangesTheSplit(t *testing.T) {
-	m, b := targetShape(t, Config{LocalZone: "a"})
-	offered := 1.5 * 3 * m.capacity()
-	m.run(10*time.Second, 0.3*3*m.capacity())
-	m.run(10*time.Second, offered)
-	m.reset()
-	m.run(10*time.Second, offered)
-	before := m.share("a")
+	cfg := zone.Config{LocalZone: "a"}
+	cfg.Spill.Budget = 0.1
+	m, b := targetShape(t, cfg)
+	offered := 1.25 * 3 * m.Capacity()
+	m.Run(10*time.Second, 0.3*3*m.Capacity())
+	m.Run(10*time.Second, offered)
+	m.Reset()
+	m.Run(10*time.Second, offered)
+	before := m.Share("a")
 	st := b.State()
-	t.Logf("50%%: local %.3f, reason %q", before, st.Reason)
-	if st.SpillBudgetText != "50%" || st.Spill[0].BudgetedLevel == 0 {
+	t.Logf("10%%: local %.3f, reason %q", before, st.Reason)
+	if st.SpillBudgetText != "10%" || st.Spill[0].BudgetedLevel == 0 {
 		t.Errorf("state %+v: want the budget and its level", st)
 	}
-	if err := b.SetSpillBudget(2); err != nil {
+	if err := b.SetSpillBudget(4); err != nil {
 		t.Fatal(err)
 	}
-	m.run(5*time.Second, offered)
-	m.reset()
-	m.run(10*time.Second, offered)
-	after := m.share("a")
-	t.Logf("200%%: local %.3f, reason %q", after, b.State().Reason)
+	m.Run(5*time.Second, offered)
+	m.Reset()
+	m.Run(10*time.Second, offered)
+	after := m.Share("a")
+	t.Logf("400%%: local %.3f, reason %q", after, b.State().Reason)
 	if after < before+0.03 {
-		t.Errorf("local share %.3f with a 200%% budget, %.3f with 50%%: want more kept local", after, before)
+		t.Errorf("local share %.3f with a 400%% budget, %.3f with 10%%: want more kept local", after, before)
 	}
 }
 
 // The reason for a service's split follows its state: under budget,
 // spilling over budget, local zone failed.
 func TestSplitReason(t *testing.T) {
-	m, b := targetShape(t, Config{LocalZone: "a"})
-	m.run(5*time.Second, 0.3*3*m.capacity())
-	if st := b.State(); st.SplitReason != ReasonUnderBudget || !strings.HasPrefix(st.Reason, "local under budget: ") {
+	m, b := targetShape(t, zone.Config{LocalZone: "a"})
+	m.Run(5*time.Second, 0.3*3*m.Capacity())
+	if st := b.State(); st.SplitReason != zone.ReasonUnderBudget || !strings.HasPrefix(st.Reason, "local under budget: ") {
 		t.Errorf("at 30%%: %q %q", st.SplitReason, st.Reason)
 	}
-	m.run(5*time.Second, 1.5*3*m.capacity())
-	if st := b.State(); st.SplitReason != ReasonSpilling || !strings.Contains(st.Reason, "over budget") {
+	m.Run(5*time.Second, 1.5*3*m.Capacity())
+	if st := b.State(); st.SplitReason != zone.ReasonSpilling || !strings.Contains(st.Reason, "over budget") {
 		t.Errorf("at 150%%: %q %q", st.SplitReason, st.Reason)
 	}
-	m.failing["a"] = NotReached
-	m.run(2*time.Second, 0.3*3*m.capacity())
-	if st := b.State(); st.SplitReason != ReasonLocalFailed {
+	m.Failing["a"] = zone.NotReached
+	m.Run(2*time.Second, 0.3*3*m.Capacity())
+	if st := b.State(); st.SplitReason != zone.ReasonLocalFailed {
 		t.Errorf("local zone refusing: %q %q", st.SplitReason, st.Reason)
 	}
-	parity := Config{LocalZone: "a"}
-	parity.Spill.Budget = ParityBudget
-	pb, _ := newTestBalancer(t, parity)
-	pb.Update(threeZones(2))
-	if st := pb.State(); st.SplitReason != ReasonParity || st.SpillBudgetText != "parity" {
+	parity := zone.Config{LocalZone: "a"}
+	parity.Spill.Budget = zone.ParityBudget
+	_, pb := newModel(t, parity, threeZones(2))
+	if st := pb.State(); st.SplitReason != zone.ReasonParity || st.SpillBudgetText != "parity" {
 		t.Errorf("parity rule: %q %q %q", st.SplitReason, st.Reason, st.SpillBudgetText)
 	}
 }
@@ -235,16 +258,26 @@ func TestSplitReason(t *testing.T) {
 // nothing spills. The mini cluster's e2e test does the same with real
 // processes (1 ms -> 5 ms a call, before its overload).
 func TestSlowerServiceIsNotOverload(t *testing.T) {
-	b, clk := newTestBalancer(t, Config{LocalZone: "a"})
-	m := newQueueModel(t, b, clk, threeZones(2))
-	m.base, m.servers = time.Millisecond, 64 // no queue at this load
-	m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
-	m.run(10*time.Second, 600) // learn the 1 ms unloaded level
-	m.base = 5 * time.Millisecond
-	m.reset()
-	m.run(10*time.Second, 600)
+	m, b := newModel(t, zone.Config{LocalZone: "a"}, threeZones(2))
+	m.ServiceTime, m.Workers = time.Millisecond, 64 // no queue at this load
+	m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+	m.Run(10*time.Second, 600) // learn the 1 ms unloaded level
+	m.ServiceTime = 5 * time.Millisecond
+	// The first half second: the idle level lags the slowdown by a few
+	// steps, during which the slower calls must not read as a queue
+	// (measured before this step's idle requests were looked at: 3.7%
+	// crossed here, and up to 14% of a window in the mini cluster's e2e
+	// test on a loaded machine).
+	m.Reset()
+	m.Run(500*time.Millisecond, 600)
+	t.Logf("in the first 0.5 s after the slowdown: %v", m)
+	if local := m.Share("a"); local < 0.99 {
+		t.Errorf("%.3f of the calls stayed local in the first 0.5 s after the service became slower with no queue, want >= 0.99 (%v)", local, b.State().Spill)
+	}
+	m.Reset()
+	m.Run(10*time.Second, 600)
 	t.Logf("after the slowdown: %v", m)
-	if local := m.share("a"); local < 0.99 {
+	if local := m.Share("a"); local < 0.99 {
 		t.Errorf("%.3f of the calls stayed local after the service became slower with no queue, want >= 0.99 (%v)", local, b.State().Spill)
 	}
 }

@@ -57,6 +57,18 @@ type Config struct {
 	// Default 10s.
 	Decay time.Duration
 
+	// ProbeAfter bounds how long Peak-EWMA can starve an endpoint: when
+	// P2C's loser has nothing in flight and has not answered for
+	// ProbeAfter, it takes the request instead (a probe, one at a time),
+	// and a probe's answer below half the estimate replaces it. Without
+	// this, one slow sample (a 1s pause) prices a healthy endpoint out
+	// until the peak fades below its rivals, Decay x ln(ratio): over a
+	// minute at a 1000x ratio, since P2C over two endpoints always
+	// compares the same pair. Each probe that does not find the endpoint
+	// changed doubles the wait, up to 3 x Decay, so a truly slow endpoint
+	// still gets almost nothing. Default 100ms; negative disables probes.
+	ProbeAfter time.Duration
+
 	// DefaultLatency is the estimate a new (or returning) endpoint starts
 	// with, so that it is not taken for free. Default 30ms.
 	DefaultLatency time.Duration
@@ -185,6 +197,7 @@ type SpillConfig struct {
 const (
 	DefaultDecay              = 10 * time.Second
 	DefaultDefaultLatency     = 30 * time.Millisecond
+	DefaultProbeAfter         = 100 * time.Millisecond
 	DefaultSlowStart          = 10 * time.Second
 	DefaultSlowStartMinWeight = 0.1
 	DefaultFailurePenalty     = 250 * time.Millisecond
@@ -221,6 +234,7 @@ func (c Config) withDefaults() Config {
 	}
 	setDur(&c.Decay, DefaultDecay)
 	setDur(&c.DefaultLatency, DefaultDefaultLatency)
+	setDurOrNone(&c.ProbeAfter, DefaultProbeAfter)
 	setDur(&c.SlowStart, DefaultSlowStart)
 	setFloat(&c.SlowStartMinWeight, DefaultSlowStartMinWeight)
 	setDurOrNone(&c.FailurePenalty, DefaultFailurePenalty)

@@ -151,6 +151,7 @@ func (b *Balancer) returnEjected(now int64) {
 		st.probation = true
 		st.consecutive = 0
 		st.returnedAt = now
+		st.probeGap.Store(b.firstProbeGap())
 		st.ewma.mu.Unlock()
 		st.rampStart.Store(now)
 		st.ejectedUntil.Store(0)

@@ -59,10 +59,11 @@ func (p *peakEWMA) currentLocked(now int64, decay float64) float64 {
 // point: a sample above it replaces it (the "peak"), otherwise it moves
 // toward the sample with weight 1-exp(-elapsed/decay). Starting from the
 // stored value instead would let a sample raise an estimate that Pick had
-// already seen fade below it.
-func (p *peakEWMA) observeLocked(sample float64, now int64, decay float64) {
+// already seen fade below it. It reports whether the sample was below
+// that starting point.
+func (p *peakEWMA) observeLocked(sample float64, now int64, decay float64) (below bool) {
 	if !(sample >= 0) { // also rejects NaN
-		return
+		return false
 	}
 	w := 1.0 // exp(-elapsed/decay): both the fade and the sample's weight
 	if elapsed := float64(now - p.at); elapsed > 0 {
@@ -78,6 +79,7 @@ func (p *peakEWMA) observeLocked(sample float64, now int64, decay float64) {
 		p.at = now
 	}
 	p.pub.Store(pack(p.est, p.at))
+	return sample < cur
 }
 
 // raiseLocked applies a lower bound: the endpoint took at least lb to not
@@ -90,6 +92,17 @@ func (p *peakEWMA) raiseLocked(lb float64, now int64, decay float64) {
 		}
 		p.pub.Store(pack(p.est, p.at))
 	}
+}
+
+// age is how long before now the estimate was last published, to the
+// published timestamp's unit (rounded down), without locking; 0 when it
+// was published at or after now.
+func (p *peakEWMA) age(now int64) int64 {
+	age := uint32(uint64(now)>>wordTimeShift) - uint32(p.pub.Load())
+	if int32(age) < 0 {
+		return 0
+	}
+	return int64(age) << wordTimeShift
 }
 
 // projected returns the estimate as seen at now, without locking: the

@@ -18,6 +18,9 @@ type Picked struct {
 	// endpoint when it was picked, so its latency holds no queue of ours
 	// (see zoneStats.idle).
 	alone bool
+	// probe: P2C's loser, sent this request because it was left
+	// unpicked too long (see Balancer.p2c).
+	probe bool
 }
 
 // Responded tells the balancer that the response has started (its first
@@ -42,5 +45,5 @@ func (p Picked) Done(r Result) {
 	if p.state == nil {
 		return
 	}
-	p.state.done(p.start, r, p.responded, p.alone)
+	p.state.done(p.start, r, p.responded, p.alone, p.probe)
 }

@@ -15,7 +15,14 @@ type endpointRecord struct {
 	pair *PairCounter // (local zone, this zone) byte counters
 	ep   *Endpoint    // latest description; guarded by b.mu
 
-	inflight     atomic.Int64
+	inflight atomic.Int64
+	// probeGap (ns): once this long has passed since the estimate was last
+	// published (an answer), while nothing is in flight, P2C sends the
+	// endpoint the request it would have given a cheaper rival: a probe.
+	// Balancer.probeAfter, doubled per slow probe; math.MaxInt64 when
+	// probes are off. Written under ewma.mu, and only when it changes:
+	// Done pays no atomic store for it.
+	probeGap     atomic.Int64
 	rampStart    atomic.Int64 // ns; slow start runs from here
 	ejectedUntil atomic.Int64 // ns; 0 when not ejected
 	ewma         peakEWMA
@@ -33,8 +40,9 @@ type endpointRecord struct {
 
 // done folds one completed request into the endpoint's state; responded
 // says the in-flight slot was already released (Picked.Responded), alone
-// that the request had its endpoint to itself (Picked.alone).
-func (st *endpointRecord) done(start int64, r Result, responded, alone bool) {
+// that the request had its endpoint to itself (Picked.alone), probe that
+// it was a probe (Picked.probe).
+func (st *endpointRecord) done(start int64, r Result, responded, alone, probe bool) {
 	b := st.b
 	if !responded {
 		st.inflight.Add(-1)
@@ -51,13 +59,9 @@ func (st *endpointRecord) done(start int64, r Result, responded, alone bool) {
 	// (see cost); the first real measurement then replaces that
 	// placeholder outright instead of being averaged into it.
 	first := !st.measured.Load()
-	sample := func(x float64) {
-		if first {
-			st.ewma.resetLocked(x, now)
-		} else {
-			st.ewma.observeLocked(x, now, b.decay)
-		}
-	}
+	// well: the answer shows no slowness to back probes off for.
+	well := false
+	sample := func(x float64) { well = st.sampleLocked(x, now, first, probe) }
 	switch r.Outcome {
 	case Success:
 		sample(ttfb)
@@ -96,6 +100,7 @@ func (st *endpointRecord) done(start int64, r Result, responded, alone bool) {
 		st.zone.typical.Store(math.Float64bits(st.ewma.est))
 		b.typical.Store(math.Float64bits(st.ewma.est))
 	}
+	st.nextProbeLocked(well, probe)
 	st.ewma.mu.Unlock()
 
 	if zoneSample >= 0 {
@@ -105,6 +110,45 @@ func (st *endpointRecord) done(start int64, r Result, responded, alone bool) {
 	}
 	if eject {
 		b.eject(st, now)
+	}
+}
+
+// sampleLocked folds the latency sample x into the estimate and reports
+// whether the answer shows no slowness to back probes off for. A first
+// sample replaces the placeholder the endpoint was priced at; so does a
+// probe's answer well below the estimate: the endpoint changed (a stall
+// ended), the probe's answer is the only news of it since the estimate
+// that kept it unpicked, and averaged in, a 1ms answer would barely move
+// a 1s peak. An answer near the estimate confirms it instead, and is
+// folded in as usual. Call with st.ewma.mu held.
+func (st *endpointRecord) sampleLocked(x float64, now int64, first, probe bool) bool {
+	if first || probe && x < st.ewma.currentLocked(now, st.b.decay)/2 {
+		st.ewma.resetLocked(x, now)
+		return true
+	}
+	below := st.ewma.observeLocked(x, now, st.b.decay)
+	return below && !probe
+}
+
+// nextProbeLocked sets the gap the next probe waits from this answer (the
+// estimate's timestamp): doubled by every probe that did not find the
+// endpoint changed (a truly slow one), back to ProbeAfter after an answer
+// below the estimate outside probes, or a changed one. Call with
+// st.ewma.mu held.
+func (st *endpointRecord) nextProbeLocked(well, probe bool) {
+	b := st.b
+	if b.probeAfter <= 0 {
+		return
+	}
+	gap := st.probeGap.Load()
+	switch {
+	case well:
+		gap = b.probeAfter
+	case probe:
+		gap = min(2*gap, b.maxProbeGap)
+	}
+	if gap != st.probeGap.Load() {
+		st.probeGap.Store(gap)
 	}
 }
 

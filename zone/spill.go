@@ -54,6 +54,11 @@ type zoneStats struct {
 	// not) from a queue (only the requests behind others are).
 	idle       float64
 	idleWeight float64
+	// idleNow and idleNowN: the mean and count of the idle requests of
+	// the last step alone. idle averages over steps and lags a sudden
+	// slowdown of the whole service by a few of them, during which the
+	// slower requests would read as a queue.
+	idleNow, idleNowN float64
 }
 
 // A zone's level is used for a spill decision once learnSamples requests
@@ -207,10 +212,12 @@ func (z *zoneStats) foldIdle(fade, samples float64) {
 	acc := z.idleAcc.Swap(0)
 	z.idleWeight *= fade
 	n := float64(acc >> accCountShift)
+	z.idleNowN = n
 	if n == 0 {
 		return
 	}
 	mean := float64(acc&accSumMask) / n * 1e3
+	z.idleNow = mean
 	z.idle += (mean - z.idle) * (n / (n + min(z.idleWeight, samples)))
 	z.idleWeight += n
 }
@@ -233,6 +240,9 @@ type tierStats struct {
 	// every known zone has idleSamples recent ones behind it.
 	idle      float64
 	idleKnown bool
+	// idleNow is the mean of the last step's idle requests (idleNowN of
+	// them) over all zones (zoneStats.idleNow).
+	idleNow, idleNowN float64
 }
 
 // idleSamples is how many recent idle requests a zone's idle level needs
@@ -250,6 +260,10 @@ func statsOf(t *tier, samples int) tierStats {
 		ts.completed += z.completed
 		ts.ok += z.served
 		ts.inflight += float64(z.inflight)
+		if z.idleNowN > 0 {
+			ts.idleNow += z.idleNow * z.idleNowN
+			ts.idleNowN += z.idleNowN
+		}
 		if z.weight < float64(samples) {
 			ts.stale = true
 		}
@@ -266,6 +280,9 @@ func statsOf(t *tier, samples int) tierStats {
 		if z.idleWeight < idleSamples {
 			idleMissing = true
 		}
+	}
+	if ts.idleNowN > 0 {
+		ts.idleNow /= ts.idleNowN
 	}
 	if weight > 0 {
 		ts.slow /= weight

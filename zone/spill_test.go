@@ -1,38 +1,34 @@
-package zone
+package zone_test
 
 import (
 	"testing"
 	"time"
-)
 
-// threeZones is the common shape: local zone "a", remote "b" and "c".
-func threeZones(n int) []Endpoint {
-	return makeEndpoints(zoneSpec{"a", n}, zoneSpec{"b", n}, zoneSpec{"c", n})
-}
+	"github.com/zonelb/zonelb/zone"
+)
 
 // Behaviour (a): with spare capacity in the local zone, at least 99% of
 // requests stay local, where zone-blind balancing keeps about 1/3.
 func TestBalancedLoadStaysLocal(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
-		cfg        Config
+		cfg        zone.Config
 		minLocal   float64
 		maxLocal   float64
 		wantActive bool
 	}{
-		{"zonelb", Config{LocalZone: "a"}, 0.99, 1, false},
-		{"zone-blind", Config{LocalZone: "a", IgnoreZones: true}, 0, 0.6, false},
+		{"zonelb", zone.Config{LocalZone: "a"}, 0.99, 1, false},
+		{"zone-blind", zone.Config{LocalZone: "a", IgnoreZones: true}, 0, 0.6, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, clk := newTestBalancer(t, tc.cfg)
-			m := newQueueModel(t, b, clk, threeZones(4))
-			half := m.capacity() / 2
-			m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+			m, b := newModel(t, tc.cfg, threeZones(4))
+			half := m.Capacity() / 2
+			m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
 			// Every zone's endpoints at 50%: the remote ones from other
 			// clients, the local ones from us.
-			m.external = map[string]float64{"b": half, "c": half}
-			m.run(60*time.Second, 4*half)
-			local := m.share("a")
+			m.Background = map[string]float64{"b": half, "c": half}
+			m.Run(60*time.Second, 4*half)
+			local := m.Share("a")
 			t.Logf("%v local share %.4f", m, local)
 			if local < tc.minLocal || local > tc.maxLocal {
 				t.Errorf("local share %.4f, want in [%v, %v]", local, tc.minLocal, tc.maxLocal)
@@ -56,25 +52,24 @@ func TestOverloadSpillsOnlyTheExcess(t *testing.T) {
 		ua, ub, uc      float64 // utilisation
 		p99             time.Duration
 	}
-	run := func(cfg Config) outcome {
-		b, clk := newTestBalancer(t, cfg)
-		m := newQueueModel(t, b, clk, threeZones(4))
-		m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": 2 * time.Millisecond}
-		m.external = map[string]float64{"b": 0.4 * m.capacity(), "c": 0.4 * m.capacity()}
-		offered := 1.5 * 4 * m.capacity() // 1.5x the local zone's capacity
-		m.run(20*time.Second, offered)    // warm-up, not measured
-		m.reset()
-		m.run(30*time.Second, offered)
-		o := outcome{m.share("a"), m.share("b"), m.share("c"),
-			m.zoneUtilisation("a"), m.zoneUtilisation("b"), m.zoneUtilisation("c"), m.percentile(0.99)}
+	run := func(cfg zone.Config) outcome {
+		m, _ := newModel(t, cfg, threeZones(4))
+		m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": 2 * time.Millisecond}
+		m.Background = map[string]float64{"b": 0.4 * m.Capacity(), "c": 0.4 * m.Capacity()}
+		offered := 1.5 * 4 * m.Capacity() // 1.5x the local zone's capacity
+		m.Run(20*time.Second, offered)    // warm-up, not measured
+		m.Reset()
+		m.Run(30*time.Second, offered)
+		o := outcome{m.Share("a"), m.Share("b"), m.Share("c"),
+			m.ZoneUtilisation("a"), m.ZoneUtilisation("b"), m.ZoneUtilisation("c"), m.Percentile(0.99)}
 		t.Logf("%+v: %v; %+v", cfg.IgnoreZones, m, o)
 		return o
 	}
 	distance := map[string]int{"b": 1, "c": 2}
-	parity := Config{LocalZone: "a", ZoneDistance: distance}
-	parity.Spill.Budget = ParityBudget
+	parity := zone.Config{LocalZone: "a", ZoneDistance: distance}
+	parity.Spill.Budget = zone.ParityBudget
 	z := run(parity)
-	blind := run(Config{LocalZone: "a", ZoneDistance: distance, IgnoreZones: true})
+	blind := run(zone.Config{LocalZone: "a", ZoneDistance: distance, IgnoreZones: true})
 
 	const excess = 1.0 / 3 // (1.5 - 1) / 1.5
 	if spilled := 1 - z.local; spilled < excess*0.95 {
@@ -103,22 +98,21 @@ func TestOverloadSpillsOnlyTheExcess(t *testing.T) {
 // remote levels taken at face value rather than one standard error worse)
 // flips many times, which shows the scenario probes flipping.
 func TestSteadyLoadNearCapacityDoesNotFlip(t *testing.T) {
-	run := func(cfg Config, doubt float64) (flips uint64, st SpillState) {
-		b, clk := newTestBalancer(t, cfg)
-		b.doubt = doubt
-		m := newQueueModel(t, b, clk, threeZones(4))
-		m.rtt = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
-		m.external = map[string]float64{"b": m.capacity() / 2, "c": m.capacity() / 2}
-		m.run(120*time.Second, 4*0.85*m.capacity()) // 85% of the local capacity
+	run := func(cfg zone.Config, doubt float64) (flips uint64, st zone.SpillState) {
+		m, b := newModel(t, cfg, threeZones(4))
+		b.SetDoubt(doubt)
+		m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+		m.Background = map[string]float64{"b": m.Capacity() / 2, "c": m.Capacity() / 2}
+		m.Run(120*time.Second, 4*0.85*m.Capacity()) // 85% of the local capacity
 		st = b.State().Spill[0]
-		t.Logf("%v local share %.3f; spill %+v", m, m.share("a"), st)
+		t.Logf("%v local share %.3f; spill %+v", m, m.Share("a"), st)
 		return st.Flips, st
 	}
-	if flips, _ := run(Config{LocalZone: "a"}, 1); flips > 2 {
+	if flips, _ := run(zone.Config{LocalZone: "a"}, 1); flips > 2 {
 		t.Errorf("%d flips under the budget rule, want at most 2", flips)
 	}
-	parity := Config{LocalZone: "a"}
-	parity.Spill.Budget = ParityBudget
+	parity := zone.Config{LocalZone: "a"}
+	parity.Spill.Budget = zone.ParityBudget
 	flips, _ := run(parity, 1)
 	if flips > 2 {
 		t.Errorf("%d flips with the parity rule's hysteresis, want at most 2", flips)

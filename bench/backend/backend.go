@@ -11,7 +11,6 @@
 package backend
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,10 +22,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
+
+	"github.com/zonelb/zonelb/internal/testservice"
 )
 
 // HTTPBodySize is the size of the body the HTTP handler returns: about the
@@ -34,7 +33,9 @@ import (
 const HTTPBodySize = 1024
 
 // maxPayload bounds the response size a UnaryCall may ask for, so that a
-// malformed request cannot make the backend allocate without limit.
+// malformed request cannot make the backend allocate without limit (the
+// gRPC instances are internal/testservice, whose responses share one zero
+// buffer of this size).
 const maxPayload = 1 << 20
 
 // Addresses says where a fleet listens. Index i of GRPC and HTTP belongs to
@@ -49,25 +50,6 @@ type Addresses struct {
 type Counts struct {
 	GRPC []int64 `json:"grpc"`
 	HTTP []int64 `json:"http"`
-}
-
-// testService answers UnaryCall with a payload of the requested size and
-// counts the calls. Everything else stays unimplemented.
-type testService struct {
-	testgrpc.UnimplementedTestServiceServer
-	calls *atomic.Int64
-	// zeros is shared read-only by all calls: protobuf marshalling only reads
-	// the body, so one buffer spares an allocation per call.
-	zeros []byte
-}
-
-func (s *testService) UnaryCall(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
-	s.calls.Add(1)
-	size := req.GetResponseSize()
-	if size < 0 || int(size) > len(s.zeros) {
-		return nil, status.Errorf(codes.InvalidArgument, "response_size %d outside [0, %d]", size, len(s.zeros))
-	}
-	return &testgrpc.SimpleResponse{Payload: &testgrpc.Payload{Body: s.zeros[:size]}}, nil
 }
 
 // httpHandler answers every request with HTTPBodySize bytes and counts it.
@@ -87,7 +69,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 type Fleet struct {
 	logger     *slog.Logger
 	addrs      Addresses
-	grpcCalls  []*atomic.Int64
+	grpcCalls  []*testservice.Service
 	httpCalls  []*atomic.Int64
 	grpcSrvs   []*grpc.Server
 	httpSrvs   []*http.Server
@@ -105,22 +87,21 @@ func Start(logger *slog.Logger, host string, n int) (*Fleet, error) {
 		return nil, fmt.Errorf("start backends: need at least one instance, got %d", n)
 	}
 	f := &Fleet{logger: logger}
-	zeros := make([]byte, maxPayload)
 	body := make([]byte, HTTPBodySize)
 	for i := range body {
 		body[i] = 'a' + byte(i%26)
 	}
 	for i := range n {
-		calls := new(atomic.Int64)
 		lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("listen for gRPC backend %d: %w", i, err)
 		}
+		svc := testservice.NewService(testservice.Options{MaxPayload: maxPayload})
 		srv := grpc.NewServer()
-		testgrpc.RegisterTestServiceServer(srv, &testService{calls: calls, zeros: zeros})
+		testgrpc.RegisterTestServiceServer(srv, svc)
 		reflection.Register(srv)
-		f.grpcCalls = append(f.grpcCalls, calls)
+		f.grpcCalls = append(f.grpcCalls, svc)
 		f.grpcSrvs = append(f.grpcSrvs, srv)
 		f.addrs.GRPC = append(f.addrs.GRPC, lis.Addr().String())
 		f.serve(fmt.Sprintf("grpc-%d", i), func() error { return srv.Serve(lis) })
@@ -189,8 +170,8 @@ func (f *Fleet) Addrs() Addresses { return f.addrs }
 // Counts reports how many requests each instance has answered so far.
 func (f *Fleet) Counts() Counts {
 	var c Counts
-	for _, n := range f.grpcCalls {
-		c.GRPC = append(c.GRPC, n.Load())
+	for _, s := range f.grpcCalls {
+		c.GRPC = append(c.GRPC, s.Calls())
 	}
 	for _, n := range f.httpCalls {
 		c.HTTP = append(c.HTTP, n.Load())

@@ -1,6 +1,8 @@
 package configs
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,5 +86,76 @@ func TestRenderedConfigsPassTheProxiesOwnCheck(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// nodeProxyParams are HAProxy as the node proxy of the e2e mini cluster: an
+// inherited listener, lab addresses as servers, two threads.
+func nodeProxyParams(t *testing.T) (Params, []netip.Prefix) {
+	lab := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
+	return Params{Listen: `"fd@${ZONELB_LISTEN_FD}"`, Upstreams: []string{"10.244.1.10:50051", "10.244.2.10:50051"},
+		Dir: t.TempDir(), Workload: WorkloadGRPC, Threads: 2}, lab
+}
+
+func TestRenderWithinKeepsToTheLab(t *testing.T) {
+	p, lab := nodeProxyParams(t)
+	out, err := RenderWithin(HAProxy, p, lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{`bind "fd@${ZONELB_LISTEN_FD}" proto h2`, "nbthread 2", "balance roundrobin",
+		"server b0 10.244.1.10:50051 proto h2", "server b1 10.244.2.10:50051 proto h2"} {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("lacks %q:\n%s", w, out)
+		}
+	}
+	p.Upstreams = append(p.Upstreams, "198.51.100.1:80")
+	if _, err := RenderWithin(HAProxy, p, lab); err == nil {
+		t.Error("rendered an upstream outside the lab")
+	}
+	p, _ = nodeProxyParams(t)
+	if _, err := Render(HAProxy, p); err == nil {
+		t.Error("Render took lab addresses for loopback")
+	}
+	if _, err := RenderWithin(Nginx, p, lab); err == nil {
+		t.Error("rendered an inherited socket for nginx, which cannot take one")
+	}
+	p.Listen = "10.96.0.10:80"
+	if _, err := RenderWithin(HAProxy, p, lab); err == nil {
+		t.Error("rendered a listener outside the lab")
+	}
+}
+
+// TestNodeProxyConfigPassesHAProxysCheck gives HAProxy's own check a real
+// listening socket for the inherited fd (it refuses anything else).
+func TestNodeProxyConfigPassesHAProxysCheck(t *testing.T) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy not installed (make bench and make bench-e2e install it)")
+	}
+	p, lab := nodeProxyParams(t)
+	out, err := RenderWithin(HAProxy, p, lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(p.Dir, "haproxy.cfg")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(bin, "-c", "-q", "-f", path)
+	cmd.ExtraFiles = []*os.File{f} // fd 3 in the child
+	cmd.Env = append(os.Environ(), "ZONELB_LISTEN_FD=3")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("haproxy rejects its config: %v\n%s\n%s", err, msg, out)
 	}
 }

@@ -59,12 +59,16 @@ func TestMarkdownFigures(t *testing.T) {
 	for _, want := range []string{
 		"Command: `make bench`",
 		// zonelb CPU/req: runs of 10 and 20 us -> median 15 (10..20); vs HAProxy 20 -> 0.75.
-		"| zonelb (GOMAXPROCS=1) | 15.0 (10.0..20.0) | 0.015 (0.010..0.020) | 0.75 | - | 20000 (20000..20000) | 90 % / - | 10.0 (10.0..10.0) | 20.0 (20.0..20.0) | 40/30/30 % |",
+		// At saturation both use 900 ms for 20000 requests: 45 us, 1.00x.
+		"| zonelb (GOMAXPROCS=1) | 15.0 (10.0..20.0) | 45.0 (45.0..45.0) | 0.015 (0.010..0.020) | 0.75 / 1.00 | - | 20000 (20000..20000) | 90 % / - | 10.0 (10.0..10.0) | 20.0 (20.0..20.0) | 40/30/30 % |",
+		"| x HAProxy CPU (@1000 / saturation) |",
 		// Added p99: 400-200 and 500-200 -> 250 (200..300).
 		"| 250 (200..300) |",
 		// direct's p99 is 200 us in both runs: the floor is steady, a verdict is possible.
 		"| gRPC unary | added p99 @1000 < 150 us | 250 us |  | **no** |",
-		"| gRPC unary | CPU/req <= HAProxy @1000 | 15.0 us | 20.0 us | yes |",
+		"| gRPC unary | CPU/req <= 1.25x HAProxy @1000 | 15.0 us (0.75x) | 20.0 us | yes |",
+		"| gRPC unary | CPU/req <= 1.00x HAProxy saturation | 45.0 us (1.00x) | 45.0 us | yes |",
+		"| gRPC unary | peak RSS after 1000 req/s <= 20 MB | 10.0 MB | HAProxy 10.0 MB | yes |",
 		"- run 3, grpc, haproxy: exploded",
 	} {
 		want = strings.ReplaceAll(want, "| gRPC unary |", "| grpc |")

@@ -17,10 +17,11 @@
 // to exit. The kernel removes the socket when it closes (also on SIGKILL),
 // but a dying process closes its sockets only at the very end of its exit,
 // its accepted connections before its listener: clients that reconnect at
-// once would be steered to a listener about to reset them. So two tracing
-// programs mark the owner (zlb_owners) exiting at the first sign: SIGKILL
-// delivered to it, or any of its threads exiting in a group exit. Both are
-// looked up on every connect, never cached.
+// once would be steered to a listener about to reset them. So BPF programs
+// mark the owner (zlb_owners) exiting at the first sign: SIGKILL
+// delivered to it, the Go runtime beginning to crash in it (a uprobe the
+// proxy attaches to its own binary), or any of its threads exiting in a
+// group exit. The mark is looked up on every connect, never cached.
 //
 // Layout rule: the structs below are shared with Go through bpf2go. Changing
 // one changes the map layout; the loader then migrates or replaces the
@@ -742,6 +743,19 @@ int zlb_process_exit(__u64 *ctx)
 	struct signal_struct___zlb *sig = task->signal;
 	if ((sig->flags & ZLB_SIGNAL_GROUP_EXIT) || sig->live.counter == 0)
 		owner_exiting(tgid);
+	return 0;
+}
+
+// zlb_go_crash: the Go runtime begins to crash. The proxy attaches it as a
+// uprobe on runtime.startpanic_m in its own executable, for its own pid
+// only: every unrecovered panic, fatal error (throw) and fatal signal
+// passes there before the runtime prints its report, which can take
+// milliseconds (all goroutines' stacks) while the process still holds its
+// listener and no longer serves it. Exit (zlb_process_exit) comes after.
+SEC("uprobe")
+int zlb_go_crash(void *ctx)
+{
+	owner_exiting(bpf_get_current_pid_tgid() >> 32);
 	return 0;
 }
 

@@ -12,9 +12,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,13 +21,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/zonelb/zonelb/internal/proxycmd"
 )
 
 type options struct {
@@ -125,18 +124,21 @@ func bench(ctx context.Context, o options, w io.Writer) error {
 			"zone-a's client offers %.0f calls/s (%.1fx) for %v after %v at %.0f%%.\n\n",
 			o.backendsPerZone, o.slots, o.median, o.sigma, o.capacity(), o.cross, rate, o.overload, o.duration, o.warmup, 100*o.quietLoad)
 	}
-	fmt.Fprintln(w, "| balancer | calls | in zone-a | p50 | p99 | p99, first second | worst second below settled |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| balancer | calls | in zone-a | p50 | p99 | p99, first second | worst second below settled | p50 in zone-a / other zones | mean service time, measured |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	for _, mode := range []struct{ name, flag string }{
 		{"zonelb, budget " + o.budget, "--spill-budget=" + o.budget},
 		{"zone-blind P2C (Peak-EWMA)", "--ignore-zones"},
 	} {
+		n0, t0 := serviceTotals(backends)
 		r, err := runMode(ctx, o, backends, mode.flag, rate)
 		if err != nil {
 			return fmt.Errorf("%s: %w", mode.name, err)
 		}
-		fmt.Fprintf(w, "| %s | %d | %.1f%% | %s | %s | %s | %.1f pts |\n", mode.name, r.calls, 100*r.local,
-			ms(r.p50), ms(r.p99), ms(r.firstP99), 100*r.dip)
+		n1, t1 := serviceTotals(backends)
+		r.service = time.Duration((t1 - t0) / max(n1-n0, 1))
+		fmt.Fprintf(w, "| %s | %d | %.1f%% | %s | %s | %s | %.1f pts | %s / %s | %s |\n", mode.name, r.calls, 100*r.local,
+			ms(r.p50), ms(r.p99), ms(r.firstP99), 100*r.dip, ms(r.localP50), ms(r.remoteP50), ms(r.service))
 	}
 	return nil
 }
@@ -153,6 +155,10 @@ type backend struct {
 	mu          sync.Mutex
 	cond        *sync.Cond
 	busy, limit int
+	// served and inService count the calls served and the time they
+	// held a slot (ns): on a busy machine a sleep lasts longer than
+	// asked, so the service times are what was measured, not drawn.
+	served, inService atomic.Int64
 }
 
 func (b *backend) acquire() {
@@ -196,7 +202,10 @@ func startBackend(zoneName string, slots int, median time.Duration, sigma float6
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(cross / 2) // the request's way over
 		b.acquire()
+		start := time.Now()
 		time.Sleep(service())
+		b.inService.Add(int64(time.Since(start)))
+		b.served.Add(1)
 		b.release()
 		time.Sleep(cross / 2) // the response's way back
 		w.Header().Set("X-Zone", zoneName)
@@ -216,6 +225,23 @@ type result struct {
 	calls              int
 	local, dip         float64
 	p50, p99, firstP99 time.Duration
+	// localP50 and remoteP50 are the medians of the calls served in
+	// zone-a and elsewhere: what the simulator's round trips are
+	// calibrated on (the proxy, the client and the sleeps of a busy
+	// machine add to both).
+	localP50, remoteP50 time.Duration
+	// service is the mean time a call held a backend's slot, measured
+	// (the model's mean service time; nominal: median x exp(sigma^2/2)).
+	service time.Duration
+}
+
+// serviceTotals sums the backends' calls served and time in service.
+func serviceTotals(bs []*backend) (n, ns int64) {
+	for _, b := range bs {
+		n += b.served.Load()
+		ns += b.inService.Load()
+	}
+	return n, ns
 }
 
 // sample is one call: when it was sent, how long it took, where it went.
@@ -313,7 +339,7 @@ func summarise(ss []sample, d time.Duration) result {
 	r := result{calls: len(ss)}
 	secs := int(d / time.Second)
 	perSec := make([][2]int, secs)
-	var lats, first []time.Duration
+	var lats, first, inZone, elsewhere []time.Duration
 	local := 0
 	for _, s := range ss {
 		lat := s.lat
@@ -323,6 +349,9 @@ func summarise(ss []sample, d time.Duration) result {
 		lats = append(lats, lat)
 		if s.local {
 			local++
+			inZone = append(inZone, lat)
+		} else {
+			elsewhere = append(elsewhere, lat)
 		}
 		if i := int(s.at / time.Second); i < secs {
 			perSec[i][1]++
@@ -336,6 +365,7 @@ func summarise(ss []sample, d time.Duration) result {
 	}
 	r.local = float64(local) / float64(max(len(ss), 1))
 	r.p50, r.p99, r.firstP99 = pct(lats, 0.5), pct(lats, 0.99), pct(first, 0.99)
+	r.localP50, r.remoteP50 = pct(inZone, 0.5), pct(elsewhere, 0.5)
 	share := func(i int) float64 { return float64(perSec[i][0]) / float64(max(perSec[i][1], 1)) }
 	var settled float64
 	for i := secs / 2; i < secs; i++ {
@@ -359,47 +389,13 @@ func pct(v []time.Duration, p float64) time.Duration {
 
 // startProxy runs `zonelb proxy` in front of the backends, in zone-a.
 func startProxy(ctx context.Context, bin, flag string, backends []*backend) (string, func(), error) {
-	args := []string{"proxy", "--listen", "127.0.0.1:0", "--zone", "zone-a", "--service", "bench", flag}
+	args := []string{"--zone", "zone-a", "--service", "bench", flag}
 	for _, b := range backends {
 		args = append(args, "--to", b.zone+"="+b.addr)
 	}
-	cmd := exec.CommandContext(ctx, bin, args...)
-	stderr, err := cmd.StderrPipe()
+	p, err := proxycmd.Start(ctx, bin, args...)
 	if err != nil {
 		return "", nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	cleanup := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}
-	found := make(chan string, 1)
-	go func() {
-		re := regexp.MustCompile(`msg="proxy listening" addr=(\S+)`)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case addr := <-found:
-		return addr, cleanup, nil
-	case <-time.After(10 * time.Second):
-		cleanup()
-		return "", nil, errors.New("proxy did not report its address within 10s")
-	}
+	return p.Addr, func() { p.Stop(5 * time.Second) }, nil
 }

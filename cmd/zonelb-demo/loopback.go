@@ -7,26 +7,22 @@ package main
 // cluster cannot run.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/zonelb/zonelb/internal/proxycmd"
 	"github.com/zonelb/zonelb/internal/testservice"
 )
 
@@ -67,7 +63,7 @@ func runLoopback(ctx context.Context, o loopbackOptions) error {
 			if z != clientZone {
 				delay += *crossZone
 			}
-			b, err := testservice.Start(fmt.Sprintf("%c%d", z[5], i), z, "127.0.0.1:0", delay)
+			b, err := testservice.Start("127.0.0.1:0", testservice.Options{Name: fmt.Sprintf("%c%d", z[5], i), Zone: z, Delay: delay})
 			if err != nil {
 				return err
 			}
@@ -116,11 +112,11 @@ func runLoopback(ctx context.Context, o loopbackOptions) error {
 func printLoopbackTable(backends []*testservice.Server, clientZone string, l4, zl loopbackResult) {
 	zoneOf := map[string]string{}
 	for _, b := range backends {
-		zoneOf[b.Name] = b.Zone
+		zoneOf[b.Name()] = b.Zone()
 	}
 	fmt.Printf("%-8s %-7s %22s %22s\n", "backend", "zone", "per-connection L4", "zonelb (per request)")
 	for _, b := range backends {
-		fmt.Printf("%-8s %-7s %22s %22s\n", b.Name, b.Zone, loopbackShare(l4.byBackend[b.Name], l4.ok), loopbackShare(zl.byBackend[b.Name], zl.ok))
+		fmt.Printf("%-8s %-7s %22s %22s\n", b.Name(), b.Zone(), loopbackShare(l4.byBackend[b.Name()], l4.ok), loopbackShare(zl.byBackend[b.Name()], zl.ok))
 	}
 	local := func(r loopbackResult) string {
 		n := 0
@@ -210,52 +206,16 @@ func loadLoopback(ctx context.Context, label, addr string, calls, concurrency in
 	return res, nil
 }
 
-// startProxy runs `zonelb proxy` on a free loopback port in front of the
-// backends and returns its address once it listens.
+// startLoopbackProxy runs `zonelb proxy` on a free loopback port in front
+// of the backends and returns its address once it listens.
 func startLoopbackProxy(ctx context.Context, bin, localZone string, backends []*testservice.Server) (string, func(), error) {
-	args := []string{"proxy", "--listen", "127.0.0.1:0", "--zone", localZone, "--service", "demo"}
+	args := []string{"--zone", localZone, "--service", "demo"}
 	for _, b := range backends {
-		args = append(args, "--to", b.Zone+"="+b.Addr())
+		args = append(args, "--to", b.Zone()+"="+b.Addr())
 	}
-	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
+	p, err := proxycmd.Start(ctx, bin, args...)
 	if err != nil {
 		return "", nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	cleanup := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}
-	addrRE := regexp.MustCompile(`msg="proxy listening" addr=(\S+)`)
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, stderr)
-	}()
-	select {
-	case addr := <-found:
-		return addr, cleanup, nil
-	case <-time.After(10 * time.Second):
-	case <-ctx.Done():
-	}
-	cleanup()
-	return "", nil, errors.New("zonelb proxy did not start listening")
+	return p.Addr, func() { p.Stop(5 * time.Second) }, nil
 }

@@ -22,7 +22,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -42,16 +41,11 @@ func main() {
 
 // options are the demo's settings.
 type options struct {
-	bin        string
+	cluster.CommandFlags
 	duration   time.Duration
-	clients    int
 	rate       float64
-	reqBytes   int
-	respBytes  int
 	crossZone  time.Duration
-	discovery  string
 	keep       bool
-	verbose    bool
 	pricePerGB float64
 	reportDir  string
 }
@@ -60,20 +54,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.StringVar(&o.bin, "zonelb", "bin/zonelb", "path to the zonelb binary")
+	o.Register(fs)
 	fs.DurationVar(&o.duration, "duration", 8*time.Second, "how long each mode runs")
-	fs.IntVar(&o.clients, "clients", 3, "client pods in zone-a (one gRPC connection each)")
 	fs.Float64Var(&o.rate, "rate", 200, "calls per second per client")
-	fs.IntVar(&o.reqBytes, "request-bytes", 1024, "payload bytes per request")
-	fs.IntVar(&o.respBytes, "response-bytes", 4096, "payload bytes per response")
 	fs.DurationVar(&o.crossZone, "cross-zone-delay", 2*time.Millisecond, "extra latency of a call that crosses zones, emulated inside the backends")
-	fs.StringVar(&o.discovery, "discovery", "auto", "auto (kube-apiserver when built, else file), kubernetes or file")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs and logs)")
-	fs.BoolVar(&o.verbose, "v", false, "log the harness's steps to stderr")
 	fs.Float64Var(&o.pricePerGB, "price-per-gb", zone.DefaultPricePerGB, "price of a cross-zone GB (10^9 bytes) in USD, charged on each side")
 	fs.StringVar(&o.reportDir, "report-dir", "demo-report", "where the HTML report (report.html) and its results file (results.json) go")
 	loopback := fs.Bool("loopback", false, "run the loopback-only demo instead (no root needed, no namespaces, no BPF)")
-	lo := loopbackFlags(fs, &o.bin, &o.crossZone)
+	lo := loopbackFlags(fs, &o.Bin, &o.crossZone)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -145,19 +134,9 @@ func (p *progress) clear() {
 func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	started := time.Now()
 	prog := newProgress(stderr)
-	log := slog.New(slog.DiscardHandler)
-	if o.verbose {
-		log = slog.New(slog.NewTextHandler(stderr, nil))
-	}
-	c, err := cluster.Up(ctx, cluster.Options{
-		Logger:         log,
-		ZonelbBin:      o.bin,
-		ClientPods:     o.clients,
-		CrossZoneDelay: o.crossZone,
-		Discovery:      o.discovery,
-		KeepWorkDir:    o.keep,
-		Progress:       prog.step,
-	})
+	opts := o.Options(stderr, prog.step)
+	opts.CrossZoneDelay, opts.KeepWorkDir = o.crossZone, o.keep
+	c, err := cluster.Up(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -171,12 +150,7 @@ func demo(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	w := cluster.Workload{
-		Concurrency:   32,
-		Rate:          o.rate,
-		RequestBytes:  o.reqBytes,
-		ResponseBytes: o.respBytes,
-	}
+	w := o.Workload(32, o.rate)
 	printSetup(stdout, c, o)
 	prom := startPrometheus(ctx, c, prog, stdout)
 	fmt.Fprintln(stdout)
@@ -213,10 +187,10 @@ func printSetup(stdout io.Writer, c *cluster.Cluster, o options) {
 	fmt.Fprintf(stdout, "  nodes       node-a (zone-a), node-b (zone-b), node-c (zone-c): network namespaces on one bridge\n")
 	fmt.Fprintf(stdout, "  backends    %d gRPC pods, 2 per zone (grpc.testing.TestService), 1ms service time\n", len(c.Backends))
 	fmt.Fprintf(stdout, "  clients     %d pods in zone-a; each keeps ONE gRPC connection to the ClusterIP %s\n", len(c.Clients), cluster.ServiceVIP)
-	fmt.Fprintf(stdout, "              and calls at %.0f/s (%d B requests, %d B responses)\n", o.rate, o.reqBytes, o.respBytes)
+	fmt.Fprintf(stdout, "              and calls at %.0f/s (%d B requests, %d B responses)\n", o.rate, o.RequestBytes, o.ResponseBytes)
 	fmt.Fprintf(stdout, "  cross-zone  +%v per call, emulated inside the backends (no netem here)\n", o.crossZone)
 	fmt.Fprintf(stdout, "  discovery   %s\n", c.DiscoveryDetail)
-	fmt.Fprintf(stdout, "  zonelb      %s daemon on node-a: eBPF connect4 redirection on node-a's pod cgroup, node proxy %s\n", o.bin, cluster.ProxyAddr)
+	fmt.Fprintf(stdout, "  zonelb      %s daemon on node-a: eBPF connect4 redirection on node-a's pod cgroup, node proxy %s\n", o.Bin, cluster.ProxyAddr)
 }
 
 // runComparison runs one measured phase per mode (kube-proxy,

@@ -16,11 +16,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+
+	"github.com/zonelb/zonelb/daemon/kubeapi"
 )
 
 // DefaultDebounce is how long the Kubernetes source gathers changes after
@@ -31,7 +31,7 @@ const DefaultDebounce = 100 * time.Millisecond
 // when zero.
 type KubeConfig struct {
 	// Client talks to the API server. Required.
-	Client kubernetes.Interface
+	Client *kubeapi.Client
 	// NodeName is the name of the Node this daemon runs on (NODE_NAME
 	// from the downward API): its zone label is the local zone. Required.
 	NodeName string
@@ -97,24 +97,23 @@ func (s *KubeSource) Run(ctx context.Context, publish func(*Snapshot)) error {
 	defer cancel()
 
 	w := &watchState{signal: make(chan struct{}, 1)}
-	factories, b, err := s.newInformers(w)
+	infs, b, err := s.newInformers(w)
 	if err != nil {
 		return err
 	}
-	for _, f := range factories {
-		f.Start(ctx.Done())
-		// Shutdown waits for the informers' goroutines once ctx ends.
-		defer f.Shutdown()
+	wait := kubeapi.Start(ctx, infs...)
+	// Cancel first, then wait for the informers' goroutines.
+	defer wait()
+	defer cancel()
+	synced := make([]cache.InformerSynced, len(infs))
+	for i, inf := range infs {
+		synced[i] = inf.HasSynced
 	}
-	for _, f := range factories {
-		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
-			if !ok {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return fmt.Errorf("discovery: cache of %v did not sync", typ)
-			}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
+		return errors.New("discovery: informer caches did not sync")
 	}
 
 	// Everything that happened before the sync is in the first snapshot.
@@ -135,55 +134,52 @@ func (s *KubeSource) Run(ctx context.Context, publish func(*Snapshot)) error {
 }
 
 // newInformers builds the informers, with w's handlers, and the builder
-// that reads their caches. Three factories, because list options apply
-// factory-wide: slices that belong to no Service are not worth caching,
-// and of the Nodes only our own is.
-func (s *KubeSource) newInformers(w *watchState) ([]informers.SharedInformerFactory, *kubeBuilder, error) {
+// that reads their caches. Slices that belong to no Service are not worth
+// caching, and of the Nodes only our own is.
+func (s *KubeSource) newInformers(w *watchState) ([]cache.SharedIndexInformer, *kubeBuilder, error) {
 	client := s.cfg.Client
-	strip := informers.WithTransform(stripManagedFields)
-	mainFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, strip)
-	sliceFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName }))
-	nodeFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector(metav1.ObjectNameField, s.cfg.NodeName).String()
-		}))
-
-	svcInformer := mainFactory.Core().V1().Services()
-	nsInformer := mainFactory.Core().V1().Namespaces()
-	sliceInformer := sliceFactory.Discovery().V1().EndpointSlices()
-	nodeInformer := nodeFactory.Core().V1().Nodes()
+	svcInformer := client.Services(nil)
+	nsInformer := client.Namespaces(nil)
+	sliceInformer := client.EndpointSlices(func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName })
+	nodeInformer := client.Nodes(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector(metav1.ObjectNameField, s.cfg.NodeName).String()
+	})
 
 	handlers := []struct {
 		name     string
 		informer cache.SharedIndexInformer
 		handler  cache.ResourceEventHandler
 	}{
-		{"services", svcInformer.Informer(), w.serviceHandler()},
-		{"endpointslices", sliceInformer.Informer(), w.sliceHandler()},
-		{"namespaces", nsInformer.Informer(), w.namespaceHandler()},
-		{"nodes", nodeInformer.Informer(), w.nodeHandler()},
+		{"services", svcInformer, w.serviceHandler()},
+		{"endpointslices", sliceInformer, w.sliceHandler()},
+		{"namespaces", nsInformer, w.namespaceHandler()},
+		{"nodes", nodeInformer, w.nodeHandler()},
 	}
-	if err := sliceInformer.Informer().AddIndexers(cache.Indexers{serviceIndex: sliceServiceIndex}); err != nil {
+	if err := sliceInformer.AddIndexers(cache.Indexers{serviceIndex: sliceServiceIndex}); err != nil {
 		return nil, nil, fmt.Errorf("index endpointslices by service: %w", err)
 	}
+	infs := make([]cache.SharedIndexInformer, 0, len(handlers))
 	for _, h := range handlers {
+		if err := h.informer.SetTransform(stripManagedFields); err != nil {
+			return nil, nil, fmt.Errorf("watch %s: %w", h.name, err)
+		}
 		if _, err := h.informer.AddEventHandler(h.handler); err != nil {
 			return nil, nil, fmt.Errorf("watch %s: %w", h.name, err)
 		}
 		if err := h.informer.SetWatchErrorHandlerWithContext(s.watchErrorHandler(h.name)); err != nil {
 			return nil, nil, fmt.Errorf("watch %s: %w", h.name, err)
 		}
+		infs = append(infs, h.informer)
 	}
 	b := &kubeBuilder{
 		node:     s.cfg.NodeName,
-		services: svcInformer.Lister(),
-		ns:       nsInformer.Lister(),
-		nodes:    nodeInformer.Lister(),
-		slices:   sliceInformer.Informer().GetIndexer(),
+		services: corelisters.NewServiceLister(svcInformer.GetIndexer()),
+		ns:       corelisters.NewNamespaceLister(nsInformer.GetIndexer()),
+		nodes:    corelisters.NewNodeLister(nodeInformer.GetIndexer()),
+		slices:   sliceInformer.GetIndexer(),
 		log:      s.log,
 	}
-	return []informers.SharedInformerFactory{mainFactory, sliceFactory, nodeFactory}, b, nil
+	return infs, b, nil
 }
 
 func (s *KubeSource) watchErrorHandler(resource string) cache.WatchErrorHandlerWithContext {

@@ -17,8 +17,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/zonelb/zonelb/daemon/kubeapi"
 	"github.com/zonelb/zonelb/internal/kubetest"
 	"github.com/zonelb/zonelb/zone"
 )
@@ -223,7 +225,7 @@ func startKubeScenario(t *testing.T) *kubeScenario {
 	api.service("apps", "web", false, nil, corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("http")})
 
 	src, err := NewKubeSource(KubeConfig{
-		Client:   client,
+		Client:   newKubeAPI(t, srv.Config),
 		NodeName: "node-a",
 		Logger:   slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -495,7 +497,8 @@ func TestKubeSourceWithLeastPrivilege(t *testing.T) {
 	if _, err := admin.RbacV1().ClusterRoleBindings().Create(t.Context(), binding, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sa, err := kubernetes.NewForConfig(srv.ImpersonateServiceAccount("zonelb", "zonelb"))
+	saCfg := srv.ImpersonateServiceAccount("zonelb", "zonelb")
+	sa, err := kubernetes.NewForConfig(saCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +507,7 @@ func TestKubeSourceWithLeastPrivilege(t *testing.T) {
 		t.Fatalf("list pods as the ServiceAccount: err = %v, want forbidden", err)
 	}
 
-	src, err := NewKubeSource(KubeConfig{Client: sa, NodeName: "node-a", Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	src, err := NewKubeSource(KubeConfig{Client: newKubeAPI(t, saCfg), NodeName: "node-a", Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,4 +522,14 @@ func TestKubeSourceWithLeastPrivilege(t *testing.T) {
 	f.waitFor(t, reconnectWithin, "sync as the ServiceAccount", func(s *Snapshot) bool {
 		return s.Services[ServiceName{"default", "greeter"}] != nil
 	})
+}
+
+// newKubeAPI is the daemon's own client for cfg.
+func newKubeAPI(t *testing.T, cfg *rest.Config) *kubeapi.Client {
+	t.Helper()
+	c, err := kubeapi.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

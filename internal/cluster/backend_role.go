@@ -197,7 +197,7 @@ func runBackend(ctx context.Context, raw []byte) error {
 	}
 	intercept := backendInterceptor(args, load, received)
 	srv := grpc.NewServer(grpc.UnaryInterceptor(intercept))
-	testgrpc.RegisterTestServiceServer(srv, &testservice.Server{Name: args.Name, Zone: args.Zone})
+	testgrpc.RegisterTestServiceServer(srv, testservice.NewService(testservice.Options{Name: args.Name, Zone: args.Zone}))
 	l, err := net.Listen("tcp4", args.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", args.Listen, err)

@@ -43,8 +43,15 @@ type Options struct {
 	// BalancerYAML is pasted under the daemon config's balancer: key
 	// (e.g. "decay: 2s"), for tests that want a faster reacting balancer.
 	BalancerYAML string
+	// FaultTriggers sets the daemon's admin.faultTriggers (POST
+	// /debug/fault/panic and /debug/fault/grow: Daemon.Post), for tests
+	// that make it panic or run out of memory.
+	FaultTriggers bool
 	// Progress, if set, receives one line per setup step.
 	Progress func(string)
+	// HAProxyBin is HAProxy's binary, for StartHAProxy (default
+	// "haproxy", looked up in PATH).
+	HAProxyBin string
 }
 
 // Cluster is a running mini cluster.
@@ -67,6 +74,7 @@ type Cluster struct {
 	mu       sync.Mutex
 	baseline Baseline
 	daemon   *Daemon
+	haproxy  *HAProxy
 	closers  []func() error
 }
 
@@ -150,6 +158,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Progress == nil {
 		o.Progress = func(string) {}
+	}
+	if o.HAProxyBin == "" {
+		o.HAProxyBin = "haproxy"
 	}
 	return o
 }
@@ -251,16 +262,22 @@ func requireTools() error {
 // WorkDir is where configuration files and logs are.
 func (c *Cluster) WorkDir() string { return c.workDir }
 
-// Close stops the daemon (and uninstalls its BPF state), the API server,
-// every process, and removes the lab. Safe to call more than once.
+// Close stops the node proxy (daemon or HAProxy; then uninstalls the BPF
+// state), the API server, every process, and removes the lab. Safe to call
+// more than once.
 func (c *Cluster) Close() error {
 	var errs []error
 	c.mu.Lock()
-	d := c.daemon
-	c.daemon = nil
+	d, h := c.daemon, c.haproxy
+	c.daemon, c.haproxy = nil, nil
 	closers := c.closers
 	c.closers = nil
 	c.mu.Unlock()
+	if h != nil {
+		if err := h.Stop(); err != nil && !errors.Is(err, errAlreadyExited) {
+			errs = append(errs, err)
+		}
+	}
 	if d != nil {
 		if err := d.Stop(); err != nil && !errors.Is(err, errAlreadyExited) {
 			errs = append(errs, err)
@@ -383,7 +400,7 @@ const (
 // them to netlab.RunHelpers first thing in main or TestMain (RunHelpers in
 // this package does).
 func Helpers() netlab.Helpers {
-	return netlab.Helpers{roleBackend: runBackend, roleClient: runClient}
+	return netlab.Helpers{roleBackend: runBackend, roleClient: runClient, roleHAProxy: runHAProxy}
 }
 
 // RunHelpers runs this process as a pod helper if it was started as one

@@ -16,11 +16,13 @@ import (
 	"time"
 
 	"github.com/zonelb/zonelb/daemon"
+	"github.com/zonelb/zonelb/internal/childproc"
 	"github.com/zonelb/zonelb/internal/netlab"
 )
 
-// errAlreadyExited says a daemon being stopped had exited already.
-var errAlreadyExited = errors.New("daemon had already exited")
+// errAlreadyExited says a node proxy (daemon or HAProxy) being stopped had
+// exited already.
+var errAlreadyExited = errors.New("node proxy had already exited")
 
 // Daemon is a zonelb daemon process on the clients' node.
 type Daemon struct {
@@ -45,6 +47,10 @@ func (c *Cluster) daemonConfig() (string, error) {
 		source = "kubernetes"
 		kubeLines = "kubeconfig: " + c.kube.kubeconfig + "\n"
 	}
+	faults := "" // only when asked: an older binary (an upgrade) knows no such key
+	if c.opts.FaultTriggers {
+		faults = "  faultTriggers: true\n"
+	}
 	balancer := "  {}"
 	if b := strings.TrimSpace(c.opts.BalancerYAML); b != "" {
 		balancer = "  " + strings.ReplaceAll(b, "\n", "\n  ")
@@ -62,9 +68,9 @@ redirect:
   enroll: all
 admin:
   address: "%[7]s"
-balancer:
+%[9]sbalancer:
 %[8]s
-`, node.Name, source, kubeLines, ProxyAddr, c.pinDir(), node.PodsCgroup, AdminAddr, balancer)
+`, node.Name, source, kubeLines, ProxyAddr, c.pinDir(), node.PodsCgroup, AdminAddr, balancer, faults)
 	path := filepath.Join(c.workDir, "zonelb-"+node.Name+".yaml")
 	// Written aside and renamed into place: a running daemon watching the
 	// file (a reload) never reads half of it.
@@ -87,9 +93,13 @@ func (c *Cluster) daemonEverStarted() bool {
 func (c *Cluster) StartDaemon(ctx context.Context) (*Daemon, error) {
 	c.mu.Lock()
 	running := c.daemon != nil && !c.daemon.proc.Exited()
+	haproxy := c.haproxy != nil && !c.haproxy.proc.Exited()
 	c.mu.Unlock()
 	if running {
 		return nil, errors.New("cluster: a daemon is already running")
+	}
+	if haproxy {
+		return nil, errors.New("cluster: HAProxy is the node proxy now: stop it first")
 	}
 	node := c.ClientNode()
 	if c.kube != nil {
@@ -101,7 +111,7 @@ func (c *Cluster) StartDaemon(ctx context.Context) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(c.workDir, "zonelb-"+node.Name+".log")
+	logPath := c.DaemonLogPath()
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: daemon log: %w", err)
@@ -146,7 +156,7 @@ func (d *Daemon) waitReady(ctx context.Context) error {
 		}
 	}
 	for _, pod := range d.cluster.Clients {
-		if err := d.waitRedirected(ctx, pod); err != nil {
+		if err := d.cluster.waitRedirected(ctx, pod, d.pollWait); err != nil {
 			return err
 		}
 	}
@@ -154,15 +164,16 @@ func (d *Daemon) waitReady(ctx context.Context) error {
 }
 
 // waitRedirected runs a probe client in pod, one call per new connection,
-// until a call went through the proxy.
-func (d *Daemon) waitRedirected(ctx context.Context, pod *netlab.Pod) error {
-	probe, err := d.cluster.StartClient(ctx, pod, Workload{Concurrency: 1, RedialEvery: 1, Rate: 50})
+// until a call went through the node proxy; pollWait waits one step and
+// fails when the proxy has exited.
+func (c *Cluster) waitRedirected(ctx context.Context, pod *netlab.Pod, pollWait func(ctx context.Context, what string) error) error {
+	probe, err := c.StartClient(ctx, pod, Workload{Concurrency: 1, RedialEvery: 1, Rate: 50})
 	if err != nil {
 		return err
 	}
 	defer probe.Stop(context.Background())
 	for {
-		if err := d.pollWait(ctx, "redirecting "+pod.Name+"'s connections"); err != nil {
+		if err := pollWait(ctx, "redirecting "+pod.Name+"'s connections"); err != nil {
 			return err
 		}
 		w, err := probe.Snapshot(ctx)
@@ -180,9 +191,9 @@ func (d *Daemon) waitRedirected(ctx context.Context, pod *netlab.Pod) error {
 func (d *Daemon) pollWait(ctx context.Context, what string) error {
 	select {
 	case <-d.proc.Done():
-		return fmt.Errorf("cluster: zonelb daemon exited (%v) before %s; log %s:\n%s", d.proc.Err(), what, d.LogPath, Tail(d.LogPath, 30))
+		return fmt.Errorf("cluster: zonelb daemon exited (%v) before %s; log %s:\n%s", d.proc.Err(), what, d.LogPath, childproc.Tail(d.LogPath, 30))
 	case <-ctx.Done():
-		return fmt.Errorf("cluster: zonelb daemon not %s: %w; log %s:\n%s", what, ctx.Err(), d.LogPath, Tail(d.LogPath, 30))
+		return fmt.Errorf("cluster: zonelb daemon not %s: %w; log %s:\n%s", what, ctx.Err(), d.LogPath, childproc.Tail(d.LogPath, 30))
 	case <-time.After(50 * time.Millisecond): // polling another process
 		return nil
 	}
@@ -204,7 +215,7 @@ func (d *Daemon) Stop() error {
 		return fmt.Errorf("cluster: zonelb daemon did not stop on SIGTERM within 30s; killed")
 	}
 	if err != nil {
-		return fmt.Errorf("cluster: zonelb daemon exit: %w; log:\n%s", err, Tail(d.LogPath, 20))
+		return fmt.Errorf("cluster: zonelb daemon exit: %w; log:\n%s", err, childproc.Tail(d.LogPath, 20))
 	}
 	return nil
 }
@@ -271,6 +282,28 @@ func (d *Daemon) State(ctx context.Context) (daemon.StateReport, error) {
 	return st, nil
 }
 
+// Post sends a POST to the daemon's admin address (path with its query)
+// and returns the body of a 200 answer.
+func (d *Daemon) Post(ctx context.Context, path string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+AdminAddr.String()+path, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := d.Node.HTTPClient().Do(req)
+	if err != nil {
+		return "", fmt.Errorf("cluster: daemon POST %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("cluster: daemon POST %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("cluster: daemon POST %s: %s: %s", path, resp.Status, body)
+	}
+	return string(body), nil
+}
+
 // WaitState polls the daemon's state until cond holds, at most limit.
 func (d *Daemon) WaitState(ctx context.Context, limit time.Duration, what string, cond func(daemon.StateReport) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
@@ -306,18 +339,4 @@ func (c *Cluster) Uninstall() error {
 		return fmt.Errorf("cluster: pin directory %s still there after zonelb uninstall (%v)", c.pinDir(), err)
 	}
 	return nil
-}
-
-// Tail returns the last n lines of a file (or the error reading it), for
-// logs shown when something fails.
-func Tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -2,7 +2,9 @@
 // test, `make demo` and `make bench-e2e`: three zones, one node each, as
 // network namespaces joined by a bridge (package internal/netlab); gRPC
 // backend pods in every zone and client pods in zone-a; the real zonelb
-// daemon (bin/zonelb) on the clients' node with its eBPF redirection; the
+// daemon (bin/zonelb) on the clients' node with its eBPF redirection (or,
+// for make bench-e2e, HAProxy as the node proxy behind the same hooks:
+// haproxy_linux.go); the
 // kube-proxy baseline as iptables DNAT rules with the statistic match in
 // that node's namespace; and discovery from a real kube-apiserver when its
 // binaries are built (`make kube-bins`), from the file source otherwise.
@@ -12,7 +14,8 @@
 //	node-a, node-b, node-c   198.18.0.1-3 on the fabric bridge, zones zone-a, zone-b, zone-c
 //	pods of node i           10.244.i.10, .11, ... (routed by the node, never NATed)
 //	Service default/greeter  ClusterIP 10.96.0.10 port 80 (grpc) -> pods' port 50051
-//	zonelb proxy             169.254.20.11:15001 on node-a (zonelb0)
+//	zonelb proxy             169.254.20.11:15001 on node-a (zonelb0); HAProxy
+//	                         listens there instead when it is the node proxy
 //	zonelb admin             127.0.0.1:15000 in node-a's namespace
 //	kube-apiserver           127.0.0.1:<port> in the host namespace, reached from
 //	                         node-a as 127.0.0.1:6443 through a relay (below)

@@ -20,8 +20,9 @@ type Phase struct {
 	// plus sent, with headers): with one node per zone, exactly the bytes
 	// that crossed a zone boundary, whatever path the calls took.
 	UplinkBytes uint64
-	// ProxyCPU is the CPU time the zonelb daemon used during the phase
-	// (0 without a daemon).
+	// ProxyCPU is the CPU time (utime+stime) the node proxy used during
+	// the phase: the zonelb daemon or HAProxy, whichever ran (0 without
+	// either).
 	ProxyCPU time.Duration
 	// Elapsed is the phase's wall-clock length.
 	Elapsed time.Duration
@@ -76,12 +77,10 @@ func (c *Cluster) RunPhase(ctx context.Context, name string, w Workload, d, inte
 	if err != nil {
 		return ph, err
 	}
-	c.mu.Lock()
-	d0 := c.daemon
-	c.mu.Unlock()
+	proxyCPU := c.nodeProxyCPU()
 	var cpu0 time.Duration
-	if d0 != nil && !d0.Exited() {
-		cpu0, _ = d0.CPUTime()
+	if proxyCPU != nil {
+		cpu0, _ = proxyCPU()
 	}
 	cs, err := c.StartClients(ctx, w)
 	if err != nil {
@@ -131,12 +130,26 @@ func (c *Cluster) RunPhase(ctx context.Context, name string, w Workload, d, inte
 		return ph, err
 	}
 	ph.UplinkBytes = (rx1 - rx0) + (tx1 - tx0)
-	if d0 != nil && !d0.Exited() {
-		if cpu1, err := d0.CPUTime(); err == nil {
+	if proxyCPU != nil {
+		if cpu1, err := proxyCPU(); err == nil {
 			ph.ProxyCPU = cpu1 - cpu0
 		}
 	}
 	return ph, nil
+}
+
+// nodeProxyCPU returns how to read the running node proxy's CPU time (the
+// daemon's or HAProxy's), or nil when neither runs.
+func (c *Cluster) nodeProxyCPU() func() (time.Duration, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.daemon != nil && !c.daemon.Exited():
+		return c.daemon.CPUTime
+	case c.haproxy != nil && !c.haproxy.Exited():
+		return c.haproxy.CPUTime
+	}
+	return nil
 }
 
 // Daemon returns the daemon started last (nil if none).

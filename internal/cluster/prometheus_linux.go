@@ -14,6 +14,7 @@ import (
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 
+	"github.com/zonelb/zonelb/internal/childproc"
 	"github.com/zonelb/zonelb/internal/kubetest"
 	"github.com/zonelb/zonelb/internal/netlab"
 )
@@ -132,9 +133,9 @@ func (p *Prometheus) waitAnswering(ctx context.Context, proc *netlab.Process, no
 		}
 		select {
 		case <-proc.Done():
-			return fmt.Errorf("cluster: prometheus exited (%v); log %s:\n%s", proc.Err(), p.LogPath, Tail(p.LogPath, 20))
+			return fmt.Errorf("cluster: prometheus exited (%v); log %s:\n%s", proc.Err(), p.LogPath, childproc.Tail(p.LogPath, 20))
 		case <-ctx.Done():
-			return fmt.Errorf("cluster: prometheus not answering at %s in %s: %w; log:\n%s", PrometheusAddr, nodeName, ctx.Err(), Tail(p.LogPath, 20))
+			return fmt.Errorf("cluster: prometheus not answering at %s in %s: %w; log:\n%s", PrometheusAddr, nodeName, ctx.Err(), childproc.Tail(p.LogPath, 20))
 		case <-time.After(100 * time.Millisecond): // polling another process
 		}
 	}

@@ -52,6 +52,27 @@ type Failure struct {
 	Msg  string
 }
 
+// upstreamRE finds the endpoint the node proxy names in a failure.
+var upstreamRE = regexp.MustCompile(`upstream (\d+\.\d+\.\d+\.\d+:\d+)`)
+
+// Upstream is the endpoint (ip:port) the node proxy names in the
+// failure's message, "" if it names none.
+func (f Failure) Upstream() string {
+	if m := upstreamRE.FindStringSubmatch(f.Msg); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// OnKilledPod reports whether the call was in flight on a killed backend
+// pod: the proxy names the pod's address, and the call started before the
+// pod's process was gone (gone maps killed pods' addresses to then).
+func (f Failure) OnKilledPod(gone map[string]time.Time) bool {
+	u := f.Upstream()
+	at, ok := gone[u]
+	return u != "" && ok && f.Start < at.UnixNano()
+}
+
 // Conn is one client connection.
 type Conn struct {
 	Local string
@@ -219,3 +240,60 @@ func (w Window) ConnOf(f Failure) (Conn, bool) {
 	}
 	return Conn{}, false
 }
+
+// ProxyDeath is one death of the node proxy under load (a SIGKILL, an OOM
+// kill, a panic), for telling which failed calls died with it. Times are
+// the harness's clock, which the clients share (one machine).
+type ProxyDeath struct {
+	// Before is just before the death was provoked. Sent is the moment
+	// from which the hooks may steer no connect to the proxy (kill(2) has
+	// returned, the panic began, ...).
+	Before, Sent time.Time
+	// Restarted, if set, is when a successor was started: connects from
+	// then on may be steered to it. Next, if set, is when the next fault
+	// that could break the successor's connections began (a connection
+	// broken from then on broke for that reason).
+	Restarted, Next time.Time
+}
+
+// SteeredAfter lists the connections the kernel sent to the proxy although
+// they were dialled after d.Sent (and before the successor started): what
+// the hooks must never do.
+func (w Window) SteeredAfter(d ProxyDeath) []Conn {
+	var out []Conn
+	for _, c := range w.Conns {
+		if mayBeProxied(c) && c.DialStart >= d.Sent.UnixNano() && (d.Restarted.IsZero() || c.DialStart < d.Restarted.UnixNano()) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// LostWith reports whether failed call f was lost with the dying proxy: it
+// went out on, or failed with, a connection that a connect begun before
+// d.Sent steered to the proxy, and that broke with it (from d.Before on,
+// before d.Next). That covers the calls in flight on the proxy, a
+// connection the proxy's socket had accepted but whose HTTP/2 preface the
+// process had not yet answered (grpc-go then counts a failed connection
+// attempt and fails the channel's calls fast until its reconnect backoff
+// ends: the kernel completed the handshake for the proxy, and no hook can
+// take the connection back), and calls put on the proxy's connection in
+// the instant between the reset's arrival and grpc-go closing it.
+//
+// The break is bounded by d.Next, not by d.Restarted: Broken is when the
+// client first read or wrote after the reset, which on a loaded machine
+// can come after the dead proxy was reaped and its successor started (a
+// connection to the successor cannot have been dialled before d.Sent
+// unless its connect stalled past the restart, and then it breaks only at
+// the next fault).
+func (w Window) LostWith(f Failure, d ProxyDeath) bool {
+	c, ok := w.ConnOf(f)
+	return ok && mayBeProxied(c) && c.DialStart < d.Sent.UnixNano() && c.Broken >= d.Before.UnixNano() &&
+		(d.Next.IsZero() || c.Broken < d.Next.UnixNano())
+}
+
+// mayBeProxied: the connection went to the proxy, or its destination is
+// unknown because it was reset before the client could read it from
+// /proc/net/tcp (a reset socket leaves the table): between a proxy's death
+// and the next fault, only the dying proxy resets connections.
+func mayBeProxied(c Conn) bool { return c.Redirected() || c.Remote == "" }

@@ -139,3 +139,77 @@ func TestPaceIssuesAtRateAndCountsSkips(t *testing.T) {
 		}
 	})
 }
+
+// A proxy death as the soak saw it (seed 1, the 2-minute form): a new
+// connection was steered to the proxy 6 ms before its SIGKILL, its HTTP/2
+// preface not yet answered; the kernel reset it with the listener; grpc-go
+// failed the channel's next calls fast, naming that connection, for its
+// reconnect backoff. The dead proxy was reaped and its successor started
+// 2 ms after the kill, before the client first wrote after the reset.
+// Those calls died with the proxy; a connection dialled after the kill
+// that reached a proxy before the successor started is the hooks' fault.
+func TestLostWithProxyCountsTheBreakTheClientSawLate(t *testing.T) {
+	kill := time.Unix(1000, 0)
+	ms := func(d float64) int64 { return kill.Add(time.Duration(d * float64(time.Millisecond))).UnixNano() }
+	d := ProxyDeath{Before: kill.Add(-time.Millisecond), Sent: kill, Restarted: kill.Add(2 * time.Millisecond), Next: kill.Add(4 * time.Second)}
+	proxy := ProxyAddr.String()
+	w := Window{Conns: []Conn{
+		{Local: "10.244.1.12:49410", Remote: proxy, DialStart: ms(-6.4), Established: ms(-5.9), Broken: ms(3)},
+		{Local: "10.244.1.12:49500", Remote: "", DialStart: ms(-100), Established: ms(-99), Broken: ms(0.5)},
+		{Local: "10.244.1.12:49600", Remote: "10.96.0.10:80", DialStart: ms(-1), Established: ms(1), Broken: ms(5)},
+		{Local: "10.244.1.12:49700", Remote: proxy, DialStart: ms(-2), Established: ms(10), Broken: ms(4500)},
+		{Local: "10.244.1.12:49800", Remote: proxy, DialStart: ms(0.3), Established: ms(0.6)},
+		{Local: "10.244.1.12:49900", Remote: proxy, DialStart: ms(3), Established: ms(4)},
+	}}
+	for _, c := range []struct {
+		f    Failure
+		lost bool
+	}{
+		// Failed fast in transient failure: no connection of its own, the
+		// error names the one that broke; broken after the restart.
+		{Failure{ID: "a", Msg: "write tcp4 10.244.1.12:49410->10.96.0.10:80: write: broken pipe"}, true},
+		{Failure{ID: "b", Conn: "10.244.1.12:49410", Msg: "connection reset"}, true},
+		// Reset before its destination could be read: the dying proxy.
+		{Failure{ID: "c", Conn: "10.244.1.12:49500"}, true},
+		// Failed open to the ClusterIP: not the proxy's.
+		{Failure{ID: "d", Conn: "10.244.1.12:49600"}, false},
+		// Broken at the next fault: not this death's.
+		{Failure{ID: "e", Conn: "10.244.1.12:49700"}, false},
+		// No connection known.
+		{Failure{ID: "f", Msg: "deadline exceeded"}, false},
+	} {
+		if got := w.LostWith(c.f, d); got != c.lost {
+			t.Errorf("LostWith(%s %q %q) = %v, want %v", c.f.ID, c.f.Conn, c.f.Msg, got, c.lost)
+		}
+	}
+	got := w.SteeredAfter(d)
+	if len(got) != 1 || got[0].Local != "10.244.1.12:49800" {
+		t.Errorf("SteeredAfter = %v, want only 10.244.1.12:49800 (dialled after the kill, before the successor)", got)
+	}
+}
+
+func TestFailureOnKilledPod(t *testing.T) {
+	killed := time.Unix(100, 0)
+	gone := map[string]time.Time{"10.244.1.11:50051": killed}
+	on := Failure{Start: killed.Add(-time.Millisecond).UnixNano(), Msg: "zonelb: upstream 10.244.1.11:50051 failed: connection lost"}
+	if got := on.Upstream(); got != "10.244.1.11:50051" {
+		t.Errorf("Upstream = %q, want the address the proxy names", got)
+	}
+	if !on.OnKilledPod(gone) {
+		t.Error("a call started before its named pod was gone: not counted in flight on it")
+	}
+	late := on
+	late.Start = killed.Add(time.Millisecond).UnixNano()
+	other := on
+	other.Msg = "zonelb: upstream 10.244.2.10:50051 failed: connection lost"
+	none := on
+	none.Msg = "connection reset by peer"
+	for name, f := range map[string]Failure{"started after the kill": late, "another pod": other, "no upstream named": none} {
+		if f.OnKilledPod(gone) {
+			t.Errorf("%s: counted in flight on the killed pod", name)
+		}
+	}
+	if got := none.Upstream(); got != "" {
+		t.Errorf("Upstream of a message naming none = %q", got)
+	}
+}

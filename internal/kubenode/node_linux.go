@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/zonelb/zonelb/internal/childproc"
 	"github.com/zonelb/zonelb/internal/kubetest"
 	"github.com/zonelb/zonelb/internal/netnsrun"
 	"github.com/zonelb/zonelb/internal/testenv"
@@ -90,9 +91,9 @@ type Node struct {
 	id        string
 	binDir    string
 	cgroups   []string // the node's cgroup in each host hierarchy
-	holder    *proc
+	holder    *childproc.Proc
 	mu        sync.Mutex
-	procs     map[string]*proc
+	procs     map[string]*childproc.Proc
 	netnsFD   netns.NsHandle
 	ctrdSock  string
 	pathEnv   string
@@ -145,7 +146,7 @@ func Start(tb testing.TB, opts Options) *Node {
 	}
 
 	n := &Node{
-		Name: opts.Name, Zone: opts.Zone, tb: tb, binDir: binDir, procs: map[string]*proc{},
+		Name: opts.Name, Zone: opts.Zone, tb: tb, binDir: binDir, procs: map[string]*childproc.Proc{},
 		pathEnv: pathEnv, cniBinDir: CNIBinDir, netnsFD: -1,
 	}
 	b := make([]byte, 4)
@@ -310,7 +311,7 @@ exec unshare --net --mount --cgroup --propagation private /bin/sh -c "$KUBENODE_
 		return err
 	}
 	cmd.Stdout = pw
-	n.holder, err = startProc("holder", filepath.Join(n.Dir, "holder.log"), cmd)
+	n.holder, err = childproc.Start("holder", filepath.Join(n.Dir, "holder.log"), cmd)
 	pw.Close()
 	if err != nil {
 		pr.Close()
@@ -327,7 +328,7 @@ func (n *Node) waitHolderReady(pr *os.File) error {
 		defer pr.Close()
 		line, err := bufio.NewReader(pr).ReadString('\n')
 		if err != nil || strings.TrimSpace(line) != "ready" {
-			ready <- fmt.Errorf("node namespaces not set up (%q, %v): %s", line, err, kubetest.Tail(filepath.Join(n.Dir, "holder.log"), 20))
+			ready <- fmt.Errorf("node namespaces not set up (%q, %v): %s", line, err, childproc.Tail(filepath.Join(n.Dir, "holder.log"), 20))
 			return
 		}
 		ready <- nil
@@ -393,8 +394,8 @@ exec nsenter --target "$KUBENODE_HOLDER" --net --mount --cgroup -- "$@"`, "sh", 
 }
 
 // run starts a node daemon, logging to Dir/<name>.log.
-func (n *Node) run(name, bin string, args ...string) (*proc, error) {
-	p, err := startProc(name, filepath.Join(n.Dir, name+".log"), n.Command(context.Background(), bin, args...))
+func (n *Node) run(name, bin string, args ...string) (*childproc.Proc, error) {
+	p, err := childproc.Start(name, filepath.Join(n.Dir, name+".log"), n.Command(context.Background(), bin, args...))
 	if err != nil {
 		return nil, err
 	}
@@ -559,11 +560,11 @@ func (n *Node) startContainerd(opts Options) error {
 		if err := exec.Command(n.bin("ctr"), "--address", n.ctrdSock, "version").Run(); err == nil {
 			break
 		}
-		if !ctrd.alive() {
-			return fmt.Errorf("containerd exited (%v): %s", ctrd.waitErr, kubetest.Tail(ctrd.log, 30))
+		if ctrd.Exited() {
+			return fmt.Errorf("containerd exited (%v): %s", ctrd.Err(), childproc.Tail(ctrd.Log, 30))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("containerd not answering within %v: %s", readyTimeout, kubetest.Tail(ctrd.log, 30))
+			return fmt.Errorf("containerd not answering within %v: %s", readyTimeout, childproc.Tail(ctrd.Log, 30))
 		}
 		time.Sleep(200 * time.Millisecond) // polling a process, bounded by deadline
 	}
@@ -650,12 +651,12 @@ func (n *Node) waitNodeReady() error {
 		} else {
 			last = err.Error()
 		}
-		if p := n.proc("kubelet"); p != nil && !p.alive() {
-			return fmt.Errorf("kubelet exited (%v): %s", p.waitErr, kubetest.Tail(p.log, 40))
+		if p := n.proc("kubelet"); p != nil && p.Exited() {
+			return fmt.Errorf("kubelet exited (%v): %s", p.Err(), childproc.Tail(p.Log, 40))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node %s not Ready within %v (%s): kubelet log:\n%s", n.Name, readyTimeout, last, kubetest.Tail(filepath.Join(n.Dir, "kubelet.log"), 40))
+			return fmt.Errorf("node %s not Ready within %v (%s): kubelet log:\n%s", n.Name, readyTimeout, last, childproc.Tail(filepath.Join(n.Dir, "kubelet.log"), 40))
 		case <-time.After(500 * time.Millisecond): // polling the API, bounded by ctx
 		}
 	}
@@ -678,7 +679,7 @@ func (n *Node) startKubeProxy() error {
 	return n.waitHTTP(p, "http://127.0.0.1:10256/healthz", nil)
 }
 
-func (n *Node) proc(name string) *proc {
+func (n *Node) proc(name string) *childproc.Proc {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.procs[name]
@@ -698,29 +699,11 @@ func (n *Node) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 }
 
 // waitHTTP polls url from inside the node until it answers 200.
-func (n *Node) waitHTTP(p *proc, url string, tr http.RoundTripper) error {
+func (n *Node) waitHTTP(p *childproc.Proc, url string, tr http.RoundTripper) error {
 	if tr == nil {
 		tr = &http.Transport{DialContext: n.DialContext, DisableKeepAlives: true}
 	}
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	deadline := time.Now().Add(readyTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		last = err
-		if !p.alive() {
-			return fmt.Errorf("%s exited (%v) before %s answered: %s", p.name, p.waitErr, url, kubetest.Tail(p.log, 30))
-		}
-		time.Sleep(200 * time.Millisecond) // polling a process, bounded by deadline
-	}
-	return fmt.Errorf("%s: no answer within %v: %w: %s", url, readyTimeout, last, kubetest.Tail(p.log, 30))
+	return p.WaitHTTP(url, tr, readyTimeout)
 }
 
 // Logf-able diagnostics: the last lines of every daemon's log.
@@ -729,7 +712,7 @@ func (n *Node) dumpLogs() {
 	names := append([]string(nil), n.logs...)
 	n.mu.Unlock()
 	for _, name := range names {
-		n.tb.Logf("kubenode: last lines of %s.log:\n%s", name, kubetest.Tail(filepath.Join(n.Dir, name+".log"), 25))
+		n.tb.Logf("kubenode: last lines of %s.log:\n%s", name, childproc.Tail(filepath.Join(n.Dir, name+".log"), 25))
 	}
 }
 
@@ -741,7 +724,7 @@ func (n *Node) teardown() {
 		n.dumpLogs()
 	}
 	for _, name := range []string{"kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager", "containerd", "kube-apiserver", "etcd"} {
-		n.proc(name).stop(stopGrace)
+		n.proc(name).Stop(stopGrace)
 	}
 	if n.netnsFD >= 0 {
 		n.netnsFD.Close()
@@ -750,7 +733,7 @@ func (n *Node) teardown() {
 		n.tb.Errorf("kubenode: %v", err)
 	}
 	if n.holder != nil {
-		n.holder.stop(stopGrace)
+		n.holder.Stop(stopGrace)
 	}
 	if err := removeCgroups(n.cgroups, 30*time.Second); err != nil {
 		n.tb.Errorf("kubenode: %v", err)

@@ -11,7 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/zonelb/zonelb/internal/kubetest"
+	"github.com/zonelb/zonelb/internal/childproc"
 )
 
 // Peer is a process in a network namespace of its own, joined to the
@@ -21,7 +21,7 @@ import (
 type Peer struct {
 	Name string
 	IP   string
-	proc *proc
+	proc *childproc.Proc
 }
 
 // StartPeer starts bin with args and env in a new network namespace on the
@@ -33,7 +33,7 @@ func (n *Node) StartPeer(name, ip string, env []string, bin string, args ...stri
 	}
 	cmd := n.Command(context.Background(), "unshare", append([]string{"--net", "--", bin}, args...)...)
 	cmd.Env = append(cmd.Env, env...)
-	p, err := startProc("peer-"+name, filepath.Join(n.Dir, "peer-"+name+".log"), cmd)
+	p, err := childproc.Start("peer-"+name, filepath.Join(n.Dir, "peer-"+name+".log"), cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +43,7 @@ func (n *Node) StartPeer(name, ip string, env []string, bin string, args ...stri
 	n.mu.Unlock()
 	peer := &Peer{Name: name, IP: ip, proc: p}
 	if err := n.wirePeer(peer, bin); err != nil {
-		p.stop(stopGrace)
+		p.Stop(stopGrace)
 		return nil, err
 	}
 	return peer, nil
@@ -93,8 +93,8 @@ func (n *Node) waitPeerNetns(peer *Peer, bin string) (netns.NsHandle, error) {
 			}
 			return h, nil
 		}
-		if !peer.proc.alive() {
-			return -1, fmt.Errorf("peer %s exited: %s", peer.Name, kubetest.Tail(peer.proc.log, 10))
+		if peer.proc.Exited() {
+			return -1, fmt.Errorf("peer %s exited: %s", peer.Name, childproc.Tail(peer.proc.Log, 10))
 		}
 		if time.Now().After(deadline) {
 			return -1, fmt.Errorf("peer %s: no namespace of its own within 10s", peer.Name)
@@ -161,4 +161,4 @@ func configurePeerLinks(peer *Peer, target netns.NsHandle) error {
 }
 
 // Stop ends the peer's process (its namespace goes with it).
-func (p *Peer) Stop() { p.proc.stop(stopGrace) }
+func (p *Peer) Stop() { p.proc.Stop(stopGrace) }

@@ -14,7 +14,6 @@
 package kubetest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -29,13 +28,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +40,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/zonelb/zonelb/internal/childproc"
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
@@ -84,8 +81,8 @@ type Server struct {
 	bin       string
 	apiArgs   []string
 	apiPort   int
-	apiserver *process
-	etcd      *process
+	apiserver *childproc.Proc
+	etcd      *childproc.Proc
 }
 
 // BinDir returns the folder that holds etcd and kube-apiserver: $BinDirEnv
@@ -143,9 +140,9 @@ func Start(tb testing.TB, opts Options) *Server {
 		if tb.Failed() {
 			s.dumpLogs(tb)
 		}
-		s.etcd.stop()
+		s.etcd.Stop(stopTimeout)
 	})
-	tb.Cleanup(func() { s.apiserver.stop() })
+	tb.Cleanup(func() { s.apiserver.Stop(stopTimeout) })
 
 	clientURL := s.startEtcd(tb, binDir, etcdClient, etcdPeer)
 
@@ -176,7 +173,7 @@ func (s *Server) startEtcd(tb testing.TB, binDir string, clientPort, peerPort in
 	clientURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
 	var err error
-	s.etcd, err = startProcess(filepath.Join(binDir, "etcd"), filepath.Join(s.dir, "etcd.log"),
+	s.etcd, err = childproc.Start("etcd", filepath.Join(s.dir, "etcd.log"), exec.Command(filepath.Join(binDir, "etcd"),
 		"--name=kubetest",
 		"--data-dir="+filepath.Join(s.dir, "etcd"),
 		"--listen-client-urls="+clientURL,
@@ -188,11 +185,11 @@ func (s *Server) startEtcd(tb testing.TB, binDir string, clientPort, peerPort in
 		// A test's data is thrown away: skip fsync, which is slow on a
 		// shared disk and would only make the tests flaky.
 		"--unsafe-no-fsync=true",
-	)
+	))
 	if err != nil {
 		tb.Fatalf("kubetest: %v", err)
 	}
-	if err := waitHTTP(s.etcd, clientURL+"/health", nil, readyTimeout); err != nil {
+	if err := s.etcd.WaitHTTP(clientURL+"/health", nil, readyTimeout); err != nil {
 		tb.Fatalf("kubetest: etcd not healthy: %v", err)
 	}
 	return clientURL
@@ -257,13 +254,13 @@ func (s *Server) ImpersonateServiceAccount(namespace, name string) *rest.Config 
 }
 
 // StopAPIServer stops kube-apiserver (etcd keeps running, with the data).
-func (s *Server) StopAPIServer() { s.apiserver.stop() }
+func (s *Server) StopAPIServer() { s.apiserver.Stop(stopTimeout) }
 
 // StartAPIServer starts kube-apiserver again after StopAPIServer, on the
 // same port, and waits until it is ready. Start calls it the first time.
 func (s *Server) StartAPIServer() error {
 	var err error
-	s.apiserver, err = startProcess(s.bin, filepath.Join(s.dir, "kube-apiserver.log"), s.apiArgs...)
+	s.apiserver, err = childproc.Start("kube-apiserver", filepath.Join(s.dir, "kube-apiserver.log"), exec.Command(s.bin, s.apiArgs...))
 	if err != nil {
 		return err
 	}
@@ -290,7 +287,7 @@ func (s *Server) waitReady() error {
 	if err != nil {
 		return fmt.Errorf("transport for %s: %w", s.Config.Host, err)
 	}
-	if err := waitHTTP(s.apiserver, s.Config.Host+"/readyz", tr, readyTimeout); err != nil {
+	if err := s.apiserver.WaitHTTP(s.Config.Host+"/readyz", tr, readyTimeout); err != nil {
 		return fmt.Errorf("kube-apiserver not ready: %w", err)
 	}
 	client, err := kubernetes.NewForConfig(s.Config)
@@ -310,8 +307,8 @@ func (s *Server) waitReady() error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("namespace default did not appear: %w", err)
-		case <-s.apiserver.exited:
-			return fmt.Errorf("kube-apiserver exited: %v", s.apiserver.waitErr)
+		case <-s.apiserver.Done():
+			return fmt.Errorf("kube-apiserver exited: %v", s.apiserver.Err())
 		case <-time.After(100 * time.Millisecond): // polling a process, bounded by ctx
 		}
 	}
@@ -319,88 +316,8 @@ func (s *Server) waitReady() error {
 
 func (s *Server) dumpLogs(tb testing.TB) {
 	for _, name := range []string{"etcd.log", "kube-apiserver.log"} {
-		tb.Logf("kubetest: last lines of %s:\n%s", name, Tail(filepath.Join(s.dir, name), 40))
+		tb.Logf("kubetest: last lines of %s:\n%s", name, childproc.Tail(filepath.Join(s.dir, name), 40))
 	}
-}
-
-// process is one child process, with its log file.
-type process struct {
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when the process has exited
-	waitErr error         // valid once exited is closed
-}
-
-func startProcess(bin, logPath string, args ...string) (*process, error) {
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open log %s: %w", logPath, err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = childProcAttr()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logFile.Close()
-		close(p.exited)
-	}()
-	return p, nil
-}
-
-// stop ends the process: SIGTERM, then SIGKILL if it has not exited within
-// stopTimeout. It is safe on a nil or already stopped process.
-func (p *process) stop() {
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(stopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-// waitHTTP polls url until it answers 200, the process exits, or timeout.
-func waitHTTP(p *process, url string, tr http.RoundTripper, timeout time.Duration) error {
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		resp, err := client.Get(url)
-		if err == nil {
-			body, _ := readSome(resp)
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s: %s: %s", url, resp.Status, body)
-		}
-		last = err
-		select {
-		case <-p.exited:
-			return fmt.Errorf("process exited (%v) before %s answered", p.waitErr, url)
-		case <-time.After(200 * time.Millisecond): // polling a process, bounded by deadline
-		}
-	}
-	return fmt.Errorf("no answer within %v: %w", timeout, last)
-}
-
-func readSome(resp *http.Response) (string, error) {
-	defer resp.Body.Close()
-	buf := make([]byte, 512)
-	n, err := resp.Body.Read(buf)
-	return strings.TrimSpace(string(buf[:n])), err
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
@@ -517,24 +434,4 @@ func writeServingCert(tb testing.TB, dir string) (caFile, certFile, keyFile stri
 		}
 	}
 	return caFile, certFile, keyFile
-}
-
-// Tail returns the last lines of a file (or the error reading it), for
-// logs shown when a process fails.
-func Tail(path string, lines int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var ring []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		ring = append(ring, sc.Text())
-		if len(ring) > lines {
-			ring = ring[1:]
-		}
-	}
-	return strings.Join(ring, "\n")
 }

@@ -480,9 +480,7 @@ func (l *Lab) Close() error {
 	// Stop everything at once, then wait: a slow process does not delay
 	// the others' signal.
 	for _, p := range procs {
-		if !p.Exited() {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		}
+		_ = p.Signal(syscall.SIGTERM) // an error: it has exited
 	}
 	deadline := time.NewTimer(l.cfg.StopGrace)
 	for _, p := range procs {

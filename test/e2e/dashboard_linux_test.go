@@ -227,8 +227,8 @@ func checkDashboard(t *testing.T, ctx context.Context, c *cluster.Cluster, prom 
 	if err != nil {
 		t.Fatal(err)
 	}
-	setLoad(t, ctx, c.Backends, cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond)})
-	defer setLoad(t, ctx, c.Backends, cluster.BackendLoad{ServiceTime: cluster.Duration(time.Millisecond)})
+	cluster.SetLoads(t, ctx, c.Backends, cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond)})
+	defer cluster.SetLoads(t, ctx, c.Backends, cluster.BackendLoad{ServiceTime: cluster.Duration(time.Millisecond)})
 
 	// A scrape after everything before the phase was counted...
 	t0, err := prom.WaitScraped(ctx, time.Now().Add(300*time.Millisecond), 10*time.Second)
@@ -240,7 +240,7 @@ func checkDashboard(t *testing.T, ctx context.Context, c *cluster.Cluster, prom 
 	var tm time.Time
 	var mid cluster.Window
 	overload := func(ctx context.Context) error {
-		for _, b := range zoneBackends(c, cluster.ClientZone) {
+		for _, b := range c.BackendsIn(cluster.ClientZone) {
 			if err := b.SetLoad(ctx, cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond), Capacity: 1}); err != nil {
 				return err
 			}

@@ -6,8 +6,9 @@
 #                     and PreferSameZone side by side with zonelb, then a
 #                     live overload and kill of zone-a; about 40 s; root;
 #                     writes demo-report/report.html (and results.json)
-#   make bench-e2e    zonelb against the kube-proxy baselines under load,
-#                     written to docs/benchmarks-e2e.md; about 3 minutes; root
+#   make bench-e2e    zonelb against the kube-proxy baselines and HAProxy as
+#                     the node proxy, under load, written to
+#                     docs/benchmarks-e2e.md; about 6.5 minutes; root
 #   make e2e-test     only the e2e test (it also runs in `make test`)
 #
 # What they need beyond Go is installed when missing (iptables, for the
@@ -24,7 +25,7 @@ E2E_BENCH_BIN := $(or $(BIN),bin)/zonelb-bench-e2e
 E2E_ZONELB    := $(or $(BIN),bin)/zonelb
 E2E_GO        := $(or $(GO),go)
 
-.PHONY: e2e-root e2e-deps report-deps e2e-demo bench-e2e e2e-test
+.PHONY: e2e-root e2e-deps report-deps e2e-demo bench-e2e bench-e2e-deps e2e-test
 
 # Checked first, so that a user without root gets this and not a failed
 # apt-get or a namespace error.
@@ -44,7 +45,7 @@ e2e-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables; }; }
 
-test-deps:: e2e-deps report-deps
+test-deps:: e2e-deps report-deps bench-e2e-deps
 
 # Headless Chromium (Debian's chromium) loads the demo's HTML report in
 # cmd/zonelb-demo's TestDemoReport; only when missing.
@@ -58,7 +59,12 @@ e2e-demo: e2e-root e2e-deps build $(DEPLOY_PROMETHEUS)
 	$(E2E_GO) build -o $(E2E_DEMO_BIN) ./cmd/zonelb-demo
 	$(E2E_DEMO_BIN) --zonelb $(E2E_ZONELB) $(DEMO_ARGS)
 
-bench-e2e: e2e-root e2e-deps build
+# HAProxy, the node proxy of bench-e2e's fourth mode: make bench's installer
+# (bench/bench.mk), for this one package.
+bench-e2e-deps:
+	$(call bench-debian-install,haproxy:haproxy)
+
+bench-e2e: e2e-root e2e-deps bench-e2e-deps build
 	$(E2E_GO) build -o $(E2E_BENCH_BIN) ./cmd/zonelb-bench-e2e
 	$(E2E_BENCH_BIN) --zonelb $(E2E_ZONELB) --out docs/benchmarks-e2e.md \
 		--command 'sudo make bench-e2e$(if $(BENCH_E2E_ARGS), BENCH_E2E_ARGS='"'"'$(BENCH_E2E_ARGS)'"'"')' $(BENCH_E2E_ARGS)

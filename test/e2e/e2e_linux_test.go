@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -97,7 +96,8 @@ func run(t *testing.T, ctx context.Context, c *cluster.Cluster, w cluster.Worklo
 
 // TestMiniCluster runs zonelb's end-to-end behaviour on one cluster, in
 // order: the kube-proxy baselines, zonelb's per-request balancing and
-// zone preference, spillover, failover, fail-open and a restart.
+// zone preference, spillover, failover, fail-open and a restart; then
+// HAProxy in the node proxy's place (make bench-e2e's fourth mode).
 func TestMiniCluster(t *testing.T) {
 	testenv.RequireRoot(t)
 	// ZONELB_E2E_DISCOVERY picks the source (auto, kubernetes, file); CI
@@ -110,21 +110,10 @@ func TestMiniCluster(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	c, err := cluster.Up(ctx, cluster.Options{
+	c := cluster.UpForTest(t, cluster.Options{
 		Logger:    testLogger(t),
 		ZonelbBin: zonelbBin(t),
 		Discovery: disc,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", cluster.Tail(filepath.Join(c.WorkDir(), "zonelb-node-a.log"), 60))
-		}
-		if err := c.Close(); err != nil {
-			t.Errorf("tear down: %v", err)
-		}
 	})
 	t.Logf("discovery: %s", c.DiscoveryDetail)
 	// A real Prometheus scrapes the daemon from here on (dashboard_linux_test.go,
@@ -204,8 +193,8 @@ func TestMiniCluster(t *testing.T) {
 	t.Run("zonelb/spills when zone a is overloaded", func(t *testing.T) {
 		// Every backend takes 5ms a call; zone a's two pods then drop to
 		// one call at a time (400 calls/s together) under 600 calls/s.
-		setLoad(t, ctx, c.Backends, cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond)})
-		defer setLoad(t, ctx, c.Backends, cluster.BackendLoad{ServiceTime: cluster.Duration(time.Millisecond)})
+		cluster.SetLoads(t, ctx, c.Backends, cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond)})
+		defer cluster.SetLoads(t, ctx, c.Backends, cluster.BackendLoad{ServiceTime: cluster.Duration(time.Millisecond)})
 		cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 64, Rate: 600})
 		if err != nil {
 			t.Fatal(err)
@@ -215,7 +204,7 @@ func TestMiniCluster(t *testing.T) {
 		if calm.Failed != 0 || calm.Share(cluster.ClientZone) < 0.97 {
 			t.Errorf("before the overload: want no failure and (almost) every call in zone: %s", describe(calm))
 		}
-		setLoad(t, ctx, zoneBackends(c, cluster.ClientZone), cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond), Capacity: 1})
+		cluster.SetLoads(t, ctx, c.BackendsIn(cluster.ClientZone), cluster.BackendLoad{ServiceTime: cluster.Duration(5 * time.Millisecond), Capacity: 1})
 		hot := cluster.Merge(timeline(t, ctx, cs, 5*time.Second)...)
 		if hot.Failed != 0 {
 			t.Errorf("calls failed under overload: %s", describe(hot))
@@ -246,7 +235,7 @@ func TestMiniCluster(t *testing.T) {
 		// finishes its calls, refuses new connections), and the endpoint
 		// turns not-ready and terminating only afterwards, so the proxy
 		// meets refused connections before discovery tells it.
-		local := zoneBackends(c, cluster.ClientZone)
+		local := c.BackendsIn(cluster.ClientZone)
 		var wg sync.WaitGroup
 		for _, b := range local {
 			wg.Add(1)
@@ -273,7 +262,7 @@ func TestMiniCluster(t *testing.T) {
 		}
 		defer cs.Stop(ctx)
 		before := timeline(t, ctx, cs, time.Second)
-		local := zoneBackends(c, cluster.ClientZone)
+		local := c.BackendsIn(cluster.ClientZone)
 		gone := map[string]time.Time{} // backend address -> its process reaped
 		for _, b := range local {
 			b.Kill()
@@ -295,12 +284,7 @@ func TestMiniCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		inFlight := func(f cluster.Failure) bool {
-			m := upstreamRE.FindStringSubmatch(f.Msg)
-			if m == nil {
-				return false
-			}
-			at, ok := gone[m[1]]
-			return ok && f.Start < at.UnixNano()
+			return f.OnKilledPod(gone)
 		}
 		if all.Failed > len(all.Failures) || all.FailedSince(killed) != 0 {
 			t.Errorf("want failures only among calls in flight at the kill; killed at %d: %s", killed.UnixNano(), describe(all))
@@ -331,7 +315,7 @@ func TestMiniCluster(t *testing.T) {
 			checkFailOpenQuiet(t, ctx, prom)
 		}
 		before := timeline(t, ctx, cs, time.Second)
-		r := kill(t, d, syscall.SIGKILL)
+		r := sigkill(t, d)
 		after := timeline(t, ctx, cs, 3*time.Second)
 		failedOpenDials = cluster.Merge(after...).Dials
 		last, err := cs.Stop(ctx)
@@ -402,6 +386,53 @@ func TestMiniCluster(t *testing.T) {
 			t.Errorf("after the restart: want calls through the new proxy: %s", describe(last))
 		}
 	})
+	// make bench-e2e's fourth mode: HAProxy in zonelb's place behind the
+	// same eBPF hooks.
+	t.Run("haproxy/node proxy behind the same hooks: round robin over every endpoint, fails open when stopped", func(t *testing.T) {
+		if _, err := exec.LookPath("haproxy"); err != nil {
+			testenv.SkipOrFail(t, "haproxy not installed (make test-deps and make bench-e2e install it)")
+		}
+		if d := c.Daemon(); d != nil && !d.Exited() {
+			if err := d.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h, err := c.StartHAProxy(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Stop()
+		ph, err := c.RunPhase(ctx, "haproxy", cluster.Workload{Concurrency: 4, Rate: 300}, 2*time.Second, 500*time.Millisecond, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := ph.Window
+		t.Logf("%s; HAProxy CPU %v", describe(w), ph.ProxyCPU)
+		if w.OK < 60 || w.Failed != 0 || w.Dials != 1 || w.ViaProxy != w.OK {
+			t.Errorf("want 1 connection, every call through HAProxy, no failure: %s", describe(w))
+		}
+		for _, b := range c.Backends {
+			if w.ByBackend[b.Name] < w.OK/12 {
+				t.Errorf("backend %s got %d of %d calls: round robin spreads over every endpoint of every zone: %s", b.Name, w.ByBackend[b.Name], w.OK, describe(w))
+			}
+		}
+		if ph.ProxyCPU <= 0 {
+			t.Errorf("HAProxy's CPU over the phase: %v, want > 0 (read from its pid)", ph.ProxyCPU)
+		}
+		if err := h.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		// Its listener closed with it: new connections go to the ClusterIP
+		// as if no node proxy were there (kube-proxy's rules).
+		w = run(t, ctx, c, cluster.Workload{Concurrency: 2, RedialEvery: 1}, 100)
+		if w.Failed != 0 || w.ViaProxy != 0 {
+			t.Errorf("after HAProxy stopped: want every call straight to a pod, none failed: %s", describe(w))
+		}
+		// zonelb takes the node proxy's place again.
+		if _, err := c.StartDaemon(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // restoreZone restarts zone a's backends, marks them ready and waits until
@@ -427,25 +458,6 @@ func restoreZone(t *testing.T, ctx context.Context, c *cluster.Cluster, cs clust
 			t.Fatalf("calls did not come back to zone a within 30s: %s", describe(w))
 		}
 	}
-}
-
-func setLoad(t *testing.T, ctx context.Context, bs []*cluster.Backend, l cluster.BackendLoad) {
-	t.Helper()
-	for _, b := range bs {
-		if err := b.SetLoad(ctx, l); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func zoneBackends(c *cluster.Cluster, zone string) []*cluster.Backend {
-	var out []*cluster.Backend
-	for _, b := range c.Backends {
-		if b.Zone == zone {
-			out = append(out, b)
-		}
-	}
-	return out
 }
 
 // timeline snapshots the clients every half second for d and logs each

@@ -3,7 +3,6 @@
 package h2spec
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/xml"
@@ -13,14 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/zonelb/zonelb/internal/proxycmd"
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
@@ -115,42 +113,12 @@ func startProxy(t *testing.T, bin, backend string) string {
 	t.Helper()
 	// --protocol h2: an HTTP/2-only port, where a connection that does
 	// not start with the preface is refused (h2spec 3.5/2).
-	cmd := exec.Command(bin, "proxy", "--listen", "127.0.0.1:0", "--protocol", "h2", "--to", backend)
-	stderr, err := cmd.StderrPipe()
+	p, err := proxycmd.Start(t.Context(), bin, "--protocol", "h2", "--to", backend)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	re := regexp.MustCompile(`msg="proxy listening" addr=(\S+)`)
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m[1]
-			}
-		}
-	}()
-	select {
-	case a := <-found:
-		return a
-	case <-time.After(10 * time.Second):
-		t.Fatal("zonelb proxy did not start")
-	}
-	return ""
+	t.Cleanup(func() { p.Stop(10 * time.Second) })
+	return p.Addr
 }
 
 // findTool looks for a test tool in the repository's tool cache (where the

@@ -19,6 +19,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/zonelb/zonelb/internal/testservice"
 )
 
 // The interop server cannot show what grpc-timeout reached it (grpc-go
@@ -59,10 +61,10 @@ var errSleptOut = errors.New("slept the full bound without being cancelled")
 
 type rawTimeoutKey struct{}
 
-// observer is a TestService whose EmptyCall records its deadline and whose
-// UnaryCall sleeps until its context ends.
+// observer watches the calls of a testservice.Service (its OnCall hook):
+// an EmptyCall records its deadline; a UnaryCall also sleeps until its
+// context ends and records how.
 type observer struct {
-	testgrpc.UnimplementedTestServiceServer
 	now     func() time.Time
 	seen    chan observation
 	dropped atomic.Int64
@@ -91,13 +93,14 @@ func (o *observer) report(ob observation) {
 	}
 }
 
-func (o *observer) EmptyCall(ctx context.Context, _ *testgrpc.Empty) (*testgrpc.Empty, error) {
-	o.report(o.observe(ctx))
-	return &testgrpc.Empty{}, nil
-}
-
-func (o *observer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+// onCall is the service's hook: a UnaryCall that nothing cancels sleeps
+// out the bound and is answered; one whose context ends fails with it.
+func (o *observer) onCall(ctx context.Context) error {
 	ob := o.observe(ctx)
+	if m, _ := grpc.Method(ctx); m != testgrpc.TestService_UnaryCall_FullMethodName {
+		o.report(ob)
+		return nil
+	}
 	bound := time.NewTimer(sleepBound)
 	defer bound.Stop()
 	select {
@@ -108,9 +111,9 @@ func (o *observer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*t
 	}
 	o.report(ob)
 	if ob.Ended == errSleptOut {
-		return &testgrpc.SimpleResponse{}, nil
+		return nil
 	}
-	return nil, status.FromContextError(ob.Ended).Err()
+	return status.FromContextError(ob.Ended).Err()
 }
 
 // await returns the observation of call id, failing the test if none comes
@@ -137,7 +140,7 @@ func startObservers(t *testing.T, n int) (*observer, []string) {
 	t.Helper()
 	o := &observer{now: time.Now, seen: make(chan observation, 256)}
 	gs := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(gs, o)
+	testgrpc.RegisterTestServiceServer(gs, testservice.NewService(testservice.Options{OnCall: o.onCall}))
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw := r.Header.Get("Grpc-Timeout")
 		if r.Header.Get(ignoreTimeoutHeader) != "" {

@@ -17,7 +17,7 @@ import (
 )
 
 // TestKubeNodeDemo is `make k8s-demo`: the scenario of TestKubeNode up to a
-// rollout restart under load, printed for a person into the file that
+// SIGKILL of the daemon under load, printed for a person into the file that
 // ZONELB_KUBENODE_DEMO names (the Makefile sets it and prints the file).
 // Without it, it skips: TestKubeNode asserts the same steps in `make test`.
 func TestKubeNodeDemo(t *testing.T) {
@@ -38,7 +38,9 @@ func TestKubeNodeDemo(t *testing.T) {
 		{"Baseline", s.baseline},
 		{"DaemonSet", s.daemonSet},
 		{"Steered", s.steered},
+		{"OptOut", s.optOut},
 		{"RolloutRestartUnderLoad", s.rolloutRestart},
+		{"DaemonKilled", s.daemonKilled},
 	} {
 		if !t.Run(step.name, step.fn) {
 			return
@@ -95,6 +97,16 @@ func printDemo(w io.Writer, s *scenario, nodeUp time.Duration) {
 			}
 			fmt.Fprintf(w, "%-10s %8d %7d  %d / %d\n", name, r.OK+r.Failed, r.Failed, via, r.OK-via)
 		}
+	}
+	if len(s.killed) > 0 {
+		fmt.Fprintf(w, "\n## SIGKILL of the daemon's process, under load (the kubelet restarts it)\n")
+		fmt.Fprintf(w, "%-13s %8s %7s %9s %9s %9s\n", "client", "calls", "failed", "reached", "in flight", "saveable")
+		for _, name := range slices.Sorted(maps.Keys(s.killed)) {
+			o := s.killed[name]
+			fmt.Fprintf(w, "%-13s %8d %7d %9d %9d %9d\n", name, o.ok+o.failed, o.failed, o.reached, o.lost, o.saveable)
+		}
+		fmt.Fprintf(w, "reached: a backend received the call; in flight: on the killed proxy's connection;\n")
+		fmt.Fprintf(w, "saveable: never reached a backend, a retry could have saved it (the bar: none).\n")
 	}
 	fmt.Fprintln(w)
 }

@@ -26,6 +26,7 @@ type scenario struct {
 	phases  []phase
 	dsReady time.Duration // kubectl apply to the DaemonSet's pod Ready
 	restart map[string]loadResult
+	killed  map[string]killOutcome // the daemon's SIGKILL
 }
 
 // phase is one client's calls in one step.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/zonelb/zonelb/internal/kubenode"
+	"github.com/zonelb/zonelb/internal/kubenode/testpodapi"
 )
 
 // applyDeploy installs deploy/ as the README tells a user: a Kustomize
@@ -140,20 +142,39 @@ func clientPod(name, target string, labels map[string]string) *corev1.Pod {
 	}
 }
 
-// call is one call's outcome as a client pod reports it.
-type call struct {
-	Backend string `json:"backend"`
-	Zone    string `json:"zone"`
-	Peer    string `json:"peer"`
-	Err     string `json:"err"`
-}
+// What a client pod reports (internal/kubenode/testpod).
+type (
+	call       = testpodapi.Call
+	loadResult = testpodapi.Load
+)
 
-type loadResult struct {
-	OK       int            `json:"ok"`
-	Failed   int            `json:"failed"`
-	Errors   []string       `json:"errors"`
-	Backends map[string]int `json:"backends"`
-	Peers    map[string]int `json:"peers"`
+// receivedIDs returns the id of every call that any of the Service's
+// backends (its pods on the node and the remote peers) has received.
+func (s *scenario) receivedIDs(t *testing.T) map[string]bool {
+	t.Helper()
+	pods, err := s.node.Client.CoreV1().Pods("default").List(t.Context(), metav1.ListOptions{LabelSelector: "app=greeter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ips []string
+	for _, p := range pods.Items {
+		ips = append(ips, p.Status.PodIP)
+	}
+	for _, r := range remotes {
+		ips = append(ips, r.ip)
+	}
+	got := map[string]bool{}
+	for _, ip := range ips {
+		var ids []string
+		body := clientHTTP(t, s.node, http.MethodGet, "http://"+net.JoinHostPort(ip, "8080")+"/received")
+		if err := json.Unmarshal(body, &ids); err != nil {
+			t.Fatalf("backend %s: received: %v: %s", ip, err, body)
+		}
+		for _, id := range ids {
+			got[id] = true
+		}
+	}
+	return got
 }
 
 // calls asks a client pod for n sequential calls over its one connection.

@@ -61,13 +61,14 @@ func report(t *testing.T, dur time.Duration, seed uint64, evs []event, samples [
 		if i == 20 {
 			break
 		}
-		errs = append(errs, fmt.Sprintf("saveable failed call %s at %+.3fs: %s %q (conn %q)", f.ID,
-			time.Duration(f.Start-samples[0].W.Start).Seconds(), f.Code, f.Msg, f.Conn))
+		errs = append(errs, fmt.Sprintf("saveable failed call %s at %+.3fs: %s %q (conn %q)%s", f.ID,
+			time.Duration(f.Start-samples[0].W.Start).Seconds(), f.Code, f.Msg, f.Conn, connDetail(all, evs, f)))
 	}
 	if len(saveable) > 0 {
 		errs = append(errs, fmt.Sprintf("%d saveable failed calls", len(saveable)))
 	}
 
+	b.WriteString(killDetail(all, evs))
 	b.WriteString("\nfaults:\n")
 	for _, ev := range evs {
 		fmt.Fprintf(&b, "  %6.1fs  %-70s %s\n", ev.At.Seconds(), ev.Kind, ev.Target)
@@ -227,5 +228,52 @@ func plot(samples []sample) string {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%.0fs</text>`+"\n", x(t), y, t)
 	}
 	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+// connDetail describes the connection a failed call went out on (or whose
+// failure it names), with its times relative to the daemon's kill.
+func connDetail(w cluster.Window, evs []event, f cluster.Failure) string {
+	c, ok := w.ConnOf(f)
+	if !ok {
+		return " (no connection)"
+	}
+	var kill event
+	for _, ev := range evs {
+		if ev.Kind == evDaemonKill {
+			kill = ev
+		}
+	}
+	ref := kill.Sent[""].UnixNano()
+	ms := func(ns int64) string {
+		if ns == 0 || ref == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%+.3fms", float64(ns-ref)/1e6)
+	}
+	return fmt.Sprintf(" conn %s->%q dialled=%s established=%s broken=%s err=%q (from the daemon kill; kill(2) began %s, restarted %s)",
+		c.Local, c.Remote, ms(c.DialStart), ms(c.Established), ms(c.Broken), c.Err, ms(kill.Before.UnixNano()), ms(kill.Restarted.UnixNano()))
+}
+
+// killDetail lists, for each daemon kill, the connections that broke
+// from the kill on, with their times relative to kill(2)'s return.
+func killDetail(w cluster.Window, evs []event) string {
+	var b strings.Builder
+	for _, ev := range evs {
+		sent, ok := ev.Sent[""]
+		if !ok {
+			continue
+		}
+		ref := sent.UnixNano()
+		ms := func(ns int64) string { return fmt.Sprintf("%+.3fms", float64(ns-ref)/1e6) }
+		fmt.Fprintf(&b, "\ndaemon kill at %.1fs: kill(2) began %s, reaped %s, successor started then; connections broken:\n",
+			ev.At.Seconds(), ms(ev.Before.UnixNano()), ms(ev.Restarted.UnixNano()))
+		for _, c := range w.Conns {
+			if c.Broken >= ev.Before.UnixNano() && c.Broken < ev.Before.Add(2*time.Second).UnixNano() {
+				fmt.Fprintf(&b, "  %s->%q dialled %s established %s broken %s: %s\n", c.Local, c.Remote,
+					ms(c.DialStart), ms(c.Established), ms(c.Broken), c.Err)
+			}
+		}
+	}
 	return b.String()
 }

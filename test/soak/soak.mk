@@ -4,7 +4,7 @@
 #   make soak          load and churn in the mini cluster for SOAK_DURATION
 #                      (default 10m), seeded (SOAK_SEED); writes the report
 #                      and its plot to SOAK_OUT (default docs/soak.md and
-#                      docs/soak.svg). `make test` leaves it out for now (see docs/soak.md).
+#                      docs/soak.svg). `make test` runs its 2-minute form.
 #   make stress-test   the privileged packages (STRESS_PKGS, default
 #                      PRIV_PKGS), one at a time, STRESS_RUNS times
 #                      (default 5) while stress-ng keeps one core busy;

@@ -12,8 +12,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,8 +21,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +28,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/zonelb/zonelb/internal/proxycmd"
 )
 
 func main() {
@@ -71,20 +71,12 @@ func run(zonelb string, n int, heapFile string) error {
 	}
 	admin := adminL.Addr().String()
 	adminL.Close()
-	cmd := exec.Command(zonelb, "proxy", "--listen", "127.0.0.1:0", "--protocol", "h2", "--to", backend.Addr().String(), "--admin", admin)
-	stderr, err := cmd.StderrPipe()
+	p, err := proxycmd.Start(context.Background(), zonelb, "--protocol", "h2", "--to", backend.Addr().String(), "--admin", admin)
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	addr, err := listenAddr(stderr)
-	if err != nil {
-		return err
-	}
-	go io.Copy(io.Discard, stderr)
+	defer p.Stop(time.Minute)
+	addr := p.Addr
 
 	// One connection first, so that the upstream connection and the
 	// proxy's steady state exist before the baseline.
@@ -97,7 +89,7 @@ func run(zonelb string, n int, heapFile string) error {
 	if err := proxyGC(admin); err != nil {
 		return err
 	}
-	base, err := rss(cmd.Process.Pid)
+	base, err := rss(p.Pid())
 	if err != nil {
 		return err
 	}
@@ -123,7 +115,7 @@ func run(zonelb string, n int, heapFile string) error {
 		return err
 	}
 	time.Sleep(2 * time.Second)
-	after, err := rss(cmd.Process.Pid)
+	after, err := rss(p.Pid())
 	if err != nil {
 		return err
 	}
@@ -149,18 +141,6 @@ func run(zonelb string, n int, heapFile string) error {
 		return err
 	}
 	return nil
-}
-
-var listening = regexp.MustCompile(`msg="proxy listening" addr=(\S+)`)
-
-func listenAddr(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-			return m[1], nil
-		}
-	}
-	return "", errors.New("zonelb proxy did not start")
 }
 
 // open makes one client connection: preface, SETTINGS, one GET, its

@@ -6,11 +6,15 @@
 //	testpod pause     block until SIGTERM (the sandbox image's entrypoint)
 //	testpod backend   grpc.testing.TestService on :50051; every answer names
 //	                  the pod (Hostname), its zone (ServerId) and, in the
-//	                  x-peer response header, the address the call came from
+//	                  x-peer response header, the address the call came from;
+//	                  HTTP on :8080: GET /received, the ids of every call it
+//	                  received (so a test can tell a failed call that never
+//	                  reached a backend: one a retry could have saved)
 //	testpod client    one long-lived gRPC connection to $TARGET; HTTP on :8080:
 //	                  GET /calls?n=N  N sequential unary calls, as JSON
 //	                  POST /load/start, POST /load/stop  calls in a loop
-//	                  until stopped, then the totals and errors as JSON
+//	                  until stopped, then the totals and failures as JSON;
+//	                  every call carries an id (header x-zonelb-call-id)
 //
 // It is test infrastructure, never part of the product.
 package main
@@ -23,8 +27,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +39,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"github.com/zonelb/zonelb/internal/kubenode/testpodapi"
 )
 
 func main() {
@@ -62,9 +70,21 @@ func main() {
 type server struct {
 	testgrpc.UnimplementedTestServiceServer
 	name, zone string
+
+	mu       sync.Mutex
+	received []string // ids of the calls received, in order
 }
 
 func (s *server) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	// Recorded first: the call has reached this backend once gRPC hands it
+	// to the application, whatever happens to its answer.
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if id := md.Get(testpodapi.CallIDHeader); len(id) > 0 {
+			s.mu.Lock()
+			s.received = append(s.received, id[0])
+			s.mu.Unlock()
+		}
+	}
 	if p, ok := peer.FromContext(ctx); ok {
 		_ = grpc.SetHeader(ctx, metadata.Pairs("x-peer", p.Addr.String()))
 	}
@@ -77,55 +97,70 @@ func backend(ctx context.Context) error {
 		return err
 	}
 	srv := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(srv, &server{name: os.Getenv("POD_NAME"), zone: os.Getenv("ZONE")})
+	s := &server{name: os.Getenv("POD_NAME"), zone: os.Getenv("ZONE")}
+	testgrpc.RegisterTestServiceServer(srv, s)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /received", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		ids := slices.Clone(s.received)
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(ids)
+	})
+	hs := &http.Server{Addr: ":8080", Handler: mux}
 	go func() {
 		<-ctx.Done()
 		srv.GracefulStop()
+		_ = hs.Close()
 	}()
-	return srv.Serve(l)
-}
-
-// Call is one call's outcome.
-type Call struct {
-	Backend string `json:"backend,omitempty"`
-	Zone    string `json:"zone,omitempty"`
-	Peer    string `json:"peer,omitempty"`
-	Err     string `json:"err,omitempty"`
-}
-
-// Load is the outcome of a load run.
-type Load struct {
-	OK       int            `json:"ok"`
-	Failed   int            `json:"failed"`
-	Errors   []string       `json:"errors,omitempty"`
-	Backends map[string]int `json:"backends"`
-	Peers    map[string]int `json:"peers"`
+	errc := make(chan error, 1)
+	go func() {
+		if err := hs.ListenAndServe(); err != http.ErrServerClosed {
+			errc <- err
+		}
+	}()
+	if err := srv.Serve(l); err != nil {
+		return err
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
 }
 
 type clientState struct {
-	c testgrpc.TestServiceClient
+	c    testgrpc.TestServiceClient
+	name string
+	seq  atomic.Uint64
 
 	mu      sync.Mutex
-	load    *Load
+	load    *testpodapi.Load
 	stopped chan struct{}
 	done    chan struct{}
 }
 
-func (s *clientState) call(ctx context.Context) Call {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+func (s *clientState) call(ctx context.Context) (testpodapi.Call, string) {
+	id := fmt.Sprintf("%s-%d", s.name, s.seq.Add(1))
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, testpodapi.CallIDHeader, id), 10*time.Second)
 	defer cancel()
 	var md metadata.MD
+	var p peer.Peer
 	// Wait for a ready connection rather than fail while it reconnects
 	// (after a GOAWAY): the caller's retry, done by grpc-go.
-	resp, err := s.c.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.Header(&md), grpc.WaitForReady(true))
-	if err != nil {
-		return Call{Err: err.Error()}
+	resp, err := s.c.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.Header(&md), grpc.Peer(&p), grpc.WaitForReady(true))
+	var local string
+	if p.LocalAddr != nil {
+		local = p.LocalAddr.String()
 	}
-	c := Call{Backend: resp.GetHostname(), Zone: resp.GetServerId()}
+	if err != nil {
+		return testpodapi.Call{Err: err.Error(), Conn: local}, id
+	}
+	c := testpodapi.Call{Backend: resp.GetHostname(), Zone: resp.GetServerId(), Conn: local}
 	if v := md.Get("x-peer"); len(v) > 0 {
 		c.Peer = v[0]
 	}
-	return c
+	return c, id
 }
 
 func client(ctx context.Context) error {
@@ -136,15 +171,17 @@ func client(ctx context.Context) error {
 	}
 	defer cc.Close()
 	cc.Connect()
-	s := &clientState{c: testgrpc.NewTestServiceClient(cc)}
+	name, _ := os.Hostname()
+	s := &clientState{c: testgrpc.NewTestServiceClient(cc), name: name}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /calls", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		n = max(1, min(n, 10000))
-		calls := make([]Call, 0, n)
+		calls := make([]testpodapi.Call, 0, n)
 		for range n {
-			calls = append(calls, s.call(r.Context()))
+			c, _ := s.call(r.Context())
+			calls = append(calls, c)
 		}
 		_ = json.NewEncoder(w).Encode(calls)
 	})
@@ -155,7 +192,7 @@ func client(ctx context.Context) error {
 			http.Error(w, "already running", http.StatusConflict)
 			return
 		}
-		s.load = &Load{Backends: map[string]int{}, Peers: map[string]int{}}
+		s.load = &testpodapi.Load{Backends: map[string]int{}, Peers: map[string]int{}, Conns: map[string]int64{}}
 		s.stopped, s.done = make(chan struct{}), make(chan struct{})
 		go s.loop(ctx, s.load, s.stopped, s.done)
 	})
@@ -184,7 +221,7 @@ func client(ctx context.Context) error {
 }
 
 // loop makes calls one after another, 5ms apart, until stopped.
-func (s *clientState) loop(ctx context.Context, l *Load, stopped, done chan struct{}) {
+func (s *clientState) loop(ctx context.Context, l *testpodapi.Load, stopped, done chan struct{}) {
 	defer close(done)
 	for {
 		select {
@@ -194,15 +231,22 @@ func (s *clientState) loop(ctx context.Context, l *Load, stopped, done chan stru
 			return
 		case <-time.After(5 * time.Millisecond):
 		}
-		c := s.call(ctx)
+		start := time.Now()
+		c, id := s.call(ctx)
 		if c.Err != "" {
 			l.Failed++
 			if len(l.Errors) < 20 {
 				l.Errors = append(l.Errors, time.Now().UTC().Format(time.RFC3339Nano)+" "+c.Err)
 			}
+			if len(l.Failures) < testpodapi.MaxFailures {
+				l.Failures = append(l.Failures, testpodapi.Failure{ID: id, Start: start.UnixNano(), Conn: c.Conn, Err: c.Err})
+			}
 			continue
 		}
 		l.OK++
+		if _, ok := l.Conns[c.Conn]; !ok && c.Conn != "" {
+			l.Conns[c.Conn] = time.Now().UnixNano()
+		}
 		l.Backends[c.Backend]++
 		l.Peers[c.Peer]++
 	}

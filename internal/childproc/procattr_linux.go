@@ -1,4 +1,4 @@
-package kubetest
+package childproc
 
 import "syscall"
 

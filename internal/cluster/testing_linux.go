@@ -1,0 +1,55 @@
+package cluster
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/zonelb/zonelb/internal/childproc"
+)
+
+// DaemonLogPath is the log file of the zonelb daemon on the client node.
+func (c *Cluster) DaemonLogPath() string {
+	return filepath.Join(c.workDir, "zonelb-"+c.ClientNode().Name+".log")
+}
+
+// UpForTest brings the lab up for a test, failing it if that fails, and
+// tears the lab down when the test ends, after logging the last lines of
+// the zonelb daemon's log if the test failed.
+func UpForTest(tb testing.TB, opts Options) *Cluster {
+	tb.Helper()
+	c, err := Up(context.Background(), opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("daemon log:\n%s", childproc.Tail(c.DaemonLogPath(), 60))
+		}
+		if err := c.Close(); err != nil {
+			tb.Errorf("tear down: %v", err)
+		}
+	})
+	return c
+}
+
+// BackendsIn lists the backend pods of zone.
+func (c *Cluster) BackendsIn(zone string) []*Backend {
+	var out []*Backend
+	for _, b := range c.Backends {
+		if b.Zone == zone {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// SetLoads gives every backend of bs the load l, failing tb on an error.
+func SetLoads(tb testing.TB, ctx context.Context, bs []*Backend, l BackendLoad) {
+	tb.Helper()
+	for _, b := range bs {
+		if err := b.SetLoad(ctx, l); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
