@@ -150,7 +150,9 @@ const (
 // another hold's worth of requests (measured with the wait after any gap:
 // up to 112 of 1197 calls in 2 s went to a hung zone in
 // TestHungZoneSpillsOnStallingNode, 14-15 with no wait; with this rule
-// 14-46, all in the first second). The price: a stall that comes before
+// 14-46, all in the first second: the most when a stall comes in the
+// first tens of milliseconds of the hang, before the count reached the
+// limit, and its burst lands there). The price: a stall that comes before
 // the previous one's burst has drained is taken for a hang (seed 2 of
 // TestNodeStallIsNotOverload: 50 of 5914 calls crossed).
 //
