@@ -189,6 +189,9 @@ func (m *Model) Share(z string) float64 {
 	return float64(m.tally.picks[z]) / float64(m.tally.total)
 }
 
+// Total is how many requests the node sent since the last Reset.
+func (m *Model) Total() int { return m.tally.total }
+
 // Failed is how many of the node's requests failed (after any retry)
 // since the last Reset.
 func (m *Model) Failed() int { return m.tally.failed }

@@ -14,8 +14,9 @@ import (
 // node, 1 ms calls that become 5 ms calls, while the whole node (the proxy
 // and every zone's endpoints: in the mini cluster all zones share the
 // machine) pauses for 10-100 ms a few times a second. It returns the
-// share of the calls after the slowdown that crossed zones.
-func stalledCalm(t *testing.T, seed uint64, order sim.PauseOrder, proxy, endpoints bool) (cross float64, m *sim.Model) {
+// share of the calls after the slowdown that crossed zones, and the
+// lowest local share of a 2 s window (the e2e test's).
+func stalledCalm(t *testing.T, seed uint64, order sim.PauseOrder, proxy, endpoints bool) (cross, worst float64, m *sim.Model) {
 	m, b := newModel(t, zone.Config{LocalZone: "a"}, threeZones(2))
 	m.ServiceTime, m.Workers = time.Millisecond, 1000
 	m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
@@ -25,23 +26,35 @@ func stalledCalm(t *testing.T, seed uint64, order sim.PauseOrder, proxy, endpoin
 	m.Run(before, 600)
 	m.ServiceTime = 5 * time.Millisecond
 	m.Reset()
+	var local, total float64
+	worst = 1
+	m.Every(2*time.Second, func() {
+		worst = min(worst, m.Share("a"))
+		local += m.Share("a") * float64(m.Total())
+		total += float64(m.Total())
+		m.Reset()
+	})
 	m.Run(calm, 600)
-	t.Logf("seed %d order %d proxy %v endpoints %v: %v, p99 %v; %+v", seed, order, proxy, endpoints, m, m.Percentile(0.99), b.State().Spill)
-	return 1 - m.Share("a"), m
+	m.Every(time.Hour, func() {})
+	t.Logf("seed %d order %d proxy %v endpoints %v: %.0f of %.0f calls local, worst 2 s window %.4f; %+v", seed, order, proxy, endpoints, local, total, worst, b.State().Spill)
+	return 1 - local/total, worst, m
 }
 
 // A node-wide stall is no overload: it delays the local zone's answers,
 // and the remote zones' alike, and after it the proxy reads a burst of
 // new requests at once. A healthy, unloaded zone keeps its calls: at
-// most 1% cross zones (issue 11's bound for a healthy zone), on a node
-// that pauses for 10-100 ms three times a second, whichever order the
-// proxy reads the work that waited.
+// most 1% cross zones (issue 11's bound for a healthy zone), and no 2 s
+// window keeps less than the e2e test's 97%, on a node that pauses for
+// 10-100 ms three times a second, whichever order the proxy reads the
+// work that waited. (Measured with the in-flight limit applied at once,
+// after a stall too: 4.5-9.3% crossed, worst windows 79.5-92.5%.)
 func TestNodeStallIsNotOverload(t *testing.T) {
 	for _, order := range []sim.PauseOrder{sim.Interleaved, sim.ArrivalsFirst} {
 		for seed := uint64(1); seed <= 5; seed++ {
 			t.Run(fmt.Sprintf("order%d/seed%d", order, seed), func(t *testing.T) {
-				if cross, m := stalledCalm(t, seed, order, true, true); cross > 0.01 {
-					t.Errorf("%.4f of the calls crossed zones on a stalling node with a healthy, unloaded zone, want <= 0.01 (%v)", cross, m)
+				cross, worst, _ := stalledCalm(t, seed, order, true, true)
+				if cross > 0.01 || worst < 0.97 {
+					t.Errorf("%.4f of the calls crossed zones on a stalling node with a healthy, unloaded zone, want <= 0.01; worst 2 s window %.4f local, want >= 0.97", cross, worst)
 				}
 			})
 		}
@@ -54,10 +67,10 @@ func TestNodeStallIsNotOverload(t *testing.T) {
 // hung zone, and are reported only.
 func TestProxyStallIsNotOverload(t *testing.T) {
 	for seed := uint64(1); seed <= 5; seed++ {
-		if cross, m := stalledCalm(t, seed, sim.Interleaved, true, false); cross > 0.01 {
-			t.Errorf("seed %d: %.4f of the calls crossed zones with the proxy pausing, want <= 0.01 (%v)", seed, cross, m)
+		if cross, worst, _ := stalledCalm(t, seed, sim.Interleaved, true, false); cross > 0.01 || worst < 0.97 {
+			t.Errorf("seed %d: %.4f of the calls crossed zones with the proxy pausing, want <= 0.01; worst 2 s window %.4f, want >= 0.97", seed, cross, worst)
 		}
-		cross, _ := stalledCalm(t, seed, sim.Interleaved, false, true)
+		cross, _, _ := stalledCalm(t, seed, sim.Interleaved, false, true)
 		t.Logf("seed %d: endpoints alone pausing: %.4f crossed", seed, cross)
 	}
 }
@@ -69,7 +82,7 @@ func TestProxyStallIsNotOverload(t *testing.T) {
 // second on none at all.
 func TestHungZoneSpillsOnStallingNode(t *testing.T) {
 	for seed := uint64(1); seed <= 5; seed++ {
-		_, m := stalledCalm(t, seed, sim.Interleaved, true, true)
+		_, _, m := stalledCalm(t, seed, sim.Interleaved, true, true)
 		m.Pauses = sim.Pauses(seed, 20*time.Second, 22*time.Second, 3, 10*time.Millisecond, 100*time.Millisecond)
 		m.ZoneWorkers["a"] = 0
 		m.Reset()
