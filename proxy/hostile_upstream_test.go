@@ -312,6 +312,19 @@ func TestAbusiveEndpointsAreCut(t *testing.T) {
 	}
 }
 
+// lockedSource makes a seeded source safe for concurrent picks, as
+// zone.Config.Rand must be.
+type lockedSource struct {
+	mu  sync.Mutex
+	src rand.Source
+}
+
+func (l *lockedSource) Uint64() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.src.Uint64()
+}
+
 // assertEjected shows that the zone balancer, fed by the proxy's outcomes,
 // ejects the endpoint at badAddr: a proxy over it and a good endpoint
 // sends calls until one reached the bad endpoint, which then is ejected,
@@ -330,7 +343,7 @@ func assertEjected(t *testing.T, badAddr netip.AddrPort, badRequests func() int6
 	bal, err := zone.NewBalancer(zone.Config{
 		LocalZone: "zone-a",
 		Now:       clock,
-		Rand:      rand.NewPCG(1, 2),
+		Rand:      &lockedSource{src: rand.NewPCG(1, 2)},
 		SlowStart: -1,
 		Ejection:  zone.EjectionConfig{ConsecutiveFailures: 1},
 	})
@@ -611,4 +624,90 @@ func TestEndpointThatNeverReads(t *testing.T) {
 	// under a second.
 	bad2 := neverReads(t)
 	assertEjected(t, bad2.addr, bad2.requests.Load, func(c *proxy.Config) { c.UpstreamPingInterval = 200 * time.Millisecond })
+}
+
+// outcomes counts the outcomes of finished requests per endpoint.
+type outcomes struct {
+	mu sync.Mutex
+	n  map[netip.AddrPort]map[zone.Outcome]int
+}
+
+func (o *outcomes) ObserveRequest(ri proxy.RequestInfo) {
+	if ri.Endpoint == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == nil {
+		o.n = map[netip.AddrPort]map[zone.Outcome]int{}
+	}
+	if o.n[ri.Endpoint.Addr] == nil {
+		o.n[ri.Endpoint.Addr] = map[zone.Outcome]int{}
+	}
+	o.n[ri.Endpoint.Addr][ri.Outcome]++
+}
+
+func (o *outcomes) count(a netip.AddrPort, out zone.Outcome) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[a][out]
+}
+
+// An endpoint that never reads but is not silent (a deadlocked reader
+// beside a live writer) is not found out by the keepalive, and every call
+// sent to it leaves its request headers queued in the proxy, unwritten:
+// flow control bounds DATA, not headers. The proxy closes the connection
+// once 16 MiB are queued (maxWriteBacklog), which fails the calls on it
+// (Failure: they were sent, and the balancer ejects for it), while calls
+// to a good endpoint on the same client connection go on. Without the
+// bound, the proxy held every call's headers until the keepalive (three
+// UpstreamPingIntervals, disabled here in effect) or forever.
+func TestEndpointThatNeverReadsIsCutAtTheWriteBacklogBound(t *testing.T) {
+	deaf := startTCPBackend(t, "deaf", func(c net.Conn) {
+		// SETTINGS that allow many streams, then nothing: not a byte
+		// read, ever.
+		http2.NewFramer(c, nil).WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1 << 20})
+		<-make(chan struct{})
+	})
+	good := startRawEndpoint(t, 1024, nil)
+	var obs outcomes
+	p, addr := startProxy(t, proxy.NewRoundRobin([]zone.Endpoint{{Addr: deaf.addr, Ready: true, Serving: true}, {Addr: good.addr, Ready: true, Serving: true}}),
+		func(c *proxy.Config) {
+			c.Observer = &obs
+			c.UpstreamPingInterval = time.Hour
+		})
+	// A client that reads everything: windows wide open.
+	rc := newRawClient(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
+	rc.mu.Lock()
+	rc.fr.WriteWindowUpdate(0, 1<<30)
+	rc.mu.Unlock()
+	// 60 KB of headers per call to the deaf endpoint: a field larger
+	// than the HPACK table is sent literally every time, and '~' has a
+	// Huffman code longer than 8 bits, so it is sent as it is.
+	big := strings.Repeat("~", 60000)
+	const maxBadCalls = 1000 // 60 MB: the bound, kernel buffers and then some
+	bad := 0
+	id := uint32(1)
+	for p.Stats().UpstreamFloodsClosed == 0 {
+		if bad == maxBadCalls {
+			t.Fatalf("%d calls (%d MB of headers) queued for an endpoint that does not read, and its connection is still open", bad, bad*60000>>20)
+		}
+		rc.mu.Lock()
+		// Round robin: the deaf endpoint, then the good one.
+		writeBlock(rc.fr, id, rc.block(":method", "GET", ":scheme", "http", ":path", "/", ":authority", "x", "x-big", big), true)
+		writeBlock(rc.fr, id+2, rc.block(":method", "GET", ":scheme", "http", ":path", "/", ":authority", "x"), true)
+		rc.mu.Unlock()
+		id += 4
+		bad++
+	}
+	t.Logf("connection to the endpoint that does not read closed after %d calls, %d MB of request headers", bad, bad*60000>>20)
+	if bad*60000 < 16<<20 {
+		t.Fatalf("closed after %d bytes of headers, before the 16 MiB bound", bad*60000)
+	}
+	eventually(t, "the calls on the closed connection to fail", func() bool { return obs.count(deaf.addr, zone.Failure) > 0 })
+	if n := obs.count(deaf.addr, zone.Success); n != 0 {
+		t.Fatalf("%d calls to the endpoint that does not read succeeded", n)
+	}
+	// Every call to the good endpoint completes.
+	eventually(t, "the calls to the good endpoint to complete", func() bool { return obs.count(good.addr, zone.Success) == bad })
 }
