@@ -173,6 +173,17 @@ var upstreamAbuses = []upstreamAbuse{
 		},
 	},
 	{
+		// As TestAbusiveEndpointIsCut, here to show the ejection too.
+		name: "PING flood", flood: true,
+		abuse: func(e *hostileEndpoint, c net.Conn, fr *http2.Framer, enc *hpackBlock, id uint32) bool {
+			if respond(fr, enc, id) != nil {
+				return false
+			}
+			writeUntilCut(e, 100000, 9+8, func(i int) error { return fr.WritePing(false, [8]byte{byte(i)}) })
+			return false
+		},
+	},
+	{
 		// A header block that never ends, in empty CONTINUATION frames:
 		// no header bytes, so only the flood guard sees it.
 		name: "empty CONTINUATION flood", flood: true, maxWrote: 16 << 20,
