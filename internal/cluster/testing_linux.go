@@ -2,11 +2,27 @@ package cluster
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/zonelb/zonelb/internal/childproc"
 )
+
+// ZonelbBin is the zonelb binary for a test: $ZONELB_BIN (the Makefile
+// builds it), or cmd/zonelb built into tb's temporary directory.
+func ZonelbBin(tb testing.TB) string {
+	tb.Helper()
+	if p := os.Getenv("ZONELB_BIN"); p != "" {
+		return p
+	}
+	out := filepath.Join(tb.TempDir(), "zonelb")
+	if b, err := exec.Command("go", "build", "-o", out, "github.com/zonelb/zonelb/cmd/zonelb").CombinedOutput(); err != nil {
+		tb.Fatalf("build zonelb: %v\n%s", err, b)
+	}
+	return out
+}
 
 // DaemonLogPath is the log file of the zonelb daemon on the client node.
 func (c *Cluster) DaemonLogPath() string {

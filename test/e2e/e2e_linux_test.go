@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,24 +15,7 @@ import (
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	cluster.RunHelpers()
-	os.Exit(m.Run())
-}
-
-// zonelbBin is $ZONELB_BIN (the Makefile builds it), or a fresh build.
-func zonelbBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("ZONELB_BIN"); p != "" {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "zonelb")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/zonelb/zonelb/cmd/zonelb")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build zonelb: %v\n%s", err, b)
-	}
-	return out
-}
+func TestMain(m *testing.M) { cluster.Main(m.Run) }
 
 // testLogger writes the harness's log to the test log.
 func testLogger(t *testing.T) *slog.Logger {
@@ -112,7 +94,7 @@ func TestMiniCluster(t *testing.T) {
 	ctx := context.Background()
 	c := cluster.UpForTest(t, cluster.Options{
 		Logger:    testLogger(t),
-		ZonelbBin: zonelbBin(t),
+		ZonelbBin: cluster.ZonelbBin(t),
 		Discovery: disc,
 	})
 	t.Logf("discovery: %s", c.DiscoveryDetail)
