@@ -49,6 +49,27 @@ func UpForTest(tb testing.TB, opts Options) *Cluster {
 	return c
 }
 
+// StartClientsForTest starts w in every client pod, failing tb if that
+// fails. stop stops the clients and returns their last window; clients
+// the test has not stopped by its end are stopped then.
+func (c *Cluster) StartClientsForTest(tb testing.TB, ctx context.Context, w Workload) (cs Clients, stop func() (Window, error)) {
+	tb.Helper()
+	cs, err := c.StartClients(ctx, w)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stopped := false
+	tb.Cleanup(func() {
+		if !stopped {
+			cs.Stop(context.WithoutCancel(ctx))
+		}
+	})
+	return cs, func() (Window, error) {
+		stopped = true
+		return cs.Stop(ctx)
+	}
+}
+
 // BackendsIn lists the backend pods of zone.
 func (c *Cluster) BackendsIn(zone string) []*Backend {
 	var out []*Backend

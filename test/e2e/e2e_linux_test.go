@@ -283,16 +283,7 @@ func TestMiniCluster(t *testing.T) {
 		restoreZone(t, ctx, c, cs, local)
 	})
 	t.Run("zonelb/fail-open: daemon killed, no saveable failed call", func(t *testing.T) {
-		cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 4, Rate: 300})
-		if err != nil {
-			t.Fatal(err)
-		}
-		stopped := false
-		defer func() {
-			if !stopped {
-				cs.Stop(ctx)
-			}
-		}()
+		cs, stopClients := c.StartClientsForTest(t, ctx, cluster.Workload{Concurrency: 4, Rate: 300})
 		if promErr == nil {
 			checkFailOpenQuiet(t, ctx, prom)
 		}
@@ -300,8 +291,7 @@ func TestMiniCluster(t *testing.T) {
 		r := sigkill(t, d)
 		after := timeline(t, ctx, cs, 3*time.Second)
 		failedOpenDials = cluster.Merge(after...).Dials
-		last, err := cs.Stop(ctx)
-		stopped = true
+		last, err := stopClients()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -124,16 +124,7 @@ func TestSoak(t *testing.T) {
 	}
 	// Steady load; a new connection every 300 calls per client, so that
 	// connections that failed open while the daemon was down come back.
-	cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 8, Rate: 300, RedialEvery: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			cs.Stop(ctx)
-		}
-	}()
+	cs, stopClients := c.StartClientsForTest(t, ctx, cluster.Workload{Concurrency: 8, Rate: 300, RedialEvery: 300})
 
 	evs := schedule(rng, dur)
 	logf("soak: %v, seed %d, %d faults, discovery %s", dur, seed, len(evs), c.Discovery)
@@ -258,8 +249,7 @@ func TestSoak(t *testing.T) {
 		logf("%6.1fs %s %s", ev.At.Seconds(), ev.Kind, ev.Target)
 	}
 	waitUntil(dur)
-	last, err := cs.Stop(ctx)
-	stopped = true
+	last, err := stopClients()
 	if err != nil {
 		t.Fatal(err)
 	}
