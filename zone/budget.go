@@ -187,6 +187,45 @@ func (g *spillGate) overLimit(live, now int64) bool {
 	return now-g.blind.Load() >= g.hold.Load()
 }
 
+// setLimit sets the in-flight limit of the tier before g for the budgeted
+// level set (ns), loaded or not (inFlightLimit), and the wait after a
+// stall (overLimit). Behind an open gate the tier's latency already shows
+// its queue: no wait, a burst onto a loaded tier spills at once.
+func (g *spillGate) setLimit(set float64, loaded bool) {
+	g.limit.Store(inFlightLimit(g.okRate*set/1e9, loaded))
+	hold := int64(set)
+	if g.active {
+		hold = 0
+	}
+	g.hold.Store(hold)
+	g.gap.Store(int64(max(set, overLimitGaps*1e9/max(g.okRate, 1))))
+}
+
+// loadedForm tells whether the in-flight limit takes its loaded form at
+// the control step at now, dt after the last one: the gate is open, or
+// queue (the fast level past half the budget, with a queue behind it)
+// holds, unless a long stall of the balancer (no pick for
+// overLimitStallGaps gaps: one that held this step back, or one that
+// ended in this step or the last) came with it.
+//
+// Such a stall skews the levels of the steps that read the answers held
+// across it: each request in flight then waited it out, tens of ms on top
+// of a few, and with only a handful of them idle or not, the fast level
+// passes half the budget above the idle level on that alone, reading as a
+// queue. So that step does not move the limit to its loaded form (it
+// keeps it there if it was). Measured, TestNodeStallIsNotOverload's shape
+// over seeds 1..30: in seeds 18 and 24 a stall's skewed levels read as a
+// queue, the limit took its tight form (6, with 3 calls in flight on
+// average) for one step, 47 and 59 calls crossed and a 2 s window kept
+// 96.1% and 96.3% local; with this rule every window kept 98.4% or more.
+// A capacity step that comes with such a stall gets the tight limit a
+// step or two late, the loose one until then.
+func (g *spillGate) loadedForm(queue bool, now, dt, interval int64) bool {
+	stalled := dt-interval > overLimitStallGaps*g.gap.Load() || g.stall.Load() > now-dt-interval
+	g.loaded = g.active || (queue && (g.loaded || !stalled))
+	return g.loaded
+}
+
 // overLimitGaps is how many of a tier's mean intervals between
 // completions may pass between picks before the balancer counts the gap
 // as a stall (see overLimit): a Poisson gap is longer once in e^4 = 55
@@ -289,36 +328,7 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 	// bursts (measured: 1.3% of make demo's warm-up).
 	g.known += dt
 	if g.known >= int64(cfg.LevelTime) {
-		// A long stall of the balancer (no pick for overLimitStallGaps
-		// gaps: one that held this step back, or one that ended in this
-		// step or the last) skews the levels of the steps that read the
-		// answers held across it: each request in flight then waited it
-		// out, tens of ms on top of a few, and with only a handful of
-		// them idle or not, the fast level passes half the budget above
-		// the idle level on that alone, reading as a queue. Such a step
-		// does not move the limit to its loaded form (it keeps it there
-		// if it was). Measured, TestNodeStallIsNotOverload's shape over
-		// seeds 1..30: in seeds 18 and 24 a stall's skewed levels read
-		// as a queue, the limit took its tight form (6, with 3 calls in
-		// flight on average) for one step, 47 and 59 calls crossed and a
-		// 2 s window kept 96.1% and 96.3% local; with this rule every
-		// window kept 98.4% or more. A capacity step that comes with such
-		// a stall gets the tight limit a step or two late, the loose one
-		// until then.
-		now := b.lastTick
-		stalled := dt-b.interval > overLimitStallGaps*g.gap.Load() || g.stall.Load() > now-dt-b.interval
-		loaded := g.active || (halfway && queued && (g.loaded || !stalled))
-		g.loaded = loaded
-		g.limit.Store(inFlightLimit(g.okRate*set/1e9, loaded))
-		// Behind an open gate the tier's latency already shows its
-		// queue: no wait after a stall (overLimit), a burst onto a
-		// loaded tier spills at once.
-		hold := int64(set)
-		if g.active {
-			hold = 0
-		}
-		g.hold.Store(hold)
-		g.gap.Store(int64(max(set, overLimitGaps*1e9/max(g.okRate, 1))))
+		g.setLimit(set, g.loadedForm(halfway && queued, b.lastTick, dt, b.interval))
 	}
 	if !g.active {
 		little := 0.0
