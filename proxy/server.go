@@ -259,6 +259,19 @@ func (sc *serverConn) headerBlock(b *batch, frame http2.Frame) error {
 	case *http2.ContinuationFrame:
 		done, err = sc.hdr.add(f.HeaderBlockFragment(), f.HeadersEnded())
 	}
+	switch {
+	case err != nil:
+		return sc.headerBlockError(err)
+	case !done:
+		return nil
+	}
+	return sc.headers(b, &sc.hdr)
+}
+
+// headerBlockError closes the connection over a header block that failed.
+// It is apart from headerBlock so that the error target errors.As needs is
+// allocated only on this path, not for every HEADERS frame.
+func (sc *serverConn) headerBlockError(err error) error {
 	var ce http2.ConnectionError
 	switch {
 	case errors.Is(err, errFrameBudget):
@@ -267,12 +280,8 @@ func (sc *serverConn) headerBlock(b *batch, frame http2.Frame) error {
 		return sc.goAway(http2.ErrCodeEnhanceYourCalm, err.Error())
 	case errors.As(err, &ce):
 		return sc.goAway(http2.ErrCode(ce), "invalid header block")
-	case err != nil:
-		return sc.goAway(http2.ErrCodeInternal, err.Error())
-	case !done:
-		return nil
 	}
-	return sc.headers(b, &sc.hdr)
+	return sc.goAway(http2.ErrCodeInternal, err.Error())
 }
 
 func (sc *serverConn) headers(b *batch, f *headerBlock) error {
