@@ -20,7 +20,7 @@ type serverConn struct {
 	h2conn
 	p      *Proxy
 	conn   net.Conn
-	br     *bufio.Reader
+	br     *connReader
 	in     budgetReader
 	hdr    headerBlock
 	rf     *http2.Framer
@@ -50,19 +50,22 @@ type serverConn struct {
 // decoded size of a header block the proxy accepts.
 const maxHeaderListSize = 64 << 10
 
-// readBufferSize is the read buffer per client connection: it is held for
-// the connection's life, so it is small (a unary gRPC call's frames fit;
-// larger frames are read straight into the Framer's buffer, bypassing it).
-// upstreamReadBufferSize is larger: an upstream connection carries many
-// clients' responses, and one read takes many of them.
+// readBufferSize is the buffer protocol detection reads a new connection's
+// first bytes into; an HTTP/2 connection drops it once it has read them
+// and reads through buffers of readBufs (connReader), an HTTP/1.1 or
+// opaque one keeps it. upstreamReadBufferSize is an upstream connection's
+// read buffer, held for the connection's life: an upstream connection
+// carries many clients' responses, and one read takes many of them.
 const (
 	readBufferSize         = 2 << 10
 	upstreamReadBufferSize = 16 << 10
 )
 
-// serveH2 runs a downstream HTTP/2 connection whose first bytes are in br
-// until it ends.
-func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, route Route) {
+// serveH2 runs a downstream HTTP/2 connection until it ends. src reads the
+// connection (newSockReader); first, if not nil, holds what was read of it
+// already.
+func (p *Proxy) serveH2(c net.Conn, first *bufio.Reader, src io.Reader, route Route) {
+	br := newConnReader(first, src)
 	sc := &serverConn{
 		p:       p,
 		conn:    c,
@@ -93,6 +96,7 @@ func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, route Route) {
 	b.flush()
 	sc.teardown(&b, err)
 	b.flush()
+	sc.br.release()
 }
 
 func (sc *serverConn) serve(b *batch) error {
