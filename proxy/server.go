@@ -348,12 +348,15 @@ func (sc *serverConn) headers(b *batch, f *headerBlock) error {
 	s := p.newStream()
 	s.sc, s.id, s.route = sc, id, sc.route
 	s.start = p.cfg.Now()
-	if code := s.parseRequest(append(s.reqArr[:0], f.fields...)); code != http2.ErrCodeNo {
+	s.reqBox = reqFieldsPool.Get().(*reqFields)
+	if code := s.parseRequest(append(s.reqBox[:0], f.fields...)); code != http2.ErrCodeNo {
+		s.releaseReq()
 		sc.streamError(b, id, code)
 		return nil
 	}
 	end := f.endStream
 	if end && s.contentLength > 0 {
+		s.releaseReq()
 		sc.streamError(b, id, http2.ErrCodeProtocol)
 		return nil
 	}
