@@ -67,6 +67,23 @@ type h2conn struct {
 // bound those.
 const writeBacklogLimit = 256 << 10
 
+// maxWriteBacklog bounds the bytes queued for a peer that does not read
+// them. DATA stops at writeBacklogLimit, but the frames flow control does
+// not cover still queue: the headers of each new stream, RST_STREAM, acks
+// of the peer's PINGs and SETTINGS. An endpoint that stops reading but
+// still writes now and then (a deadlocked reader beside a live writer) is
+// never found silent by the keepalive, and every call sent to it added its
+// request headers here, without end (TestEndpointThatNeverReads: 500 calls
+// with 60 KB of headers each); a client that stops reading, likewise its
+// responses' headers. A peer that reads stays far below: DATA adds at most
+// writeBacklogLimit and one stream window (4 MiB at most) beyond it, twice
+// (queued, and in the hands of the drain). Past the bound the connection
+// is closed, which fails its streams.
+const maxWriteBacklog = 16 << 20
+
+// errWriteBacklog is the write error past maxWriteBacklog.
+var errWriteBacklog = errors.New("peer does not read: over 16 MiB of frames unwritten")
+
 func (h *h2conn) init(c net.Conn, onDrained func()) {
 	h.w.init(c, &h.wmu, onDrained)
 	h.fr = http2.NewFramer(&h.w, nil)
@@ -153,6 +170,7 @@ type connWriter struct {
 	buf      []byte
 	spare    []byte
 	draining bool
+	inflight int // bytes the drain is writing, out of buf
 	err      error
 
 	// for the non-blocking write callback, allocated once
@@ -174,9 +192,16 @@ func (w *connWriter) init(c net.Conn, mu *sync.Mutex, onDrained func()) {
 	}
 }
 
-// Write queues p. Called by the Framer with the lock held.
+// Write queues p. Called by the Framer with the lock held. Once the
+// connection failed, nothing more is queued.
 func (w *connWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return len(p), nil
+	}
 	w.buf = append(w.buf, p...)
+	if len(w.buf)+w.inflight > maxWriteBacklog {
+		w.fail(errWriteBacklog)
+	}
 	return len(p), nil
 }
 
@@ -236,9 +261,11 @@ func (w *connWriter) drain() {
 	for len(w.buf) > 0 && w.err == nil {
 		data := w.buf
 		w.buf = w.spare[:0]
+		w.inflight = len(data)
 		w.mu.Unlock()
 		_, err := w.conn.Write(data)
 		w.mu.Lock()
+		w.inflight = 0
 		if cap(data) <= 64<<10 {
 			w.spare = data[:0]
 		}

@@ -29,7 +29,8 @@ type Stats struct {
 	ActiveRequests int64 // requests in flight
 	FloodsClosed   int64 // client connections closed by the flood guard
 	// UpstreamFloodsClosed counts endpoint connections closed for abuse
-	// (floods of control frames, CONTINUATION floods).
+	// (floods of control frames, CONTINUATION floods, over 16 MiB of
+	// frames left unread).
 	UpstreamFloodsClosed int64
 }
 

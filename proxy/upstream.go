@@ -1075,12 +1075,19 @@ func (cc *clientConn) teardown(b *batch, err error) {
 	for _, s := range cc.streams {
 		left = append(left, s)
 	}
+	backlog := errors.Is(cc.w.err, errWriteBacklog)
 	cc.wmu.Unlock()
 	cc.conn.Close()
 	cc.pool.remove(cc)
 	reason := "connection lost"
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		reason = "connection lost: " + err.Error()
+	}
+	if backlog {
+		// Closed by the writer: the endpoint does not read.
+		cc.u.p.stats.upstreamFloods.Add(1)
+		cc.u.log.Warn("closing upstream connection that does not read", "endpoint", cc.pool.addrStr)
+		reason = errWriteBacklog.Error()
 	}
 	if pe, ok := err.(errUpstreamProtocol); ok {
 		cc.u.log.Warn("closing upstream connection", "endpoint", cc.pool.addrStr, "err", pe)

@@ -77,6 +77,7 @@ const (
 	evResponse
 	evTimeout
 	evAction // a scenario change at this time
+	evSend   // a request the node proxy reads late (after a pause) is sent
 )
 
 type event struct {
@@ -116,6 +117,7 @@ type engine struct {
 	policy Policy
 
 	zoneRTT     map[string]time.Duration // round trip to each zone's endpoints; nil: LocalRTT/CrossRTT
+	pauses      *pauses                  // the node's stalls; nil for none
 	log         *slog.Logger             // zone package events; nil for none
 	budget      float64                  // zonelb's spill budget; 0: the default
 	readyCache  []*endpoint              // ready endpoints, refreshed on change
@@ -188,7 +190,11 @@ func (e *engine) until(end int64) {
 		case evServed:
 			e.served(ev.ep, ev.r)
 		case evResponse:
-			e.response(ev.r)
+			if !e.hold(ev) {
+				e.response(ev.r)
+			}
+		case evSend:
+			e.send(ev.r, nil)
 		case evTimeout:
 			e.timeout(ev.r)
 		case evAction:
@@ -206,6 +212,9 @@ func (e *engine) arrive(n *node) {
 	}
 	if e.sc.Timeout > 0 {
 		e.schedule(e.now+int64(e.sc.Timeout), evTimeout, n, r, nil)
+	}
+	if e.hold(event{at: e.now, kind: evSend, n: n, r: r}) {
+		return // the proxy reads it when its pause ends
 	}
 	e.send(r, nil)
 }
@@ -267,7 +276,7 @@ func (e *engine) start(ep *endpoint, r *request) {
 	if e.now >= int64(e.sc.Warmup) {
 		ep.busyNs += d
 	}
-	e.schedule(e.now+d, evServed, r.node, r, ep)
+	e.schedule(e.pauses.served(e.now, d), evServed, r.node, r, ep)
 }
 
 func (e *engine) served(ep *endpoint, r *request) {

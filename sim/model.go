@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -28,6 +29,15 @@ type Model struct {
 	// (refused: retried once elsewhere) or zone.Failure (reset after the
 	// request was sent: not retried), one outcome for every failing zone.
 	Failing map[string]zone.Outcome
+	// Pauses stalls the node (see Pause): the node proxy when PauseProxy
+	// (requests and responses that reach it wait for the pause's end,
+	// then come in PauseOrder), every endpoint of every zone when
+	// PauseEndpoints (no service progresses). Both: the whole node, as on
+	// a machine where the proxy and the backends share the CPUs.
+	Pauses         []Pause
+	PauseProxy     bool
+	PauseEndpoints bool
+	PauseOrder     PauseOrder
 
 	e     *engine
 	n     *node
@@ -115,6 +125,15 @@ func (m *Model) apply() {
 	if e.zoneRTT == nil {
 		e.zoneRTT = map[string]time.Duration{}
 	}
+	if len(m.Pauses) > 0 && (m.PauseProxy || m.PauseEndpoints) {
+		if e.pauses == nil {
+			e.pauses = &pauses{rnd: rand.New(rand.NewPCG(11, 12))}
+		}
+		e.pauses.spans = slices.SortedFunc(slices.Values(m.Pauses), func(a, b Pause) int { return cmp.Compare(a.At, b.At) })
+		e.pauses.proxy, e.pauses.endpoints, e.pauses.order = m.PauseProxy, m.PauseEndpoints, m.PauseOrder
+	} else if e.pauses != nil && len(e.pauses.held) == 0 {
+		e.pauses = nil
+	}
 	var modes []zone.Outcome
 	for _, o := range m.Failing {
 		modes = append(modes, o)
@@ -169,6 +188,9 @@ func (m *Model) Share(z string) float64 {
 	}
 	return float64(m.tally.picks[z]) / float64(m.tally.total)
 }
+
+// Total is how many requests the node sent since the last Reset.
+func (m *Model) Total() int { return m.tally.total }
 
 // Failed is how many of the node's requests failed (after any retry)
 // since the last Reset.

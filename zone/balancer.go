@@ -377,7 +377,7 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 			t++
 			continue
 		}
-		if l := g.limit.Load(); l > 0 && s.tiers[t].live() >= l {
+		if g.overLimit(s.tiers[t].live(), now) {
 			t++
 			continue
 		}

@@ -113,8 +113,14 @@ type spillGate struct {
 	flips     atomic.Uint64
 	// limit (budget rule) caps this balancer's requests in flight in the
 	// tier before the gate; a request that finds it reached crosses the
-	// gate. 0 = none.
+	// gate (overLimit), but for hold ns after blind, the clock at the end
+	// of the last gap longer than gap ns between picks (a stall: see
+	// overLimit). seen is the clock of a recent pick. 0 = none, for all.
 	limit atomic.Int64
+	hold  atomic.Int64
+	gap   atomic.Int64
+	blind atomic.Int64
+	seen  atomic.Int64
 
 	// Guarded by Balancer.mu.
 	active    bool
