@@ -43,10 +43,36 @@ func newSVG(title string) *svg {
 	return s
 }
 
-func (s *svg) axes(xLabel, yLabel string, xMax, yMin, yMax float64, yFmt func(float64) string) {
-	x0, y0 := float64(marginL), float64(marginT)+innerH
+// origin is the plot area's bottom left corner.
+func origin() (x0, y0 float64) { return float64(marginL), float64(marginT) + innerH }
+
+// legendAt is where the legend's i-th entry goes, right of the plot area:
+// its text's baseline and its key's left edge.
+func legendAt(i int) (x, y float64) {
+	return float64(marginL) + innerW + 16, float64(marginT) + 14 + float64(i)*20
+}
+
+// frame draws the x and y axis lines and returns the origin.
+func (s *svg) frame() (x0, y0 float64) {
+	x0, y0 = origin()
 	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0+innerW, y0)
 	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0, float64(marginT))
+	return x0, y0
+}
+
+// axisLabels writes the x axis's label below it and the y axis's turned
+// along it.
+func (s *svg) axisLabels(xLabel, yLabel string) {
+	x0, y0 := origin()
+	fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%s</text>`+"\n", x0+innerW/2, y0+36, html.EscapeString(xLabel))
+	fmt.Fprintf(&s.b, `<text x="16" y="%g" text-anchor="middle" transform="rotate(-90 16 %g)">%s</text>`+"\n",
+		float64(marginT)+innerH/2, float64(marginT)+innerH/2, html.EscapeString(yLabel))
+}
+
+// axes draws linear axes: x from 0 to xMax, y from yMin to yMax labelled
+// by yFmt.
+func (s *svg) axes(xLabel, yLabel string, xMax, yMin, yMax float64, yFmt func(float64) string) {
+	x0, y0 := s.frame()
 	for i := 0; i <= 5; i++ {
 		v := yMin + (yMax-yMin)*float64(i)/5
 		y := y0 - innerH*float64(i)/5
@@ -56,13 +82,11 @@ func (s *svg) axes(xLabel, yLabel string, xMax, yMin, yMax float64, yFmt func(fl
 		x := x0 + innerW*float64(i)/5
 		fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%.3g</text>`+"\n", x, y0+16, xv)
 	}
-	fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%s</text>`+"\n", x0+innerW/2, y0+36, html.EscapeString(xLabel))
-	fmt.Fprintf(&s.b, `<text x="16" y="%g" text-anchor="middle" transform="rotate(-90 16 %g)">%s</text>`+"\n",
-		float64(marginT)+innerH/2, float64(marginT)+innerH/2, html.EscapeString(yLabel))
+	s.axisLabels(xLabel, yLabel)
 }
 
 func (s *svg) legend(i int, p Policy, dashed bool) {
-	x, y := float64(marginL)+innerW+16, float64(marginT)+14+float64(i)*20
+	x, y := legendAt(i)
 	dash := ""
 	if dashed {
 		dash = ` stroke-dasharray="5 3"`
@@ -126,7 +150,7 @@ func scatter(path, title string, rs []Result) error {
 		x := x0 + innerW*r.CrossRequests
 		y := yOf(float64(r.P99) / 1e6)
 		fmt.Fprintf(&s.b, `<circle cx="%.1f" cy="%.1f" r="7" fill="%s" fill-opacity="0.85"/>`+"\n", x, y, palette[r.Policy])
-		lx, ly := float64(marginL)+innerW+16, float64(marginT)+14+float64(i)*20
+		lx, ly := legendAt(i)
 		fmt.Fprintf(&s.b, `<circle cx="%g" cy="%g" r="6" fill="%s"/>`+"\n", lx+11, ly-4, palette[r.Policy])
 		fmt.Fprintf(&s.b, `<text x="%g" y="%g">%s</text>`+"\n", lx+28, ly, r.Policy)
 	}
@@ -197,12 +221,12 @@ func sweepChart(path string, sc *Scenario, pts []*sweepPoint, seeds int) error {
 			continue
 		}
 		fmt.Fprintf(&s.b, `<rect x="%.1f" y="%.1f" width="10" height="10" fill="%s" fill-opacity="0.85"/>`+"\n", x-5, y-5, colour)
-		lx, ly := float64(marginL)+innerW+16, float64(marginT)+34+float64(i)*20
+		lx, ly := legendAt(i + 1) // below zonelb's curve, the first entry
 		fmt.Fprintf(&s.b, `<rect x="%g" y="%g" width="10" height="10" fill="%s"/>`+"\n", lx+6, ly-9, colour)
 		fmt.Fprintf(&s.b, `<text x="%g" y="%g">%s</text>`+"\n", lx+28, ly, p.Policy)
 		i++
 	}
-	lx, ly := float64(marginL)+innerW+16, float64(marginT)+14
+	lx, ly := legendAt(0)
 	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="%s" stroke-width="3"/>`+"\n", lx, ly-4, lx+22, ly-4, palette[Zonelb])
 	fmt.Fprintf(&s.b, `<text x="%g" y="%g">zonelb, by budget</text>`+"\n", lx+28, ly)
 	return s.write(path)
@@ -228,9 +252,7 @@ func logScale(lo, hi float64) (yMin, yMax float64, yOf func(float64) float64) {
 // logAxes draws a linear x axis from 0 to xMax (a share, labelled in %)
 // and a log y axis in ms.
 func (s *svg) logAxes(xMax, yMin, yMax float64, yOf func(float64) float64, xLabel string) {
-	x0, y0 := float64(marginL), float64(marginT)+innerH
-	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0+innerW, y0)
-	fmt.Fprintf(&s.b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", x0, y0, x0, float64(marginT))
+	x0, y0 := s.frame()
 	for d := yMin; d <= yMax*1.001; d *= 10 {
 		for _, m := range []float64{1, 2, 5} {
 			v := d * m
@@ -246,7 +268,5 @@ func (s *svg) logAxes(xMax, yMin, yMax float64, yOf func(float64) float64, xLabe
 		x := x0 + innerW*float64(i)/5
 		fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%.0f</text>`+"\n", x, y0+16, 100*xMax*float64(i)/5)
 	}
-	fmt.Fprintf(&s.b, `<text x="%g" y="%g" text-anchor="middle">%s</text>`+"\n", x0+innerW/2, y0+36, html.EscapeString(xLabel))
-	fmt.Fprintf(&s.b, `<text x="16" y="%g" text-anchor="middle" transform="rotate(-90 16 %g)">p99 (ms, log scale)</text>`+"\n",
-		float64(marginT)+innerH/2, float64(marginT)+innerH/2)
+	s.axisLabels(xLabel, "p99 (ms, log scale)")
 }

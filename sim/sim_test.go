@@ -123,14 +123,7 @@ func TestPlotsAreSVG(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := xml.NewDecoder(bytes.NewReader(b))
-		for {
-			if _, err := d.Token(); err == io.EOF {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: not well-formed XML: %v", f, err)
-			}
-		}
+		mustBeWellFormed(t, f, b)
 	}
 	if !strings.Contains(out.String(), "zonelb") {
 		t.Errorf("no table printed:\n%s", out.String())
@@ -178,5 +171,19 @@ func TestCalibrationKnobs(t *testing.T) {
 	}
 	if far := run(0, 20*time.Millisecond); far.P50-plain.P50 < 10*time.Millisecond {
 		t.Errorf("p50 %v -> %v with a 20 ms cross-zone round trip for 2/3 of the calls", plain.P50, far.P50)
+	}
+}
+
+// mustBeWellFormed fails the test unless b, the contents of file name, is
+// well-formed XML.
+func mustBeWellFormed(t *testing.T, name string, b []byte) {
+	t.Helper()
+	d := xml.NewDecoder(bytes.NewReader(b))
+	for {
+		if _, err := d.Token(); err == io.EOF {
+			return
+		} else if err != nil {
+			t.Fatalf("%s: not well-formed XML: %v", name, err)
+		}
 	}
 }

@@ -1,9 +1,6 @@
 package sim
 
 import (
-	"bytes"
-	"encoding/xml"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,14 +56,7 @@ func TestSweepChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := xml.NewDecoder(bytes.NewReader(b))
-	for {
-		if _, err := d.Token(); err == io.EOF {
-			break
-		} else if err != nil {
-			t.Fatalf("not well-formed XML: %v", err)
-		}
-	}
+	mustBeWellFormed(t, path, b)
 	for _, want := range append([]string{"zonelb, by budget", "parity", "50%"}, joinPolicies(sweepBaselines)) {
 		for _, w := range strings.Split(want, ", ") {
 			if !strings.Contains(string(b), w) {

@@ -184,6 +184,20 @@ func (g *spillGate) overLimit(live, now int64) bool {
 	return now-g.blind.Load() >= g.hold.Load()
 }
 
+// setLimit sets the in-flight limit of the tier before g for the budgeted
+// level set (ns), loaded or not (inFlightLimit), and the wait after a
+// stall (overLimit). Behind an open gate the tier's latency already shows
+// its queue: no wait, a burst onto a loaded tier spills at once.
+func (g *spillGate) setLimit(set float64, loaded bool) {
+	g.limit.Store(inFlightLimit(g.okRate*set/1e9, loaded))
+	hold := int64(set)
+	if g.active {
+		hold = 0
+	}
+	g.hold.Store(hold)
+	g.gap.Store(int64(max(set, overLimitGaps*1e9/max(g.okRate, 1))))
+}
+
 // overLimitGaps is how many of a tier's mean intervals between
 // completions may pass between picks before the balancer counts the gap
 // as a stall (see overLimit): a Poisson gap is longer once in e^4 = 55
@@ -280,17 +294,7 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 	// bursts (measured: 1.3% of make demo's warm-up).
 	g.known += dt
 	if g.known >= int64(cfg.LevelTime) {
-		loaded := g.active || (halfway && queued)
-		g.limit.Store(inFlightLimit(g.okRate*set/1e9, loaded))
-		// Behind an open gate the tier's latency already shows its
-		// queue: no wait after a stall (overLimit), a burst onto a
-		// loaded tier spills at once.
-		hold := int64(set)
-		if g.active {
-			hold = 0
-		}
-		g.hold.Store(hold)
-		g.gap.Store(int64(max(set, overLimitGaps*1e9/max(g.okRate, 1))))
+		g.setLimit(set, g.active || (halfway && queued))
 	}
 	if !g.active {
 		little := 0.0

@@ -16,7 +16,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -32,10 +31,7 @@ import (
 	"github.com/zonelb/zonelb/zone"
 )
 
-func main() {
-	cluster.RunHelpers() // the pods' processes are re-executions of this binary
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
+func main() { cluster.Main(func() int { return run(os.Args[1:], os.Stdout, os.Stderr) }) }
 
 type options struct {
 	cluster.CommandFlags
@@ -49,10 +45,8 @@ type options struct {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench-e2e", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var o options
-	o.Register(fs)
+	fs := o.FlagSet("bench-e2e", stderr)
 	fs.StringVar(&o.out, "out", "docs/benchmarks-e2e.md", `report file ("-" for stdout)`)
 	// Five: tails are compared as the median of the rounds' p99s.
 	fs.IntVar(&o.rounds, "rounds", 5, "rounds (each runs every mode once)")

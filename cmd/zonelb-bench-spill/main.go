@@ -253,11 +253,16 @@ type sample struct {
 }
 
 func runMode(ctx context.Context, o options, backends []*backend, flag string, rate float64) (result, error) {
-	addr, cleanup, err := startProxy(ctx, o.bin, flag, backends)
+	eps := make([]proxycmd.Endpoint, len(backends))
+	for i, b := range backends {
+		eps[i] = proxycmd.Endpoint{Zone: b.zone, Addr: b.addr}
+	}
+	p, err := proxycmd.StartInFront(ctx, o.bin, "zone-a", "bench", eps, flag)
 	if err != nil {
 		return result{}, err
 	}
-	defer cleanup()
+	defer p.Stop(5 * time.Second)
+	addr := p.Addr
 	client := &http.Client{Timeout: 5 * time.Second, Transport: h2cTransport()}
 	defer client.CloseIdleConnections()
 	if o.step {
@@ -385,17 +390,4 @@ func pct(v []time.Duration, p float64) time.Duration {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[min(len(s)-1, int(p*float64(len(s))))]
-}
-
-// startProxy runs `zonelb proxy` in front of the backends, in zone-a.
-func startProxy(ctx context.Context, bin, flag string, backends []*backend) (string, func(), error) {
-	args := []string{"--zone", "zone-a", "--service", "bench", flag}
-	for _, b := range backends {
-		args = append(args, "--to", b.zone+"="+b.addr)
-	}
-	p, err := proxycmd.Start(ctx, bin, args...)
-	if err != nil {
-		return "", nil, err
-	}
-	return p.Addr, func() { p.Stop(5 * time.Second) }, nil
 }

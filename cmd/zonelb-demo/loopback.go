@@ -52,6 +52,7 @@ func runLoopback(ctx context.Context, o loopbackOptions) error {
 
 	const clientZone = "zone-a"
 	var backends []*testservice.Server
+	var eps []proxycmd.Endpoint // the backends, for the proxy's --to flags
 	defer func() {
 		for _, b := range backends {
 			b.Stop()
@@ -68,6 +69,7 @@ func runLoopback(ctx context.Context, o loopbackOptions) error {
 				return err
 			}
 			backends = append(backends, b)
+			eps = append(eps, proxycmd.Endpoint{Zone: z, Addr: b.Addr()})
 		}
 	}
 
@@ -84,11 +86,12 @@ func runLoopback(ctx context.Context, o loopbackOptions) error {
 		return err
 	}
 
-	addr, cleanup, err := startLoopbackProxy(ctx, *bin, clientZone, backends)
+	p, err := proxycmd.StartInFront(ctx, *bin, clientZone, "demo", eps)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
+	defer p.Stop(5 * time.Second)
+	addr := p.Addr
 	// A fresh balancer first probes the other zones to learn their latency
 	// (docs/zone-balancing.md): warm it up, then measure.
 	warm := time.Now()
@@ -204,18 +207,4 @@ func loadLoopback(ctx context.Context, label, addr string, calls, concurrency in
 	}
 	slices.Sort(res.latencies)
 	return res, nil
-}
-
-// startLoopbackProxy runs `zonelb proxy` on a free loopback port in front
-// of the backends and returns its address once it listens.
-func startLoopbackProxy(ctx context.Context, bin, localZone string, backends []*testservice.Server) (string, func(), error) {
-	args := []string{"--zone", localZone, "--service", "demo"}
-	for _, b := range backends {
-		args = append(args, "--to", b.Zone()+"="+b.Addr())
-	}
-	p, err := proxycmd.Start(ctx, bin, args...)
-	if err != nil {
-		return "", nil, err
-	}
-	return p.Addr, func() { p.Stop(5 * time.Second) }, nil
 }

@@ -19,7 +19,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,10 +33,7 @@ import (
 	"github.com/zonelb/zonelb/zone"
 )
 
-func main() {
-	cluster.RunHelpers() // the pods' processes are re-executions of this binary
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
+func main() { cluster.Main(func() int { return run(os.Args[1:], os.Stdout, os.Stderr) }) }
 
 // options are the demo's settings.
 type options struct {
@@ -51,10 +47,8 @@ type options struct {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var o options
-	o.Register(fs)
+	fs := o.FlagSet("demo", stderr)
 	fs.DurationVar(&o.duration, "duration", 8*time.Second, "how long each mode runs")
 	fs.Float64Var(&o.rate, "rate", 200, "calls per second per client")
 	fs.DurationVar(&o.crossZone, "cross-zone-delay", 2*time.Millisecond, "extra latency of a call that crosses zones, emulated inside the backends")

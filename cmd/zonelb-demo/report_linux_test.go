@@ -19,10 +19,7 @@ import (
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	cluster.RunHelpers() // the demo's pods are re-executions of this binary
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cluster.Main(m.Run) }
 
 // TestDemoReport runs the demo (shorter modes, the full live scenario),
 // then loads its report in headless Chromium (in a network namespace of
@@ -38,7 +35,7 @@ func TestDemoReport(t *testing.T) {
 	if err != nil {
 		testenv.SkipOrFail(t, "chromium not found: run `make test-deps` (test/e2e/e2e.mk installs Debian's chromium)")
 	}
-	bin := zonelbBin(t)
+	bin := cluster.ZonelbBin(t)
 	art := t.ArtifactDir()
 	reportDir := filepath.Join(art, "demo-report")
 	var stdout, stderr bytes.Buffer
@@ -95,18 +92,6 @@ func TestDemoReport(t *testing.T) {
 		}
 	}
 	t.Logf("report, DOM and screenshot in %s", art)
-}
-
-// zonelbBin is $ZONELB_BIN, or cmd/zonelb built into a temporary directory.
-func zonelbBin(t *testing.T) string {
-	if bin := os.Getenv("ZONELB_BIN"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "zonelb")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/zonelb/zonelb/cmd/zonelb").CombinedOutput(); err != nil {
-		t.Fatalf("build zonelb: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // chartPointsOf is every point the report must chart, keyed

@@ -397,15 +397,23 @@ const (
 )
 
 // Helpers are the roles of the processes the cluster starts in pods; pass
-// them to netlab.RunHelpers first thing in main or TestMain (RunHelpers in
-// this package does).
+// them to netlab.RunHelpers first thing in main or TestMain (Main in this
+// package does).
 func Helpers() netlab.Helpers {
 	return netlab.Helpers{roleBackend: runBackend, roleClient: runClient, roleHAProxy: runHAProxy}
 }
 
-// RunHelpers runs this process as a pod helper if it was started as one
-// (and then exits); otherwise it returns at once.
-func RunHelpers() { netlab.RunHelpers(Helpers()) }
+// Main is the whole of main, or of TestMain, in a binary that brings the
+// lab up: the lab's pods run re-executions of that binary, so Main first
+// runs this process as a pod helper if it was started as one (and exits);
+// otherwise it exits with run's code (os.Exit: it does not return).
+//
+//	func main() { cluster.Main(func() int { return run(os.Args[1:], os.Stdout, os.Stderr) }) }
+//	func TestMain(m *testing.M) { cluster.Main(m.Run) }
+func Main(run func() int) {
+	netlab.RunHelpers(Helpers())
+	os.Exit(run())
+}
 
 // helperProc is a helper process that speaks JSON lines on stdin/stdout.
 type helperProc struct {

@@ -18,14 +18,19 @@ type CommandFlags struct {
 	Verbose       bool   // -v
 }
 
-// Register defines the flags on fs.
-func (f *CommandFlags) Register(fs *flag.FlagSet) {
+// FlagSet is the command's flag set, named name, with these flags defined
+// on it for the command to add its own; it writes usage and parse errors
+// to stderr and leaves exiting to the command (ContinueOnError).
+func (f *CommandFlags) FlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	fs.StringVar(&f.Bin, "zonelb", "bin/zonelb", "path to the zonelb binary")
 	fs.IntVar(&f.Clients, "clients", 3, "client pods in zone-a (one gRPC connection each)")
 	fs.IntVar(&f.RequestBytes, "request-bytes", 1024, "payload bytes per request")
 	fs.IntVar(&f.ResponseBytes, "response-bytes", 4096, "payload bytes per response")
 	fs.StringVar(&f.Discovery, "discovery", "auto", "auto (kube-apiserver when built, else file), kubernetes or file")
 	fs.BoolVar(&f.Verbose, "v", false, "log the harness's steps to stderr")
+	return fs
 }
 
 // Options are the lab's options for these flags, logging to stderr with

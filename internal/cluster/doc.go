@@ -52,7 +52,7 @@
 //     itself, as ready, or not ready and terminating when it stops a pod.
 //
 // Processes in pods are re-executions of the running binary (see
-// netlab.RunHelpers): call RunHelpers (this package) first in main and
+// netlab.RunHelpers): make Main (this package) the whole of main and
 // TestMain.
 //
 // It is test infrastructure: it must not be imported by product code, must

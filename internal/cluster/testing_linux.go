@@ -2,11 +2,27 @@ package cluster
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/zonelb/zonelb/internal/childproc"
 )
+
+// ZonelbBin is the zonelb binary for a test: $ZONELB_BIN (the Makefile
+// builds it), or cmd/zonelb built into tb's temporary directory.
+func ZonelbBin(tb testing.TB) string {
+	tb.Helper()
+	if p := os.Getenv("ZONELB_BIN"); p != "" {
+		return p
+	}
+	out := filepath.Join(tb.TempDir(), "zonelb")
+	if b, err := exec.Command("go", "build", "-o", out, "github.com/zonelb/zonelb/cmd/zonelb").CombinedOutput(); err != nil {
+		tb.Fatalf("build zonelb: %v\n%s", err, b)
+	}
+	return out
+}
 
 // DaemonLogPath is the log file of the zonelb daemon on the client node.
 func (c *Cluster) DaemonLogPath() string {
@@ -31,6 +47,27 @@ func UpForTest(tb testing.TB, opts Options) *Cluster {
 		}
 	})
 	return c
+}
+
+// StartClientsForTest starts w in every client pod, failing tb if that
+// fails. stop stops the clients and returns their last window; clients
+// the test has not stopped by its end are stopped then.
+func (c *Cluster) StartClientsForTest(tb testing.TB, ctx context.Context, w Workload) (cs Clients, stop func() (Window, error)) {
+	tb.Helper()
+	cs, err := c.StartClients(ctx, w)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stopped := false
+	tb.Cleanup(func() {
+		if !stopped {
+			cs.Stop(context.WithoutCancel(ctx))
+		}
+	})
+	return cs, func() (Window, error) {
+		stopped = true
+		return cs.Stop(ctx)
+	}
 }
 
 // BackendsIn lists the backend pods of zone.

@@ -2,8 +2,8 @@
 // cmd/zonelb) on a free loopback port for demos, benchmarks and tests, and
 // reads the address it reports listening on from its log.
 //
-// It knows the command's --listen flag and its "proxy listening" log line,
-// nothing of the proxy's insides.
+// It knows the command's --listen, --zone, --service and --to flags and its
+// "proxy listening" log line, nothing of the proxy's insides.
 package proxycmd
 
 import (
@@ -75,6 +75,22 @@ func Start(ctx context.Context, bin string, args ...string) (*Proxy, error) {
 	}
 	p.Stop(time.Second)
 	return nil, err
+}
+
+// Endpoint is one of the proxy's upstreams and the zone it is in.
+type Endpoint struct {
+	Zone, Addr string
+}
+
+// StartInFront runs the proxy of service in zone in front of a fixed set of
+// endpoints (one --to ZONE=ADDR each), with args after those, as Start
+// does.
+func StartInFront(ctx context.Context, bin, zone, service string, eps []Endpoint, args ...string) (*Proxy, error) {
+	all := []string{"--zone", zone, "--service", service}
+	for _, e := range eps {
+		all = append(all, "--to", e.Zone+"="+e.Addr)
+	}
+	return Start(ctx, bin, append(all, args...)...)
 }
 
 // ListenAddr reads a proxy's log (its standard error) up to the line that

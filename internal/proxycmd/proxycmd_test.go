@@ -44,3 +44,25 @@ func TestStartFailsWhenTheProxyExits(t *testing.T) {
 		t.Fatalf("Start = %v, want the exit reported", err)
 	}
 }
+
+func TestStartInFrontPassesTheEndpoints(t *testing.T) {
+	argv := filepath.Join(t.TempDir(), "argv")
+	bin := fakeProxy(t, `echo "$*" > `+argv+`
+echo "level=INFO msg=\"proxy listening\" addr=127.0.0.1:4711" >&2
+trap 'exit 0' TERM
+while :; do sleep 0.05; done`)
+	p, err := StartInFront(t.Context(), bin, "zone-a", "demo",
+		[]Endpoint{{"zone-a", "127.0.0.1:1001"}, {"zone-b", "127.0.0.1:1002"}}, "--ignore-zones")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Stop(10 * time.Second)
+	got, err := os.ReadFile(argv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "proxy --listen 127.0.0.1:0 --zone zone-a --service demo --to zone-a=127.0.0.1:1001 --to zone-b=127.0.0.1:1002 --ignore-zones\n"
+	if string(got) != want {
+		t.Errorf("command line %q, want %q", got, want)
+	}
+}

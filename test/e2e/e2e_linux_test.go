@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,24 +15,7 @@ import (
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	cluster.RunHelpers()
-	os.Exit(m.Run())
-}
-
-// zonelbBin is $ZONELB_BIN (the Makefile builds it), or a fresh build.
-func zonelbBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("ZONELB_BIN"); p != "" {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "zonelb")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/zonelb/zonelb/cmd/zonelb")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build zonelb: %v\n%s", err, b)
-	}
-	return out
-}
+func TestMain(m *testing.M) { cluster.Main(m.Run) }
 
 // testLogger writes the harness's log to the test log.
 func testLogger(t *testing.T) *slog.Logger {
@@ -112,7 +94,7 @@ func TestMiniCluster(t *testing.T) {
 	ctx := context.Background()
 	c := cluster.UpForTest(t, cluster.Options{
 		Logger:    testLogger(t),
-		ZonelbBin: zonelbBin(t),
+		ZonelbBin: cluster.ZonelbBin(t),
 		Discovery: disc,
 	})
 	t.Logf("discovery: %s", c.DiscoveryDetail)
@@ -301,16 +283,7 @@ func TestMiniCluster(t *testing.T) {
 		restoreZone(t, ctx, c, cs, local)
 	})
 	t.Run("zonelb/fail-open: daemon killed, no saveable failed call", func(t *testing.T) {
-		cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 4, Rate: 300})
-		if err != nil {
-			t.Fatal(err)
-		}
-		stopped := false
-		defer func() {
-			if !stopped {
-				cs.Stop(ctx)
-			}
-		}()
+		cs, stopClients := c.StartClientsForTest(t, ctx, cluster.Workload{Concurrency: 4, Rate: 300})
 		if promErr == nil {
 			checkFailOpenQuiet(t, ctx, prom)
 		}
@@ -318,8 +291,7 @@ func TestMiniCluster(t *testing.T) {
 		r := sigkill(t, d)
 		after := timeline(t, ctx, cs, 3*time.Second)
 		failedOpenDials = cluster.Merge(after...).Dials
-		last, err := cs.Stop(ctx)
-		stopped = true
+		last, err := stopClients()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -192,7 +192,7 @@ func TestDaemonKilledUnderLoad(t *testing.T) {
 	ctx := context.Background()
 	c := cluster.UpForTest(t, cluster.Options{
 		Logger:        testLogger(t),
-		ZonelbBin:     zonelbBin(t),
+		ZonelbBin:     cluster.ZonelbBin(t),
 		Discovery:     cluster.DiscoveryFile, // the kill is the subject here, not discovery
 		FaultTriggers: true,
 	})
@@ -279,7 +279,7 @@ func TestBackendsKilledUnderLoad(t *testing.T) {
 	seed := envInt(t, "ZONELB_E2E_SEED", 1)
 	rng := rand.New(rand.NewPCG(uint64(seed), 15))
 	ctx := context.Background()
-	c := cluster.UpForTest(t, cluster.Options{Logger: testLogger(t), ZonelbBin: zonelbBin(t), Discovery: cluster.DiscoveryFile})
+	c := cluster.UpForTest(t, cluster.Options{Logger: testLogger(t), ZonelbBin: cluster.ZonelbBin(t), Discovery: cluster.DiscoveryFile})
 	if _, err := c.StartDaemon(ctx); err != nil {
 		t.Fatal(err)
 	}

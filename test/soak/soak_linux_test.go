@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,10 +19,7 @@ import (
 	"github.com/zonelb/zonelb/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	cluster.RunHelpers()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cluster.Main(m.Run) }
 
 // Knobs (environment, so that `go test ./...` runs the short form):
 // ZONELB_SOAK_DURATION (default 2m), ZONELB_SOAK_SEED (default 1),
@@ -43,18 +39,6 @@ func knobs(t *testing.T) (time.Duration, uint64, string) {
 		}
 	}
 	return d, seed, os.Getenv("ZONELB_SOAK_OUT")
-}
-
-// zonelbBin is $ZONELB_BIN (the Makefile builds it), or a fresh build.
-func zonelbBin(t *testing.T) string {
-	if p := os.Getenv("ZONELB_BIN"); p != "" {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "zonelb")
-	if b, err := exec.Command("go", "build", "-o", out, "github.com/zonelb/zonelb/cmd/zonelb").CombinedOutput(); err != nil {
-		t.Fatalf("build zonelb: %v\n%s", err, b)
-	}
-	return out
 }
 
 // event is one fault on the schedule: do it, hold it, undo it.
@@ -126,7 +110,7 @@ func TestSoak(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 14))
 	ctx := context.Background()
 	logf := func(format string, args ...any) { t.Logf(format, args...) }
-	bin := zonelbBin(t)
+	bin := cluster.ZonelbBin(t)
 	c := cluster.UpForTest(t, cluster.Options{
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		ZonelbBin: bin,
@@ -140,16 +124,7 @@ func TestSoak(t *testing.T) {
 	}
 	// Steady load; a new connection every 300 calls per client, so that
 	// connections that failed open while the daemon was down come back.
-	cs, err := c.StartClients(ctx, cluster.Workload{Concurrency: 8, Rate: 300, RedialEvery: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			cs.Stop(ctx)
-		}
-	}()
+	cs, stopClients := c.StartClientsForTest(t, ctx, cluster.Workload{Concurrency: 8, Rate: 300, RedialEvery: 300})
 
 	evs := schedule(rng, dur)
 	logf("soak: %v, seed %d, %d faults, discovery %s", dur, seed, len(evs), c.Discovery)
@@ -274,8 +249,7 @@ func TestSoak(t *testing.T) {
 		logf("%6.1fs %s %s", ev.At.Seconds(), ev.Kind, ev.Target)
 	}
 	waitUntil(dur)
-	last, err := cs.Stop(ctx)
-	stopped = true
+	last, err := stopClients()
 	if err != nil {
 		t.Fatal(err)
 	}
