@@ -104,8 +104,8 @@ func (f *proxyFlags) register(fs *flag.FlagSet) {
 // environment does not set GOGC. The proxy's live heap is under 1 MB, so
 // what sets its resident memory is the collector's minimum heap target,
 // 4 MB x GOGC/100, which the heap grows to between cycles: 70 makes it
-// 2.8 MB. It costs no more collections per call than 100 did before the
-// engine's bytes per call were halved (1850 -> 945 B): at 5000 gRPC
+// 2.8 MB. It costs about as many collections per call as 100 did before
+// the engine's bytes per call were halved (1850 -> 945 B): at 5000 gRPC
 // calls/s, 13 cycles per 25,000 calls where the earlier build at 100 ran
 // 15 or 16; peak RSS after 1000 calls/s is 19.8 MiB instead of 21.1
 // (docs/proxy.md, "Memory of the process").
