@@ -121,6 +121,7 @@ type spillGate struct {
 	gap   atomic.Int64
 	blind atomic.Int64
 	seen  atomic.Int64
+	stall atomic.Int64 // clock at the end of the last long stall (overLimitStallGaps)
 
 	// Guarded by Balancer.mu.
 	active    bool
@@ -132,6 +133,7 @@ type spillGate struct {
 	okRate    float64 // budget rule: its successful completions per second, smoothed
 	known     int64   // budget rule: ns since the tier before's level is known
 	setpoint  float64 // budget rule: the budgeted level at the last step, ns
+	loaded    bool    // budget rule: the limit had its loaded form at the last step
 }
 
 // tick runs the control step if no one else is: return ejected endpoints

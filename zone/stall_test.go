@@ -43,14 +43,19 @@ func stalledCalm(t *testing.T, seed uint64, order sim.PauseOrder, proxy, endpoin
 // A node-wide stall is no overload: it delays the local zone's answers,
 // and the remote zones' alike, and after it the proxy reads a burst of
 // new requests at once. A healthy, unloaded zone keeps its calls: at
-// most 1% cross zones (issue 11's bound for a healthy zone), and no 2 s
-// window keeps less than the e2e test's 97%, on a node that pauses for
-// 10-100 ms three times a second, whichever order the proxy reads the
-// work that waited. (Measured with the in-flight limit applied at once,
-// after a stall too: 4.5-9.3% crossed, worst windows 79.5-92.5%.)
+// most 1% of each run's calls cross zones (issue 11's bound for a
+// healthy zone), and no 2 s window keeps less than the e2e test's 97%
+// (its calm phase is the first window here, the 2 s after the 1 ms ->
+// 5 ms slowdown), on a node that pauses for 10-100 ms three times a
+// second, whichever order the proxy reads the work that waited, over
+// seeds 1..30. (Measured with the in-flight limit applied at once, after
+// a stall too: 4.5-9.3% crossed, worst windows 79.5-92.5%, seeds 1..5;
+// with the wait but a long stall's skewed levels read as a queue (see
+// controlBudget), seeds 18 and 24 kept 96.1% and 96.3% of a window, the
+// worst of seeds 1..10 98.1%; now 98.4% and 99.7%.)
 func TestNodeStallIsNotOverload(t *testing.T) {
 	for _, order := range []sim.PauseOrder{sim.Interleaved, sim.ArrivalsFirst} {
-		for seed := uint64(1); seed <= 5; seed++ {
+		for seed := uint64(1); seed <= 30; seed++ {
 			t.Run(fmt.Sprintf("order%d/seed%d", order, seed), func(t *testing.T) {
 				cross, worst, _ := stalledCalm(t, seed, order, true, true)
 				if cross > 0.01 || worst < 0.97 {
