@@ -1,9 +1,9 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -362,7 +362,7 @@ var errFrameBudget = errors.New("header block too long (CONTINUATION flood)")
 
 // budgetReader is what a connection's Framer reads through.
 type budgetReader struct {
-	r    *bufio.Reader
+	r    io.Reader
 	left int
 }
 

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -339,6 +340,7 @@ type clientConn struct {
 
 	// Guarded by wmu:
 	streams        map[uint32]*stream
+	timeoutBuf     [16]byte // the grpc-timeout value being encoded
 	nextID         uint32
 	active         int // open streams
 	reserved       int // slots promised to streams about to open
@@ -510,7 +512,13 @@ func (s *stream) open(b *batch, cc *clientConn) {
 	s.sent = now
 	endStream := s.reqH.end && len(s.reqH.held) == 0 && s.reqH.trailers == nil
 	if !s.deadline.IsZero() {
-		cc.writeHeaders(id, endStream, s.req, hpack.HeaderField{Name: "grpc-timeout", Value: formatGRPCTimeout(s.deadline.Sub(now))})
+		// The value is built in the connection's buffer (wmu is held) and
+		// sent as a literal never indexed, so that the encoder keeps no
+		// reference to it, and a value that differs on every call does
+		// not evict the request's other fields from the HPACK tables.
+		t := appendGRPCTimeout(cc.timeoutBuf[:0], s.deadline.Sub(now))
+		v := unsafe.String(unsafe.SliceData(t), len(t))
+		cc.writeHeaders(id, endStream, s.req, hpack.HeaderField{Name: "grpc-timeout", Value: v, Sensitive: true})
 	} else {
 		cc.writeHeaders(id, endStream, s.req)
 	}
@@ -784,6 +792,19 @@ func (cc *clientConn) checkSilence() {
 	}
 }
 
+// headerBlockError closes the connection over a header block that failed;
+// apart from headerBlock so that errors.As's target is allocated only here.
+func (cc *clientConn) headerBlockError(b *batch, err error) error {
+	var ce http2.ConnectionError
+	switch {
+	case errors.Is(err, errFrameBudget):
+		return cc.abusive(b, err.Error())
+	case errors.As(err, &ce):
+		return cc.goAway(b, http2.ErrCode(ce), "invalid header block")
+	}
+	return cc.goAway(b, http2.ErrCodeInternal, err.Error())
+}
+
 // headerBlock handles the outcome of a HEADERS or CONTINUATION frame from
 // the endpoint: a connection error, nothing yet, or a complete block.
 func (cc *clientConn) headerBlock(b *batch, frame http2.Frame) error {
@@ -795,14 +816,9 @@ func (cc *clientConn) headerBlock(b *batch, frame http2.Frame) error {
 	case *http2.ContinuationFrame:
 		done, err = cc.hdr.add(f.HeaderBlockFragment(), f.HeadersEnded())
 	}
-	var ce http2.ConnectionError
 	switch {
-	case errors.Is(err, errFrameBudget):
-		return cc.abusive(b, err.Error())
-	case errors.As(err, &ce):
-		return cc.goAway(b, http2.ErrCode(ce), "invalid header block")
 	case err != nil:
-		return cc.goAway(b, http2.ErrCodeInternal, err.Error())
+		return cc.headerBlockError(b, err)
 	case !done:
 		return nil
 	}
