@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -177,7 +176,7 @@ func runClient(t *testing.T, p *Proxy, data []byte, wait <-chan struct{}) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.serveH2(s, bufio.NewReaderSize(s, readBufferSize), p.cfg.Router.(StaticRouter).route())
+		p.serveH2(s, nil, s, p.cfg.Router.(StaticRouter).route())
 	}()
 	go io.Copy(io.Discard, c)
 	c.SetWriteDeadline(time.Now().Add(2 * time.Second))

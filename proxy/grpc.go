@@ -58,8 +58,15 @@ func parseGRPCTimeout(s string) (time.Duration, bool) {
 // Like grpc-go it rounds up; the error is under one unit of the finest
 // unit that fits, i.e. under 0.00001% of d.
 func formatGRPCTimeout(d time.Duration) string {
+	return string(appendGRPCTimeout(nil, d))
+}
+
+// appendGRPCTimeout appends formatGRPCTimeout(d) to dst, so that the value
+// sent with every call can be built in a connection's buffer without an
+// allocation.
+func appendGRPCTimeout(dst []byte, d time.Duration) []byte {
 	if d <= 0 {
-		return "0n"
+		return append(dst, "0n"...)
 	}
 	const maxDigits = 1e8
 	units := [...]struct {
@@ -72,10 +79,10 @@ func formatGRPCTimeout(d time.Duration) string {
 			v++ // round up without overflowing near the maximum
 		}
 		if v < maxDigits {
-			return strconv.FormatInt(int64(v), 10) + string(u.c)
+			return append(strconv.AppendInt(dst, int64(v), 10), u.c)
 		}
 	}
-	return "99999999H"
+	return append(dst, "99999999H"...)
 }
 
 // grpcCodeForReset maps an HTTP/2 RST_STREAM code to the gRPC status a

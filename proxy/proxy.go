@@ -138,17 +138,18 @@ func (p *Proxy) handleConn(c net.Conn) {
 		c.Close()
 		return
 	}
-	br := bufio.NewReaderSize(newSockReader(c), readBufferSize)
+	src := newSockReader(c)
 	if route.Protocol == ProtocolHTTP2 {
 		// HTTP/2 only: whatever the first bytes are, they must be the
 		// preface (RFC 9113 section 3.4); serveH2 checks.
-		p.serveH2(c, br, route)
+		p.serveH2(c, nil, src, route)
 		return
 	}
+	br := bufio.NewReaderSize(src, readBufferSize)
 	switch sniff(c, br, p.cfg.DetectTimeout) {
 	case protoHTTP:
 		if isH2Preface(br) {
-			p.serveH2(c, br, route)
+			p.serveH2(c, br, src, route)
 			return
 		}
 		if err := p.h1conns.deliver(&sniffedConn{Conn: c, r: br, route: route}); err != nil {

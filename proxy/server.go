@@ -20,7 +20,7 @@ type serverConn struct {
 	h2conn
 	p      *Proxy
 	conn   net.Conn
-	br     *bufio.Reader
+	br     *connReader
 	in     budgetReader
 	hdr    headerBlock
 	rf     *http2.Framer
@@ -50,19 +50,22 @@ type serverConn struct {
 // decoded size of a header block the proxy accepts.
 const maxHeaderListSize = 64 << 10
 
-// readBufferSize is the read buffer per client connection: it is held for
-// the connection's life, so it is small (a unary gRPC call's frames fit;
-// larger frames are read straight into the Framer's buffer, bypassing it).
-// upstreamReadBufferSize is larger: an upstream connection carries many
-// clients' responses, and one read takes many of them.
+// readBufferSize is the buffer protocol detection reads a new connection's
+// first bytes into; an HTTP/2 connection drops it once it has read them
+// and reads through buffers of readBufs (connReader), an HTTP/1.1 or
+// opaque one keeps it. upstreamReadBufferSize is an upstream connection's
+// read buffer, held for the connection's life: an upstream connection
+// carries many clients' responses, and one read takes many of them.
 const (
 	readBufferSize         = 2 << 10
 	upstreamReadBufferSize = 16 << 10
 )
 
-// serveH2 runs a downstream HTTP/2 connection whose first bytes are in br
-// until it ends.
-func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, route Route) {
+// serveH2 runs a downstream HTTP/2 connection until it ends. src reads the
+// connection (newSockReader); first, if not nil, holds what was read of it
+// already.
+func (p *Proxy) serveH2(c net.Conn, first *bufio.Reader, src io.Reader, route Route) {
+	br := newConnReader(first, src)
 	sc := &serverConn{
 		p:       p,
 		conn:    c,
@@ -93,6 +96,7 @@ func (p *Proxy) serveH2(c net.Conn, br *bufio.Reader, route Route) {
 	b.flush()
 	sc.teardown(&b, err)
 	b.flush()
+	sc.br.release()
 }
 
 func (sc *serverConn) serve(b *batch) error {
@@ -259,6 +263,19 @@ func (sc *serverConn) headerBlock(b *batch, frame http2.Frame) error {
 	case *http2.ContinuationFrame:
 		done, err = sc.hdr.add(f.HeaderBlockFragment(), f.HeadersEnded())
 	}
+	switch {
+	case err != nil:
+		return sc.headerBlockError(err)
+	case !done:
+		return nil
+	}
+	return sc.headers(b, &sc.hdr)
+}
+
+// headerBlockError closes the connection over a header block that failed.
+// It is apart from headerBlock so that the error target errors.As needs is
+// allocated only on this path, not for every HEADERS frame.
+func (sc *serverConn) headerBlockError(err error) error {
 	var ce http2.ConnectionError
 	switch {
 	case errors.Is(err, errFrameBudget):
@@ -267,12 +284,8 @@ func (sc *serverConn) headerBlock(b *batch, frame http2.Frame) error {
 		return sc.goAway(http2.ErrCodeEnhanceYourCalm, err.Error())
 	case errors.As(err, &ce):
 		return sc.goAway(http2.ErrCode(ce), "invalid header block")
-	case err != nil:
-		return sc.goAway(http2.ErrCodeInternal, err.Error())
-	case !done:
-		return nil
 	}
-	return sc.headers(b, &sc.hdr)
+	return sc.goAway(http2.ErrCodeInternal, err.Error())
 }
 
 func (sc *serverConn) headers(b *batch, f *headerBlock) error {
@@ -335,12 +348,15 @@ func (sc *serverConn) headers(b *batch, f *headerBlock) error {
 	s := p.newStream()
 	s.sc, s.id, s.route = sc, id, sc.route
 	s.start = p.cfg.Now()
-	if code := s.parseRequest(append(s.reqArr[:0], f.fields...)); code != http2.ErrCodeNo {
+	s.reqBox = reqFieldsPool.Get().(*reqFields)
+	if code := s.parseRequest(append(s.reqBox[:0], f.fields...)); code != http2.ErrCodeNo {
+		s.releaseReq()
 		sc.streamError(b, id, code)
 		return nil
 	}
 	end := f.endStream
 	if end && s.contentLength > 0 {
+		s.releaseReq()
 		sc.streamError(b, id, http2.ErrCodeProtocol)
 		return nil
 	}

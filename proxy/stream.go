@@ -33,6 +33,11 @@ type stream struct {
 	// Upstream, once opened.
 	cc   *clientConn
 	upID uint32
+	// upAt is the byte offset on cc's connection of the stream's HEADERS,
+	// and upHeard is set once the endpoint sent a frame for the stream
+	// (see neverReached).
+	upAt    uint64
+	upHeard bool
 	// waiting is set while the stream waits for an upstream connection
 	// (a dial in progress, or every connection full).
 	waiting bool
@@ -43,8 +48,8 @@ type stream struct {
 	avoid   netip.AddrPort
 	attempt int
 
-	req      []hpack.HeaderField   // request header block for upstream
-	reqArr   [16]hpack.HeaderField // storage for req, when it fits
+	req      []hpack.HeaderField // request header block for upstream
+	reqBox   *reqFields          // storage for req from reqFieldsPool, when it fits
 	grpc     bool
 	start    time.Time
 	sent     time.Time // when the current attempt was sent upstream
@@ -110,6 +115,27 @@ type half struct {
 	endSent  bool   // END_STREAM went to the destination
 	trailers []hpack.HeaderField
 	bytes    int64 // payload bytes received from the source
+}
+
+// reqFields stores a request's header fields for the life of its
+// stream: most requests have fewer than 16. It comes from reqFieldsPool
+// rather than living in the stream record, where it was 640 of the
+// record's 1320 bytes, the larger part of what the proxy allocated per
+// call and so of how often the garbage collector runs.
+type reqFields [16]hpack.HeaderField
+
+var reqFieldsPool = sync.Pool{New: func() any { return new(reqFields) }}
+
+// releaseReq gives the request's header storage back to reqFieldsPool.
+// Call with s.mu held once nothing will send the request again (finish),
+// or before s is shared.
+func (s *stream) releaseReq() {
+	if s.reqBox != nil {
+		clear(s.reqBox[:])
+		reqFieldsPool.Put(s.reqBox)
+		s.reqBox = nil
+	}
+	s.req = nil
 }
 
 func (p *Proxy) newStream() *stream {
@@ -687,6 +713,7 @@ func (s *stream) finish(b *batch, outcome zone.Outcome) {
 		o.ObserveRequest(s.info)
 	}
 	s.p.stats.active.Add(-1)
+	s.releaseReq()
 	s.dropReplay()
 	heldReq := len(s.reqH.held)
 	s.reqH.held = nil

@@ -3,7 +3,6 @@ package proxy
 import (
 	"github.com/zonelb/zonelb/internal/grpccode"
 
-	"container/heap"
 	"net/http"
 	"sync"
 	"time"
@@ -42,25 +41,73 @@ type timerItem struct {
 	sub  uint64 // kind-specific generation (stall episodes)
 }
 
+// timerItems is a min-heap by when. It is typed rather than driven by
+// container/heap, whose Push and Pop pass items as interface values: that
+// boxed a timerItem on every add and every removal, two allocations per
+// request that has a grpc-timeout.
 type timerItems []timerItem
 
-func (t timerItems) Len() int           { return len(t) }
-func (t timerItems) Less(i, j int) bool { return t[i].when.Before(t[j].when) }
-func (t timerItems) Swap(i, j int) {
+func (t timerItems) less(i, j int) bool { return t[i].when.Before(t[j].when) }
+
+func (t timerItems) swap(i, j int) {
 	t[i], t[j] = t[j], t[i]
 	t[i].s.timerIdx[t[i].kind] = i
 	t[j].s.timerIdx[t[j].kind] = j
 }
-func (t *timerItems) Push(x any) {
-	it := x.(timerItem)
+
+func (t timerItems) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2 // parent
+		if !t.less(j, i) {
+			break
+		}
+		t.swap(i, j)
+		j = i
+	}
+}
+
+// down sifts item i0 down among the first n items; it reports whether the
+// item moved.
+func (t timerItems) down(i0, n int) bool {
+	i := i0
+	for {
+		j := 2*i + 1
+		if j >= n || j < 0 {
+			break
+		}
+		if j2 := j + 1; j2 < n && t.less(j2, j) {
+			j = j2
+		}
+		if !t.less(j, i) {
+			break
+		}
+		t.swap(i, j)
+		i = j
+	}
+	return i > i0
+}
+
+// push adds it and records its index in its stream.
+func (t *timerItems) push(it timerItem) {
 	it.s.timerIdx[it.kind] = len(*t)
 	*t = append(*t, it)
+	t.up(len(*t) - 1)
 }
-func (t *timerItems) Pop() any {
+
+// removeAt takes item i out of the heap and returns it; its stream's
+// index for it becomes -1.
+func (t *timerItems) removeAt(i int) timerItem {
+	n := len(*t) - 1
+	if i != n {
+		t.swap(i, n)
+		if !t.down(i, n) {
+			t.up(i)
+		}
+	}
 	old := *t
-	it := old[len(old)-1]
-	old[len(old)-1] = timerItem{}
-	*t = old[:len(old)-1]
+	it := old[n]
+	old[n] = timerItem{}
+	*t = old[:n]
 	it.s.timerIdx[it.kind] = -1
 	return it
 }
@@ -77,9 +124,9 @@ func (th *timerHeap) add(when time.Time, s *stream, gen uint64, kind int, sub ui
 	}
 	s.timed = true
 	if i := s.timerIdx[kind]; i >= 0 {
-		heap.Remove(&th.items, i)
+		th.items.removeAt(i)
 	}
-	heap.Push(&th.items, timerItem{when: when, s: s, gen: gen, kind: kind, sub: sub})
+	th.items.push(timerItem{when: when, s: s, gen: gen, kind: kind, sub: sub})
 	th.armLocked()
 }
 
@@ -92,7 +139,7 @@ func (th *timerHeap) remove(s *stream) {
 	th.mu.Lock()
 	for k := range s.timerIdx {
 		if i := s.timerIdx[k]; i >= 0 {
-			heap.Remove(&th.items, i)
+			th.items.removeAt(i)
 		}
 	}
 	th.mu.Unlock()
@@ -120,7 +167,7 @@ func (th *timerHeap) stop() {
 	th.mu.Lock()
 	th.dead = true
 	for len(th.items) > 0 {
-		heap.Pop(&th.items)
+		th.items.removeAt(0)
 	}
 	if th.timer != nil {
 		th.timer.Stop()
@@ -135,7 +182,7 @@ func (th *timerHeap) fire() {
 	th.mu.Lock()
 	th.at = time.Time{}
 	for len(th.items) > 0 && !th.items[0].when.After(now) {
-		due = append(due, heap.Pop(&th.items).(timerItem))
+		due = append(due, th.items.removeAt(0))
 	}
 	if len(th.items) > 0 && !th.dead {
 		th.armLocked()

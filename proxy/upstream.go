@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -339,6 +340,7 @@ type clientConn struct {
 
 	// Guarded by wmu:
 	streams        map[uint32]*stream
+	timeoutBuf     [16]byte // the grpc-timeout value being encoded
 	nextID         uint32
 	active         int // open streams
 	reserved       int // slots promised to streams about to open
@@ -362,6 +364,15 @@ type clientConn struct {
 	peekBuf [1]byte
 	peekN   int
 	peekErr error
+
+	// What tells, when the endpoint closed the connection, which streams
+	// it never received (see neverReached). Guarded by wmu.
+	ackBase     uint64 // tcpi_bytes_acked once connected (the SYN's 1)
+	ackBaseOK   bool
+	failAcked   uint64 // tcpi_bytes_acked when a failed write closed the socket
+	failAckedOK bool
+	goAwaySeen  bool
+	goAwayLast  uint32 // the largest last-stream-id of the endpoint's GOAWAYs
 }
 
 // connect dials the endpoint and starts HTTP/2 on the connection.
@@ -383,6 +394,9 @@ func (u *upstreams) connect(ep *endpointPool) (*clientConn, error) {
 		idleSince:      u.cfg.Now(),
 	}
 	cc.h2conn.init(c, cc.drained)
+	cc.ackBase, cc.ackBaseOK = tcpBytesAcked(cc.w.raw)
+	cc.ackBaseOK = cc.ackBaseOK && cc.ackBase > 0
+	cc.w.beforeClose = cc.noteWriteFailure
 	cc.recvWin = upstreamConnWindow
 	cc.peek = cc.peekFD
 	cc.credit = floodBurst
@@ -488,6 +502,7 @@ func (s *stream) open(b *batch, cc *clientConn) {
 	s.cc, s.upID, s.upOpen = cc, id, true
 	s.reqH.win = cc.peerInitWin
 	s.reqH.endSent = false
+	s.upAt, s.upHeard = cc.w.queued, false
 	// A new attempt: nothing of a response yet (an earlier attempt that
 	// was refused may have marked its stream ended).
 	s.respH.end, s.respH.endSent, s.respH.trailers = false, false, nil
@@ -497,7 +512,13 @@ func (s *stream) open(b *batch, cc *clientConn) {
 	s.sent = now
 	endStream := s.reqH.end && len(s.reqH.held) == 0 && s.reqH.trailers == nil
 	if !s.deadline.IsZero() {
-		cc.writeHeaders(id, endStream, s.req, hpack.HeaderField{Name: "grpc-timeout", Value: formatGRPCTimeout(s.deadline.Sub(now))})
+		// The value is built in the connection's buffer (wmu is held) and
+		// sent as a literal never indexed, so that the encoder keeps no
+		// reference to it, and a value that differs on every call does
+		// not evict the request's other fields from the HPACK tables.
+		t := appendGRPCTimeout(cc.timeoutBuf[:0], s.deadline.Sub(now))
+		v := unsafe.String(unsafe.SliceData(t), len(t))
+		cc.writeHeaders(id, endStream, s.req, hpack.HeaderField{Name: "grpc-timeout", Value: v, Sensitive: true})
 	} else {
 		cc.writeHeaders(id, endStream, s.req)
 	}
@@ -715,6 +736,9 @@ func (cc *clientConn) readFrames(b *batch) error {
 		if cc.br.Buffered() == 0 {
 			cc.reads.Add(1)
 			b.flush()
+			if pause := upstreamReadPause.Load(); pause != nil {
+				(*pause)(cc)
+			}
 		}
 	}
 }
@@ -768,6 +792,19 @@ func (cc *clientConn) checkSilence() {
 	}
 }
 
+// headerBlockError closes the connection over a header block that failed;
+// apart from headerBlock so that errors.As's target is allocated only here.
+func (cc *clientConn) headerBlockError(b *batch, err error) error {
+	var ce http2.ConnectionError
+	switch {
+	case errors.Is(err, errFrameBudget):
+		return cc.abusive(b, err.Error())
+	case errors.As(err, &ce):
+		return cc.goAway(b, http2.ErrCode(ce), "invalid header block")
+	}
+	return cc.goAway(b, http2.ErrCodeInternal, err.Error())
+}
+
 // headerBlock handles the outcome of a HEADERS or CONTINUATION frame from
 // the endpoint: a connection error, nothing yet, or a complete block.
 func (cc *clientConn) headerBlock(b *batch, frame http2.Frame) error {
@@ -779,14 +816,9 @@ func (cc *clientConn) headerBlock(b *batch, frame http2.Frame) error {
 	case *http2.ContinuationFrame:
 		done, err = cc.hdr.add(f.HeaderBlockFragment(), f.HeadersEnded())
 	}
-	var ce http2.ConnectionError
 	switch {
-	case errors.Is(err, errFrameBudget):
-		return cc.abusive(b, err.Error())
-	case errors.As(err, &ce):
-		return cc.goAway(b, http2.ErrCode(ce), "invalid header block")
 	case err != nil:
-		return cc.goAway(b, http2.ErrCodeInternal, err.Error())
+		return cc.headerBlockError(b, err)
 	case !done:
 		return nil
 	}
@@ -1016,6 +1048,9 @@ func (cc *clientConn) windowUpdate(b *batch, f *http2.WindowUpdateFrame) error {
 	cc.wmu.Unlock()
 	s.mu.Lock()
 	if s.cc == cc {
+		if s.upID == f.StreamID {
+			s.upHeard = true
+		}
 		s.pushRequest(b)
 	}
 	s.mu.Unlock()
@@ -1028,6 +1063,9 @@ func (cc *clientConn) goAwayReceived(b *batch, lastID uint32, code http2.ErrCode
 	var unseen []*stream
 	cc.wmu.Lock()
 	cc.goingAway = true
+	if !cc.goAwaySeen || lastID > cc.goAwayLast {
+		cc.goAwaySeen, cc.goAwayLast = true, lastID
+	}
 	for id, s := range cc.streams {
 		if id > lastID {
 			unseen = append(unseen, s)
@@ -1060,6 +1098,7 @@ func (cc *clientConn) teardown(b *batch, err error) {
 		left = append(left, s)
 	}
 	backlog := errors.Is(cc.w.err, errWriteBacklog)
+	cut, proven := cc.unreachedFrom(err)
 	cc.wmu.Unlock()
 	cc.conn.Close()
 	cc.pool.remove(cc)
@@ -1080,7 +1119,12 @@ func (cc *clientConn) teardown(b *batch, err error) {
 		s.mu.Lock()
 		if s.cc == cc && s.upOpen && !s.done {
 			s.reqH.endSent, s.respH.end = true, true
-			s.upstreamFailed(b, errCodeConnLost, reason)
+			if proven && cut.neverReached(s) {
+				s.detachUpstream(b, false)
+				s.notAnswered(b, true, "the endpoint closed the connection before the request reached it")
+			} else {
+				s.upstreamFailed(b, errCodeConnLost, reason)
+			}
 		}
 		s.mu.Unlock()
 	}

@@ -23,7 +23,7 @@ type Meta struct {
 // bounds, issue 2's added latency.
 const (
 	targetAddedP99At1k = 150 * time.Microsecond
-	targetRSSAt1kMB    = 20.0
+	targetRSSAt1kMB    = 20.0 // SI megabytes, as the issue writes it
 	// targetRSSRate is the phase after which RSS is held to targetRSSAt1kMB
 	// (the first rate when it is not measured).
 	targetRSSRate = 1000
@@ -163,6 +163,8 @@ func (rp report) added(peer, workload string, rps int, pick func(Percentiles) ti
 }
 
 func cpuPerReq(p PhaseResult) float64 { return p.CPUPerRequest() }
+// hwmMB is the peak resident set in MiB (/proc reports KiB as "kB"): the
+// tables say MiB, and the target, in SI megabytes, is converted to MiB.
 func hwmMB(p PhaseResult) float64 {
 	if p.ProxyHWMKB == 0 {
 		return math.NaN()
@@ -185,7 +187,7 @@ func (rp report) workloadSection(b *strings.Builder, workload string) {
 		w(" CPU us/req %s |", rateLabel(r))
 	}
 	ratios := strings.Join(labels, " / ")
-	w(" vCPU per 1000 req/s (@%d) | x HAProxy CPU (%s) | x Caddy CPU (%s) | saturation req/s | CPU busy at saturation: proxy / load side | RSS after %d req/s (MB) | peak RSS (MB) | backend shares |\n", rates[0], ratios, ratios, rates[0])
+	w(" vCPU per 1000 req/s (@%d) | x HAProxy CPU (%s) | x Caddy CPU (%s) | saturation req/s | CPU busy at saturation: proxy / load side | RSS after %d req/s (MiB) | peak RSS (MiB) | backend shares |\n", rates[0], ratios, ratios, rates[0])
 	w("|---|")
 	for range rp.cpuPhases() {
 		w("---|")
@@ -340,7 +342,8 @@ func (rp report) targetsSection(b *strings.Builder) {
 		}
 		rss := rp.figure(PeerZonelb, workload, phaseFigure(rr, hwmMB)).Median
 		hrss := rp.figure(PeerHAProxy, workload, phaseFigure(rr, hwmMB)).Median
-		w("| %s | peak RSS after %d req/s <= %.0f MB | %s MB | HAProxy %s MB | %s |\n", title, rr, targetRSSAt1kMB, fmtFloat(rss, 1), fmtFloat(hrss, 1), verdict(rss <= targetRSSAt1kMB, !math.IsNaN(rss)))
+		limit := targetRSSAt1kMB * 1e6 / (1 << 20)
+		w("| %s | peak RSS after %d req/s <= %.0f MB (%.2f MiB) | %s MiB | HAProxy %s MiB | %s |\n", title, rr, targetRSSAt1kMB, limit, fmtFloat(rss, 1), fmtFloat(hrss, 1), verdict(rss <= limit, !math.IsNaN(rss)))
 	}
 	w("\n")
 }

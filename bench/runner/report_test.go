@@ -68,7 +68,7 @@ func TestMarkdownFigures(t *testing.T) {
 		"| gRPC unary | added p99 @1000 < 150 us | 250 us |  | **no** |",
 		"| gRPC unary | CPU/req <= 1.25x HAProxy @1000 | 15.0 us (0.75x) | 20.0 us | yes |",
 		"| gRPC unary | CPU/req <= 1.00x HAProxy saturation | 45.0 us (1.00x) | 45.0 us | yes |",
-		"| gRPC unary | peak RSS after 1000 req/s <= 20 MB | 10.0 MB | HAProxy 10.0 MB | yes |",
+		"| gRPC unary | peak RSS after 1000 req/s <= 20 MB (19.07 MiB) | 10.0 MiB | HAProxy 10.0 MiB | yes |",
 		"- run 3, grpc, haproxy: exploded",
 	} {
 		want = strings.ReplaceAll(want, "| gRPC unary |", "| grpc |")
