@@ -31,7 +31,8 @@
 //     readers).
 //   - Transparent retry, once, on another endpoint, only where the request
 //     provably never reached the application (connect error, REFUSED_STREAM,
-//     a stream above the server's GOAWAY last-stream-id), and never after
+//     a stream above the server's GOAWAY last-stream-id, a stream written
+//     beyond what the endpoint's FIN acknowledged), and never after
 //     response headers arrived (gRPC's rule, A6). Otherwise the client gets
 //     UNAVAILABLE (gRPC) or 502/503 (HTTP), never a hang.
 //   - Graceful shutdown: GOAWAY to clients, in-flight streams finish up to a

@@ -188,6 +188,16 @@ type connWriter struct {
 	inflight int // bytes the drain is writing, out of buf
 	err      error
 
+	// queued counts every byte ever queued, from the connection's first
+	// (an upstream connection's client preface): the byte offset, in the
+	// connection's TCP stream, of what is queued next. An upstream
+	// stream keeps the offset of its HEADERS (see neverReached).
+	queued uint64
+	// beforeClose, if set, is called with the lock held when a failed
+	// write is about to close the connection, while its socket is still
+	// open.
+	beforeClose func()
+
 	// for the non-blocking write callback, allocated once
 	wb    []byte
 	wn    int
@@ -213,6 +223,7 @@ func (w *connWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return len(p), nil
 	}
+	w.queued += uint64(len(p))
 	w.buf = append(w.buf, p...)
 	if len(w.buf)+w.inflight > maxWriteBacklog {
 		w.fail(errWriteBacklog)
@@ -267,6 +278,9 @@ func (w *connWriter) reset() {
 func (w *connWriter) fail(err error) {
 	w.err = err
 	w.buf = nil
+	if w.beforeClose != nil {
+		w.beforeClose()
+	}
 	w.conn.Close()
 }
 

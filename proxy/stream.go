@@ -33,6 +33,11 @@ type stream struct {
 	// Upstream, once opened.
 	cc   *clientConn
 	upID uint32
+	// upAt is the byte offset on cc's connection of the stream's HEADERS,
+	// and upHeard is set once the endpoint sent a frame for the stream
+	// (see neverReached).
+	upAt    uint64
+	upHeard bool
 	// waiting is set while the stream waits for an upstream connection
 	// (a dial in progress, or every connection full).
 	waiting bool

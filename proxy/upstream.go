@@ -364,6 +364,15 @@ type clientConn struct {
 	peekBuf [1]byte
 	peekN   int
 	peekErr error
+
+	// What tells, when the endpoint closed the connection, which streams
+	// it never received (see neverReached). Guarded by wmu.
+	ackBase     uint64 // tcpi_bytes_acked once connected (the SYN's 1)
+	ackBaseOK   bool
+	failAcked   uint64 // tcpi_bytes_acked when a failed write closed the socket
+	failAckedOK bool
+	goAwaySeen  bool
+	goAwayLast  uint32 // the largest last-stream-id of the endpoint's GOAWAYs
 }
 
 // connect dials the endpoint and starts HTTP/2 on the connection.
@@ -385,6 +394,9 @@ func (u *upstreams) connect(ep *endpointPool) (*clientConn, error) {
 		idleSince:      u.cfg.Now(),
 	}
 	cc.h2conn.init(c, cc.drained)
+	cc.ackBase, cc.ackBaseOK = tcpBytesAcked(cc.w.raw)
+	cc.ackBaseOK = cc.ackBaseOK && cc.ackBase > 0
+	cc.w.beforeClose = cc.noteWriteFailure
 	cc.recvWin = upstreamConnWindow
 	cc.peek = cc.peekFD
 	cc.credit = floodBurst
@@ -495,6 +507,7 @@ func (s *stream) open(b *batch, cc *clientConn) {
 	s.cc, s.upID, s.upOpen = cc, id, true
 	s.reqH.win = cc.peerInitWin
 	s.reqH.endSent = false
+	s.upAt, s.upHeard = cc.w.queued, false
 	// A new attempt: nothing of a response yet (an earlier attempt that
 	// was refused may have marked its stream ended).
 	s.respH.end, s.respH.endSent, s.respH.trailers = false, false, nil
@@ -728,6 +741,9 @@ func (cc *clientConn) readFrames(b *batch) error {
 		if cc.br.Buffered() == 0 {
 			cc.reads.Add(1)
 			b.flush()
+			if pause := upstreamReadPause.Load(); pause != nil {
+				(*pause)(cc)
+			}
 		}
 	}
 }
@@ -1037,6 +1053,9 @@ func (cc *clientConn) windowUpdate(b *batch, f *http2.WindowUpdateFrame) error {
 	cc.wmu.Unlock()
 	s.mu.Lock()
 	if s.cc == cc {
+		if s.upID == f.StreamID {
+			s.upHeard = true
+		}
 		s.pushRequest(b)
 	}
 	s.mu.Unlock()
@@ -1049,6 +1068,9 @@ func (cc *clientConn) goAwayReceived(b *batch, lastID uint32, code http2.ErrCode
 	var unseen []*stream
 	cc.wmu.Lock()
 	cc.goingAway = true
+	if !cc.goAwaySeen || lastID > cc.goAwayLast {
+		cc.goAwaySeen, cc.goAwayLast = true, lastID
+	}
 	for id, s := range cc.streams {
 		if id > lastID {
 			unseen = append(unseen, s)
@@ -1081,6 +1103,7 @@ func (cc *clientConn) teardown(b *batch, err error) {
 		left = append(left, s)
 	}
 	backlog := errors.Is(cc.w.err, errWriteBacklog)
+	cut, proven := cc.unreachedFrom(err)
 	cc.wmu.Unlock()
 	cc.conn.Close()
 	cc.pool.remove(cc)
@@ -1101,7 +1124,12 @@ func (cc *clientConn) teardown(b *batch, err error) {
 		s.mu.Lock()
 		if s.cc == cc && s.upOpen && !s.done {
 			s.reqH.endSent, s.respH.end = true, true
-			s.upstreamFailed(b, errCodeConnLost, reason)
+			if proven && cut.neverReached(s) {
+				s.detachUpstream(b, false)
+				s.notAnswered(b, true, "the endpoint closed the connection before the request reached it")
+			} else {
+				s.upstreamFailed(b, errCodeConnLost, reason)
+			}
 		}
 		s.mu.Unlock()
 	}
