@@ -193,6 +193,10 @@ type connWriter struct {
 	// connection's TCP stream, of what is queued next. An upstream
 	// stream keeps the offset of its HEADERS (see neverReached).
 	queued uint64
+	// sent counts the bytes the kernel accepted: what writes returned,
+	// a failed write's partial count included. Bytes from sent+inflight
+	// on were never handed to the kernel (see unreachedFrom).
+	sent uint64
 	// beforeClose, if set, is called with the lock held when a failed
 	// write is about to close the connection, while its socket is still
 	// open.
@@ -246,12 +250,13 @@ func (w *connWriter) flush() {
 		err := w.raw.Write(w.write)
 		w.wb = nil
 		n, werr := w.wn, w.werr
-		if err != nil {
-			werr = err
+		if err != nil { // the callback did not run
+			n, werr = 0, err
 		}
 		if n < 0 {
 			n = 0
 		}
+		w.sent += uint64(n)
 		if werr != nil && !errors.Is(werr, syscall.EAGAIN) {
 			w.fail(werr)
 			return
@@ -292,8 +297,9 @@ func (w *connWriter) drain() {
 		w.buf = w.spare[:0]
 		w.inflight = len(data)
 		w.mu.Unlock()
-		_, err := w.conn.Write(data)
+		n, err := w.conn.Write(data)
 		w.mu.Lock()
+		w.sent += uint64(n)
 		w.inflight = 0
 		if cap(data) <= 64<<10 {
 			w.spare = data[:0]

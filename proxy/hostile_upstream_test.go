@@ -2,20 +2,25 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"golang.org/x/sys/unix"
 
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
@@ -674,12 +679,37 @@ func (o *outcomes) count(a netip.AddrPort, out zone.Outcome) int {
 // bound, the proxy held every call's headers until the keepalive (three
 // UpstreamPingIntervals, disabled here in effect) or forever.
 func TestEndpointThatNeverReadsIsCutAtTheWriteBacklogBound(t *testing.T) {
-	deaf := startTCPBackend(t, "deaf", func(c net.Conn) {
+	// The deaf endpoint takes one connection: once the proxy cut it, a
+	// dial is refused and its calls go to the good endpoint, so every
+	// call ends. Its receive buffer is the kernel's smallest, so that the
+	// bytes the kernels hold are bounded by the proxy's send buffer.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	deafLn, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deafLn.Close() })
+	deaf := &backend{name: "deaf", addr: mustAddrPort(deafLn.Addr().String())}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		c, err := deafLn.Accept()
+		deafLn.Close()
+		if err != nil {
+			return
+		}
+		defer c.Close()
 		// SETTINGS that allow many streams, then nothing: not a byte
 		// read, ever.
 		http2.NewFramer(c, nil).WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1 << 20})
-		<-make(chan struct{})
-	})
+		<-done
+	}()
 	good := startRawEndpoint(t, 1024, nil)
 	var obs outcomes
 	p, addr := startProxy(t, proxy.NewRoundRobin([]zone.Endpoint{{Addr: deaf.addr, Ready: true, Serving: true}, {Addr: good.addr, Ready: true, Serving: true}}),
@@ -715,10 +745,40 @@ func TestEndpointThatNeverReadsIsCutAtTheWriteBacklogBound(t *testing.T) {
 	if bad*60000 < 16<<20 {
 		t.Fatalf("closed after %d bytes of headers, before the 16 MiB bound", bad*60000)
 	}
-	eventually(t, "the calls on the closed connection to fail", func() bool { return obs.count(deaf.addr, zone.Failure) > 0 })
+	// Every call ends: on the deaf endpoint, those whose headers the
+	// kernel took fail; every other, the calls to the good endpoint and
+	// those still in the proxy's writer when it cut the connection (they
+	// never left this host, proxy/unreached.go), completes on the good
+	// one.
+	eventually(t, "every call to end", func() bool {
+		return obs.count(good.addr, zone.Success)+obs.count(deaf.addr, zone.Failure) == 2*bad
+	})
+	if n := obs.count(deaf.addr, zone.Failure); n == 0 {
+		t.Fatal("no call on the closed connection failed")
+	}
 	if n := obs.count(deaf.addr, zone.Success); n != 0 {
 		t.Fatalf("%d calls to the endpoint that does not read succeeded", n)
 	}
-	// Every call to the good endpoint completes.
-	eventually(t, "the calls to the good endpoint to complete", func() bool { return obs.count(good.addr, zone.Success) == bad })
+	// Only the calls whose headers the kernel took fail: at most what
+	// the proxy's send buffer (tcp_wmem's maximum) and the deaf
+	// endpoint's smallest receive buffer (one loopback segment, 64 KiB,
+	// and then some) hold, well under the writer's 16 MiB. The calls
+	// behind them, in the writer, are retried.
+	wmem, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(wmem))
+	if len(f) != 3 {
+		t.Fatalf("tcp_wmem: %q", wmem)
+	}
+	wmemMax, err := strconv.Atoi(f[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := obs.count(deaf.addr, zone.Failure)
+	if maxFailed := (wmemMax+256<<10)/60000 + 1; failed > maxFailed {
+		t.Fatalf("%d calls failed on the deaf endpoint, more than the kernel can have taken (%d); the rest never left the proxy's writer", failed, maxFailed)
+	}
+	t.Logf("%d calls failed on the deaf endpoint, %d retried on the good one", failed, p.Stats().Retries)
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // Requests an endpoint's application provably never received, on a
-// connection the endpoint closed.
+// connection that was lost.
 //
 // gRPC may retry a call transparently only when the server never processed
 // it (A6). HTTP/2 says so itself with REFUSED_STREAM or a GOAWAY's last
@@ -38,16 +38,35 @@ import (
 // So when the connection ended with a FIN, a stream whose HEADERS begin at
 // or beyond the bytes acknowledged never reached the endpoint's
 // application, whether it was written before or after the FIN arrived, and
-// it is retried elsewhere like a refused stream. A stream the endpoint
-// sent anything for (response headers, WINDOW_UPDATE) or a GOAWAY named is
-// never retried this way; neither is anything when the connection ended
-// otherwise.
+// it is retried elsewhere like a refused stream.
 //
-// Why not on RST (ECONNRESET): the kernel does not process the
-// acknowledgment of an RST. A peer that read our request but whose delayed
-// ACK had not left yet, then aborted (or closed with other bytes unread),
-// leaves those bytes unacknowledged here though its application has them:
-// a retry could run the request twice. Those calls fail.
+// Why not acknowledged bytes on RST (ECONNRESET): the kernel does not
+// process the acknowledgment of an RST. A peer that read our request but
+// whose delayed ACK had not left yet, then aborted (or closed with other
+// bytes unread), leaves those bytes unacknowledged here though its
+// application has them: a retry could run the request twice.
+//
+// What holds whatever ended the connection (RST, a keepalive timeout, a
+// protocol error, a writer over its backlog): a byte the kernel never
+// accepted from us never left this host, so no one can have read it. The
+// writer counts the bytes the kernel accepted (sent: what each write
+// returned, a failed write's partial count included, the client preface
+// too); what the drain goroutine is writing at the moment counts as
+// accepted, since its count is not known yet. A stream whose HEADERS begin
+// at or beyond that count was refused by a write (EPIPE, ECONNRESET), or
+// still queued in the writer when the connection failed, or written after:
+// it is retried too. This is what saves the calls written to the
+// connection of an endpoint killed with bytes unread in its socket, after
+// its RST arrived (TestBackendsKilledUnderLoad).
+//
+// The two cuts: the bytes acknowledged are at most the bytes accepted (the
+// kernel acknowledges nothing it did not send), so with a FIN the cut is
+// the bytes acknowledged, and otherwise the bytes accepted; a stream is
+// retried when its HEADERS begin at or beyond the cut that applies. The
+// bytes accepted are a safe cut, not the tightest: some of them may never
+// have left the socket's buffer either. Either way, a stream the endpoint
+// sent anything for (response headers, WINDOW_UPDATE) or a GOAWAY named is
+// never retried this way.
 //
 // Telling FIN from RST: after a FIN, read returns 0 (end of stream) before
 // any error; a reset that comes later (the answer to bytes we sent after
@@ -66,8 +85,9 @@ import (
 // GOAWAY (nginx's lingering close) discard what they read, and a graceful
 // close names its last stream in a GOAWAY, which is honoured above.
 //
-// Cost: a counter add per queued write and one getsockopt per connection
-// opened and per connection lost; nothing per request.
+// Cost: a counter add per queued write and per write to the socket, and
+// one getsockopt per connection opened and per connection lost; nothing
+// per request.
 
 // unreachedCut is, for a lost connection, the offset from which what was
 // written never reached the endpoint's application.
@@ -89,12 +109,24 @@ func (c unreachedCut) neverReached(s *stream) bool {
 	return s.upAt >= c.at
 }
 
-// unreachedFrom tells, for a connection whose read loop ended with
-// readErr, whether it ended with the endpoint's FIN, and where the bytes it
-// never read begin. Call with wmu held, before the socket is closed.
-func (cc *clientConn) unreachedFrom(readErr error) (unreachedCut, bool) {
+// unreachedFrom returns, for a connection whose read loop ended with
+// readErr, where the bytes that never reached the endpoint's application
+// begin: the bytes the kernel accepted, or the bytes acknowledged if the
+// connection ended with the endpoint's FIN. Call with wmu held, before the
+// socket is closed.
+func (cc *clientConn) unreachedFrom(readErr error) unreachedCut {
+	cut := unreachedCut{at: cc.w.sent + uint64(cc.w.inflight), goAwaySeen: cc.goAwaySeen, goAwayLast: cc.goAwayLast}
+	if acked, ok := cc.finAcked(readErr); ok && acked < cut.at {
+		cut.at = acked
+	}
+	return cut
+}
+
+// finAcked tells whether the connection ended with the endpoint's FIN,
+// and then how many of our bytes its application read.
+func (cc *clientConn) finAcked(readErr error) (uint64, bool) {
 	if !cc.ackBaseOK || cc.w.draining {
-		return unreachedCut{}, false
+		return 0, false
 	}
 	eof := errors.Is(readErr, io.EOF) || errors.Is(readErr, io.ErrUnexpectedEOF)
 	var acked uint64
@@ -102,18 +134,18 @@ func (cc *clientConn) unreachedFrom(readErr error) (unreachedCut, bool) {
 	case eof && werr == nil:
 		a, ok := tcpBytesAcked(cc.w.raw)
 		if !ok {
-			return unreachedCut{}, false
+			return 0, false
 		}
 		acked = a
 	case (eof || errors.Is(readErr, net.ErrClosed)) && errors.Is(werr, syscall.EPIPE) && cc.failAckedOK:
 		acked = cc.failAcked
 	default:
-		return unreachedCut{}, false
+		return 0, false
 	}
 	if acked < cc.ackBase {
-		return unreachedCut{}, false
+		return 0, false
 	}
-	return unreachedCut{at: acked - cc.ackBase, goAwaySeen: cc.goAwaySeen, goAwayLast: cc.goAwayLast}, true
+	return acked - cc.ackBase, true
 }
 
 // noteWriteFailure keeps tcpi_bytes_acked of a socket a failed write is

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,8 +41,14 @@ type deadEndpoint struct {
 	headers atomic.Int64  // HEADERS frames its application read
 }
 
-func startDeadEndpoint(t *testing.T, readAll bool) *deadEndpoint {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// With smallBuffer, its socket's receive buffer is the smallest the
+// kernel allows, so that a few kilobytes it does not read fill it.
+func startDeadEndpoint(t *testing.T, readAll, smallBuffer bool) *deadEndpoint {
+	var lc net.ListenConfig
+	if smallBuffer {
+		lc.Control = smallSocketBuffer(unix.SO_RCVBUF)
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,8 +109,10 @@ type killedEndpointRig struct {
 	release func()
 }
 
-func newKilledEndpointRig(t *testing.T, readAll bool) *killedEndpointRig {
-	r := &killedEndpointRig{t: t, a: startDeadEndpoint(t, readAll)}
+// With smallBuffers, the socket buffers of a's connection, the proxy's
+// send buffer and a's receive buffer, are the smallest the kernel allows.
+func newKilledEndpointRig(t *testing.T, readAll, smallBuffers bool) *killedEndpointRig {
+	r := &killedEndpointRig{t: t, a: startDeadEndpoint(t, readAll, smallBuffers)}
 	b, err := testservice.Start("127.0.0.1:0", testservice.Options{Name: "b"})
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +128,16 @@ func newKilledEndpointRig(t *testing.T, readAll bool) *killedEndpointRig {
 		t.Fatal(err)
 	}
 	r.p = p
+	if smallBuffers {
+		d := p.cfg.dialer()
+		d.Control = func(network, address string, c syscall.RawConn) error {
+			if address != r.a.addr.String() {
+				return nil
+			}
+			return smallSocketBuffer(unix.SO_SNDBUF)(network, address, c)
+		}
+		p.up.dial = d.DialContext // before the first call dials
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -159,12 +178,16 @@ func newKilledEndpointRig(t *testing.T, readAll bool) *killedEndpointRig {
 
 // call makes a unary call in the background (the round robin's next pick
 // is its endpoint); its result arrives on the channel.
-func (r *killedEndpointRig) call() <-chan callResult {
+func (r *killedEndpointRig) call() <-chan callResult { return r.callWith(0) }
+
+// callWith is call with a request payload of size bytes.
+func (r *killedEndpointRig) callWith(size int) <-chan callResult {
 	ch := make(chan callResult, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		resp, err := r.client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		req := &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, size)}}
+		resp, err := r.client.UnaryCall(ctx, req)
 		ch <- callResult{resp.GetHostname(), err}
 	}()
 	return ch
@@ -239,7 +262,7 @@ func TestRequestWrittenAfterEndpointFINIsRetried(t *testing.T) {
 			name = "a write fails first"
 		}
 		t.Run(name, func(t *testing.T) {
-			r := newKilledEndpointRig(t, true)
+			r := newKilledEndpointRig(t, true, false)
 			first := r.call() // to a, which reads it and exits
 			waitHeld(t, r.held)
 			cc := r.aConn()
@@ -285,10 +308,12 @@ func TestRequestWrittenAfterEndpointFINIsRetried(t *testing.T) {
 
 // An endpoint that exits with bytes unread resets the connection: the
 // kernel does not process the acknowledgment an RST carries, so what the
-// endpoint's application read cannot be told from what it did not, and
-// nothing is retried, not even a request whose write met the reset.
-func TestRequestsOnEndpointResetAreNotRetried(t *testing.T) {
-	r := newKilledEndpointRig(t, false)
+// endpoint's application read cannot be told from what it did not, and a
+// request its kernel received fails. A request written after the reset
+// arrived never left this host (the kernel refused the write): it is
+// retried on the other endpoint.
+func TestEndpointResetRetriesOnlyUnsentRequests(t *testing.T) {
+	r := newKilledEndpointRig(t, false, false)
 	first := r.call() // to a, which never reads it
 	waitHeld(t, r.held)
 	cc := r.aConn()
@@ -316,9 +341,71 @@ func TestRequestsOnEndpointResetAreNotRetried(t *testing.T) {
 	})
 	r.release()
 	wantUnavailable(t, r.wait(first, "the request in a's socket"), "the request in a's socket")
-	wantUnavailable(t, r.wait(second, "the request written after the reset"), "the request written after the reset")
-	if got := r.p.Stats().Retries; got != 0 {
-		t.Fatalf("%d retries after a reset, want 0", got)
+	if res := r.wait(second, "the request whose write the kernel refused"); res.err != nil || res.host != "b" {
+		t.Fatalf("the request whose write the kernel refused: %q, %v; want an answer from b", res.host, res.err)
+	}
+	if got := r.p.Stats().Retries; got != 1 {
+		t.Fatalf("%d retries, want 1", got)
+	}
+}
+
+// An endpoint that stops reading fills its socket and ours; the request
+// written next waits in the proxy's writer behind the blocked background
+// write. When the endpoint then exits (a reset: bytes unread), that request
+// was never handed to the kernel: it is retried on the other endpoint,
+// while the one whose bytes a's kernel received fails.
+func TestRequestQueuedInWriterOnResetIsRetried(t *testing.T) {
+	r := newKilledEndpointRig(t, false, true)
+	// More than the two small socket buffers hold, within a's windows.
+	first := r.callWith(60 << 10) // to a, which never reads it
+	waitHeld(t, r.held)
+	cc := r.aConn()
+	server := <-r.a.conn
+	testenv.WaitFor(t, 10*time.Second, "the background write to block on the full socket", func() bool {
+		cc.wmu.Lock()
+		defer cc.wmu.Unlock()
+		return len(cc.streams) == 1 && cc.w.draining && cc.w.inflight > 0
+	})
+	r.callB()
+	second := r.call() // to a: its HEADERS wait in the writer
+	testenv.WaitFor(t, 10*time.Second, "the second request queued in the writer", func() bool {
+		cc.wmu.Lock()
+		defer cc.wmu.Unlock()
+		if len(cc.streams) != 2 || !cc.w.draining || len(cc.w.buf) == 0 {
+			return false
+		}
+		handed := cc.w.queued - uint64(len(cc.w.buf)) // to the kernel, or to the background write
+		for _, s := range cc.streams {
+			if s.upID == 3 {
+				return s.upAt >= handed
+			}
+		}
+		return false
+	})
+	server.Close() // unread bytes: a reset
+	testenv.WaitFor(t, 10*time.Second, "the background write to fail", func() bool {
+		_, werr, _ := socketState(cc)
+		return werr != nil
+	})
+	r.release()
+	wantUnavailable(t, r.wait(first, "the request in a's socket"), "the request in a's socket")
+	if res := r.wait(second, "the request queued in the writer"); res.err != nil || res.host != "b" {
+		t.Fatalf("the request queued in the writer: %q, %v; want an answer from b", res.host, res.err)
+	}
+	if got := r.p.Stats().Retries; got != 1 {
+		t.Fatalf("%d retries, want 1", got)
+	}
+}
+
+// smallSocketBuffer sets a socket's buffer opt (SO_SNDBUF or SO_RCVBUF)
+// to the kernel's minimum (it rounds the 1 byte asked up).
+func smallSocketBuffer(opt int) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 1) }); err != nil {
+			return err
+		}
+		return serr
 	}
 }
 

@@ -1103,7 +1103,7 @@ func (cc *clientConn) teardown(b *batch, err error) {
 		left = append(left, s)
 	}
 	backlog := errors.Is(cc.w.err, errWriteBacklog)
-	cut, proven := cc.unreachedFrom(err)
+	cut := cc.unreachedFrom(err)
 	cc.wmu.Unlock()
 	cc.conn.Close()
 	cc.pool.remove(cc)
@@ -1124,9 +1124,9 @@ func (cc *clientConn) teardown(b *batch, err error) {
 		s.mu.Lock()
 		if s.cc == cc && s.upOpen && !s.done {
 			s.reqH.endSent, s.respH.end = true, true
-			if proven && cut.neverReached(s) {
+			if cut.neverReached(s) {
 				s.detachUpstream(b, false)
-				s.notAnswered(b, true, "the endpoint closed the connection before the request reached it")
+				s.notAnswered(b, true, "the connection ended before the request reached the endpoint")
 			} else {
 				s.upstreamFailed(b, errCodeConnLost, reason)
 			}
