@@ -197,6 +197,8 @@ type connWriter struct {
 	// a failed write's partial count included. Bytes from sent+inflight
 	// on were never handed to the kernel (see unreachedFrom).
 	sent uint64
+	// idle is signalled (on mu) when a drain ends.
+	idle sync.Cond
 	// beforeClose, if set, is called with the lock held when a failed
 	// write is about to close the connection, while its socket is still
 	// open.
@@ -212,6 +214,7 @@ type connWriter struct {
 func (w *connWriter) init(c net.Conn, mu *sync.Mutex, onDrained func()) {
 	w.conn = c
 	w.mu = mu
+	w.idle.L = mu
 	w.onDrained = onDrained
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
@@ -289,6 +292,19 @@ func (w *connWriter) fail(err error) {
 	w.conn.Close()
 }
 
+// settle closes the connection if a drain is writing, and waits for that
+// write to return: then sent counts all the kernel accepted. Call with the
+// lock held.
+func (w *connWriter) settle() {
+	if !w.draining {
+		return
+	}
+	w.conn.Close()
+	for w.draining {
+		w.idle.Wait()
+	}
+}
+
 // drain writes the backlog with blocking writes until it is empty.
 func (w *connWriter) drain() {
 	w.mu.Lock()
@@ -309,6 +325,7 @@ func (w *connWriter) drain() {
 		}
 	}
 	w.draining = false
+	w.idle.Broadcast()
 	w.mu.Unlock()
 	if w.onDrained != nil {
 		w.onDrained()
@@ -360,8 +377,15 @@ func (b *batch) flush() {
 	for i, h := range b.dirty {
 		h.wmu.Lock()
 		h.w.flush()
+		// Streams held because the backlog was over writeBacklogLimit
+		// wait for a drain to end; a write that took it all at once
+		// ends none, so they are pushed here.
+		push := len(h.blocked) > 0 && h.canSendData() && !h.w.draining
 		h.wmu.Unlock()
 		b.dirty[i] = nil
+		if push && h.w.onDrained != nil {
+			h.w.onDrained()
+		}
 	}
 	b.dirty = b.dirty[:0]
 }

@@ -51,11 +51,11 @@ import (
 // accepted from us never left this host, so no one can have read it. The
 // writer counts the bytes the kernel accepted (sent: what each write
 // returned, a failed write's partial count included, the client preface
-// too); what the drain goroutine is writing at the moment counts as
-// accepted, since its count is not known yet. A stream whose HEADERS begin
-// at or beyond that count was refused by a write (EPIPE, ECONNRESET), or
-// still queued in the writer when the connection failed, or written after:
-// it is retried too. This is what saves the calls written to the
+// too); a background write still blocked when the connection is torn
+// down is ended first (the socket closed), so that its count is known. A
+// stream whose HEADERS begin at or beyond that count was refused by a
+// write (EPIPE, ECONNRESET), or still queued in the writer when the
+// connection failed, or written after: it is retried too. This is what saves the calls written to the
 // connection of an endpoint killed with bytes unread in its socket, after
 // its RST arrived (TestBackendsKilledUnderLoad).
 //
@@ -111,12 +111,15 @@ func (c unreachedCut) neverReached(s *stream) bool {
 
 // unreachedFrom returns, for a connection whose read loop ended with
 // readErr, where the bytes that never reached the endpoint's application
-// begin: the bytes the kernel accepted, or the bytes acknowledged if the
-// connection ended with the endpoint's FIN. Call with wmu held, before the
-// socket is closed.
+// begin: the bytes acknowledged if the connection ended with the
+// endpoint's FIN, and otherwise the bytes the kernel accepted. Call with
+// wmu held, before the socket is closed; it closes the socket if a
+// background write is in progress, to end it and learn its count.
 func (cc *clientConn) unreachedFrom(readErr error) unreachedCut {
-	cut := unreachedCut{at: cc.w.sent + uint64(cc.w.inflight), goAwaySeen: cc.goAwaySeen, goAwayLast: cc.goAwayLast}
-	if acked, ok := cc.finAcked(readErr); ok && acked < cut.at {
+	acked, fin := cc.finAcked(readErr) // needs the socket open
+	cc.w.settle()
+	cut := unreachedCut{at: cc.w.sent, goAwaySeen: cc.goAwaySeen, goAwayLast: cc.goAwayLast}
+	if fin && acked < cut.at {
 		cut.at = acked
 	}
 	return cut
