@@ -346,7 +346,8 @@ func assertEjected(t *testing.T, badAddr netip.AddrPort, badRequests func() int6
 	// Time is the test's: it moves only between calls before the
 	// ejection, so that Peak-EWMA's probes send a call to the endpoint
 	// that lost P2C (the bad one, until it has answered), and stands still
-	// after, so that the backoff never ends.
+	// from the ejection on, so that the backoff (at least 750ms) never
+	// ends.
 	var mu sync.Mutex
 	now := time.Unix(1_000_000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -388,8 +389,17 @@ func assertEjected(t *testing.T, badAddr netip.AddrPort, badRequests func() int6
 		if i == 20 {
 			t.Fatal("20 calls and none reached the abusive endpoint")
 		}
+		// The clock moves before a call, never after one: the call that
+		// reached the abusive endpoint ejected it at the clock's last
+		// value, which is where the clock stays. Moving it after that
+		// call too ended the backoff whenever it drew less than the step
+		// (the first backoff is BaseBackoff 1s +- 25% Jitter): the next
+		// pick's control step brought the endpoint back on probation and
+		// sent it a call.
+		if i > 0 {
+			advance()
+		}
 		get() // the abusive endpoint's call fails: not checked here
-		advance()
 	}
 	ejected := false
 	for _, es := range bal.State().Endpoints {
