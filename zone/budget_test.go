@@ -281,3 +281,47 @@ func TestSlowerServiceIsNotOverload(t *testing.T) {
 		t.Errorf("%.3f of the calls stayed local after the service became slower with no queue, want >= 0.99 (%v)", local, b.State().Spill)
 	}
 }
+
+// A bigger slowdown of the whole service (1 ms -> 10 ms and 20 ms a call,
+// still no queue) is no overload either, although it leaves few requests
+// that find their endpoint free of ours (idle requests: the evidence of a
+// slowdown). The unloaded level follows batches of idle requests gathered
+// over several control steps. Bounds: after the first 2 s, at most 1% of
+// the calls cross (issue 11's bound for a healthy zone), and at 10 ms the
+// first 2 s keep the e2e test's 97% too. At 20 ms the first 2 s are not
+// held to it: the in-flight limit, set from the 1 ms level, sends the
+// excess across until a batch of idle requests shows the slowdown (about
+// 0.3 s: 1-5 of them a step), and 90.8% of the first 2 s stay local
+// (1,109 of 1,222 calls).
+// Measured before batches (one step's idle requests, or the idle level
+// averaged over many steps): 1,133 and 730 of 1,222 calls local in the
+// first 2 s, 100% and 90.1% over the next 10 s.
+func TestBiggerSlowdownIsNotOverload(t *testing.T) {
+	for _, tc := range []struct {
+		to    time.Duration
+		first float64 // the least local share of the first 2 s (0: not held)
+	}{
+		{to: 10 * time.Millisecond, first: 0.97},
+		{to: 20 * time.Millisecond},
+	} {
+		t.Run(tc.to.String(), func(t *testing.T) {
+			m, b := newModel(t, zone.Config{LocalZone: "a"}, threeZones(2))
+			m.ServiceTime, m.Workers = time.Millisecond, 64 // no queue at this load
+			m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+			m.Run(10*time.Second, 600) // learn the 1 ms unloaded level
+			m.ServiceTime = tc.to
+			m.Reset()
+			m.Run(2*time.Second, 600)
+			t.Logf("first 2 s after the slowdown: %v", m)
+			if local := m.Share("a"); local < tc.first {
+				t.Errorf("%.4f of the calls stayed local in the first 2 s after the service went to %v a call with no queue, want >= %.2f (%+v)", local, tc.to, tc.first, b.State().Spill)
+			}
+			m.Reset()
+			m.Run(10*time.Second, 600)
+			t.Logf("the 10 s after: %v", m)
+			if local := m.Share("a"); local < 0.99 {
+				t.Errorf("%.4f of the calls stayed local in the 10 s after, want >= 0.99 (%+v)", local, b.State().Spill)
+			}
+		})
+	}
+}

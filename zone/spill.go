@@ -134,6 +134,13 @@ type spillGate struct {
 	known     int64   // budget rule: ns since the tier before's level is known
 	setpoint  float64 // budget rule: the budgeted level at the last step, ns
 	loaded    bool    // budget rule: the limit had its loaded form at the last step
+	// Budget rule: the idle requests of the tier before, gathered in
+	// batches of idleSamples (see recentIdle): idleSum and idleN since
+	// idleFrom, and the mean of the last full batch, completed at idleAt.
+	idleSum, idleN float64
+	idleFrom       int64
+	idleBatch      float64
+	idleAt         int64
 }
 
 // tick runs the control step if no one else is: return ejected endpoints
@@ -242,7 +249,6 @@ type tierStats struct {
 	growth     float64
 	completed  float64
 	ok         float64 // successful completions in the last step
-	inflight   float64 // this balancer's requests in flight there
 	// idle is the level of requests that had their endpoint to
 	// themselves (zoneStats.idle), weighted as slow is; idleKnown when
 	// every known zone has idleSamples recent ones behind it.
@@ -267,7 +273,6 @@ func statsOf(t *tier, samples int) tierStats {
 		ts.growth += z.growth
 		ts.completed += z.completed
 		ts.ok += z.served
-		ts.inflight += float64(z.inflight)
 		if z.idleNowN > 0 {
 			ts.idleNow += z.idleNow * z.idleNowN
 			ts.idleNowN += z.idleNowN
