@@ -100,7 +100,11 @@ type AdminConfig struct {
 
 // BalancerConfig tunes the zone balancers (see zone.Config for each).
 type BalancerConfig struct {
-	Decay           Duration `json:"decay,omitempty"`
+	Decay Duration `json:"decay,omitempty"`
+	// ProbeAfter bounds how long Peak-EWMA may starve an endpoint (see
+	// zone.Config.ProbeAfter). Default zone.DefaultProbeAfter; a
+	// negative duration ("-1s") turns the probes off.
+	ProbeAfter      Duration `json:"probeAfter,omitempty"`
 	DefaultLatency  Duration `json:"defaultLatency,omitempty"`
 	SlowStart       Duration `json:"slowStart,omitempty"`
 	PricePerGB      *float64 `json:"pricePerGB,omitempty"`
@@ -303,6 +307,7 @@ func (c Config) zoneConfig(localZone string, acct *zone.Accounting) (zone.Config
 		ZoneDistance:   b.ZoneDistance,
 		Accounting:     acct,
 		Decay:          time.Duration(b.Decay),
+		ProbeAfter:     time.Duration(b.ProbeAfter),
 		DefaultLatency: time.Duration(b.DefaultLatency),
 		SlowStart:      time.Duration(b.SlowStart),
 	}

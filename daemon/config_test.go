@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zonelb/zonelb/zone"
 )
@@ -98,6 +99,27 @@ func TestConfigSpillBudget(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "balancer.spillBudget") {
 			t.Errorf("spillBudget %q: %v, want an error naming balancer.spillBudget", bad, err)
 		}
+	}
+}
+
+// The Peak-EWMA probe gap reaches every balancer's configuration as
+// written (zero: zone's default; negative: no probes, zone.Config's
+// convention), from the file too.
+func TestConfigProbeAfter(t *testing.T) {
+	base := Config{NodeName: "n", Source: "kubernetes"}.WithDefaults(func(string) string { return "" })
+	for _, d := range []time.Duration{0, time.Second, -time.Second} {
+		c := base
+		c.Balancer.ProbeAfter = Duration(d)
+		zc, err := c.zoneConfig("a", nil)
+		if err != nil || zc.ProbeAfter != d {
+			t.Errorf("probeAfter %v: zone gets %v, %v", d, zc.ProbeAfter, err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("balancer: {probeAfter: 250ms}\n"), 0o644)
+	c, err := LoadConfigFile(path)
+	if err != nil || time.Duration(c.Balancer.ProbeAfter) != 250*time.Millisecond {
+		t.Fatalf("balancer.probeAfter from a file: %v, %v", time.Duration(c.Balancer.ProbeAfter), err)
 	}
 }
 

@@ -24,6 +24,21 @@ import (
 // they are for and leave in one write per connection when the reading
 // goroutine has nothing more buffered to process (see batch).
 //
+// Acknowledgements of PING and SETTINGS are frames like any other here:
+// they share the write of whatever else the same read produced for their
+// connection. gRPC's BDP PINGs still cost a write of their own most of the
+// time, because nothing else is due to that connection then: a client's
+// arrives alone, after the response it measures, and an endpoint's arrives
+// with the response, which goes to the client. HAProxy writes them alone
+// too. Holding an acknowledgement until other frames for its connection
+// come did not pay when tried (a throwaway gRPC load, 4 connections, 1 KB
+// each way, 20,000 calls at up to 5000 a second): held up to 1 ms, writes
+// per call fell from 3.9 to 2.6, but the timer that bounds the hold
+// doubled the futex calls and cost about 11 us of CPU per call (62 against
+// 51); held up to 20 ms, writes fell to 2.0 with no CPU saving the machine
+// could resolve, and every peer's PING round trip would grow by up to
+// 20 ms. So they are written at once.
+//
 // Lock order: a stream's mu before a connection's wmu; never two wmu at
 // once.
 
