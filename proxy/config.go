@@ -101,7 +101,10 @@ type Config struct {
 }
 
 // Observer receives a record of every finished request, for metrics.
-// ObserveRequest must be cheap and must not block.
+// ObserveRequest must be cheap and must not block. It is called once the
+// request no longer counts in Proxy.Stats: not in ActiveRequests, and on
+// HTTP/2 not in BufferedBytes (an HTTP/1.1 response body still on its way
+// to the client stays held, and counted, until written).
 type Observer interface {
 	ObserveRequest(RequestInfo)
 }

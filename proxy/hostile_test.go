@@ -483,3 +483,57 @@ func TestSilentEndpointIsClosed(t *testing.T) {
 		t.Fatalf("%d requests still in flight", p.Stats().ActiveRequests)
 	}
 }
+
+// statsAtObserve records Proxy.Stats as an Observer sees it, for each
+// finished request.
+type statsAtObserve struct {
+	p  atomic.Pointer[proxy.Proxy]
+	mu sync.Mutex
+	at []proxy.Stats
+}
+
+func (o *statsAtObserve) ObserveRequest(proxy.RequestInfo) {
+	st := o.p.Load().Stats()
+	o.mu.Lock()
+	o.at = append(o.at, st)
+	o.mu.Unlock()
+}
+
+// The Observer is told of a request once Stats no longer counts it:
+// tests (and metrics) that read Stats on seeing a request end must not
+// find it still active, nor, on HTTP/2, its bytes still held. It was told first, and
+// TestAbusiveEndpointsAreCut, which reads Stats as soon as the abusive
+// call is observed, failed now and then with "2 requests active".
+func TestObserverSeesRequestGoneFromStats(t *testing.T) {
+	good := startRawEndpoint(t, 100_000, nil)
+	var obs statsAtObserve
+	p, addr := startProxy(t, proxy.NewRoundRobin([]zone.Endpoint{{Addr: good.addr, Ready: true, Serving: true}}),
+		func(c *proxy.Config) { c.Observer = &obs })
+	obs.p.Store(p)
+	if n := h2cGet(t, "http://"+addr+"/"); n != 100_000 {
+		t.Fatalf("HTTP/2 GET: %d bytes", n)
+	}
+	resp, err := http.Get("http://" + addr + "/") // HTTP/1.1
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n != 100_000 {
+		t.Fatalf("HTTP/1.1 GET: %d bytes", n)
+	}
+	eventually(t, "both requests to be observed", func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return len(obs.at) == 2
+	})
+	// HTTP/2: nothing of the request left. HTTP/1.1: what its writer
+	// has still to send the client stays held (and counted) after the
+	// exchange ended; the request is no longer active.
+	if st := obs.at[0]; st.ActiveRequests != 0 || st.BufferedBytes != 0 {
+		t.Errorf("HTTP/2 request observed while Stats counts %d active, %d bytes held; want 0, 0", st.ActiveRequests, st.BufferedBytes)
+	}
+	if st := obs.at[1]; st.ActiveRequests != 0 {
+		t.Errorf("HTTP/1.1 request observed while Stats counts %d active; want 0", st.ActiveRequests)
+	}
+}

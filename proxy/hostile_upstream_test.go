@@ -351,7 +351,8 @@ func assertEjected(t *testing.T, badAddr netip.AddrPort, badRequests func() int6
 	// Time is the test's: it moves only between calls before the
 	// ejection, so that Peak-EWMA's probes send a call to the endpoint
 	// that lost P2C (the bad one, until it has answered), and stands still
-	// after, so that the backoff never ends.
+	// from the ejection on, so that the backoff (at least 750ms) never
+	// ends.
 	var mu sync.Mutex
 	now := time.Unix(1_000_000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -393,8 +394,17 @@ func assertEjected(t *testing.T, badAddr netip.AddrPort, badRequests func() int6
 		if i == 20 {
 			t.Fatal("20 calls and none reached the abusive endpoint")
 		}
+		// The clock moves before a call, never after one: the call that
+		// reached the abusive endpoint ejected it at the clock's last
+		// value, which is where the clock stays. Moving it after that
+		// call too ended the backoff whenever it drew less than the step
+		// (the first backoff is BaseBackoff 1s +- 25% Jitter): the next
+		// pick's control step brought the endpoint back on probation and
+		// sent it a call.
+		if i > 0 {
+			advance()
+		}
 		get() // the abusive endpoint's call fails: not checked here
-		advance()
 	}
 	ejected := false
 	for _, es := range bal.State().Endpoints {
@@ -595,8 +605,14 @@ func TestEndpointThatNeverReads(t *testing.T) {
 	// The proxy can pass on 65,535 bytes (the endpoint's initial window,
 	// never returned); past that, what the client sends is held.
 	const passed = 65535
+	// sent > passed: the client's own first 65,535 bytes (HTTP/2's
+	// initial windows, before the proxy's SETTINGS and WINDOW_UPDATEs
+	// reach it) also shut its window with nothing held, all of it passed
+	// on; taken for the stall, that made the check below fail ("proxy
+	// holds 0 bytes", once in 500 runs on a loaded machine).
 	eventually(t, "the upload to stall with what the client sent held by the proxy", func() bool {
-		return u.windowShut() && p.Stats().BufferedBytes == u.sent.Load()-passed
+		sent := u.sent.Load()
+		return sent > passed && u.windowShut() && p.Stats().BufferedBytes == sent-passed
 	})
 	held, sent := p.Stats().BufferedBytes, u.sent.Load()
 	t.Logf("upload to an endpoint that never reads: client sent %d bytes, proxy holds %d", sent, held)

@@ -709,22 +709,26 @@ func (s *stream) finish(b *batch, outcome zone.Outcome) {
 			BytesReceived: s.respH.bytes + s.respHdrN,
 		})
 	}
-	if o := s.p.cfg.Observer; o != nil {
-		o.ObserveRequest(s.info)
-	}
 	s.p.stats.active.Add(-1)
 	s.releaseReq()
 	s.dropReplay()
 	heldReq := len(s.reqH.held)
 	s.reqH.held = nil
+	if s.h1 == nil {
+		s.sc.timers.remove(s)
+		s.respH.held = nil
+	}
+	s.account()
+	// Observed once Stats no longer counts the request (active, and on
+	// HTTP/2 bytes held): an observer that reads Stats on seeing a
+	// request end finds it gone.
+	if o := s.p.cfg.Observer; o != nil {
+		o.ObserveRequest(s.info)
+	}
 	if s.h1 != nil {
-		s.account()
 		s.h1.cond.Broadcast()
 		return
 	}
-	s.sc.timers.remove(s)
-	s.respH.held = nil
-	s.account()
 	if s.downOpen {
 		sc := s.sc
 		sc.wmu.Lock()
