@@ -390,19 +390,19 @@ func proxyReply(r *Redirector, c net.Conn) string {
 // startProxy runs an in-process proxy in the node namespace on both proxy
 // addresses and registers its listeners.
 func (e *testEnv) startProxy(r *Redirector) []*net.TCPListener {
-	return e.startProxyWith(r, func() *Redirector { return r })
+	return e.startProxyWith(r, func(c net.Conn) string { return proxyReply(r, c) })
 }
 
-// startProxyWith registers with reg and answers with whatever current
-// returns (the agent can restart under a running proxy).
-func (e *testEnv) startProxyWith(reg *Redirector, current func() *Redirector) []*net.TCPListener {
+// startProxyWith registers with reg and answers each connection with
+// reply (the agent can restart under a running proxy: see proxyHandle).
+func (e *testEnv) startProxyWith(reg *Redirector, reply func(net.Conn) string) []*net.TCPListener {
 	var lns []*net.TCPListener
 	for _, a := range []struct{ network, addr string }{{"tcp4", proxy4.String()}, {"tcp6", proxy6.String()}} {
 		ln := listenIn(e.t, e.node, a.network, a.addr)
 		if err := reg.RegisterListener(ln); err != nil {
 			e.t.Fatalf("register listener: %v", err)
 		}
-		serve(ln, func(c net.Conn) string { return proxyReply(current(), c) })
+		serve(ln, reply)
 		lns = append(lns, ln)
 	}
 	return lns

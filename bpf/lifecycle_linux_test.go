@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -248,12 +249,34 @@ func progTag(t testing.TB, id ebpf.ProgramID) string {
 	return info.Tag
 }
 
+// proxyHandle is the test proxy's handle on the pins, swapped as the
+// agent restarts (in production the proxy owns its handle; here it shares
+// the agent's). A swap waits for the lookups on the old handle to end, so
+// that closing that handle right after cannot fail one: without it a
+// connection whose lookup loaded r1 just before the swap read "bpf
+// redirector is closed" (seen once in a clean-clone CI run).
+type proxyHandle struct {
+	mu sync.RWMutex
+	r  *Redirector
+}
+
+func (h *proxyHandle) reply(c net.Conn) string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return proxyReply(h.r, c)
+}
+
+func (h *proxyHandle) swap(r *Redirector) {
+	h.mu.Lock()
+	h.r = r
+	h.mu.Unlock()
+}
+
 func TestRestartUpgradeUninstall(t *testing.T) {
 	e := newTestEnv(t)
 	r1, svc := e.loadSelecting()
-	var current atomic.Pointer[Redirector]
-	current.Store(r1)
-	e.startProxyWith(r1, current.Load)
+	current := &proxyHandle{r: r1}
+	e.startProxyWith(r1, current.reply)
 	links1, maps1 := pinnedIDs(t, e.cfg.PinDir)
 	prog1 := r1.progIDs[zonelbProgZlbConnect4]
 
@@ -264,7 +287,7 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 	// proxy switches to its own handle on the pins first (in production it
 	// owns one; here it shares the agent's).
 	gap := mustOpen(t, e.cfg)
-	current.Store(gap)
+	current.swap(gap)
 	if err := r1.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +297,7 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 		t.Fatalf("reload: %v", err)
 	}
 	t.Cleanup(func() { r2.Close() })
-	current.Store(r2)
+	current.swap(r2)
 	// Old handles are closed only after the loop: a proxy goroutine may
 	// still be using the handle it loaded a moment ago (a real proxy owns
 	// its handle; this swap exists only in the test).
@@ -298,7 +321,7 @@ func TestRestartUpgradeUninstall(t *testing.T) {
 		t.Fatalf("upgrade: %v", err)
 	}
 	t.Cleanup(func() { r3.Close() })
-	current.Store(r3)
+	current.swap(r3)
 	links3, _ := pinnedIDs(t, e.cfg.PinDir)
 	prog3 := r3.progIDs[zonelbProgZlbConnect4]
 	if fmt.Sprint(links3) != fmt.Sprint(links1) {
