@@ -163,6 +163,7 @@ func (rp report) added(peer, workload string, rps int, pick func(Percentiles) ti
 }
 
 func cpuPerReq(p PhaseResult) float64 { return p.CPUPerRequest() }
+
 // hwmMB is the peak resident set in MiB (/proc reports KiB as "kB"): the
 // tables say MiB, and the target, in SI megabytes, is converted to MiB.
 func hwmMB(p PhaseResult) float64 {
