@@ -53,6 +53,9 @@ type Balancer struct {
 	// zoneProbation lets one endpoint at a time probe a zone that is down
 	// (ejection.go); a variable only so that a test can turn it off.
 	zoneProbation bool
+	// noQueueLimit turns the queue limit off (budget.go); a variable only
+	// so that a test can show what it does.
+	noQueueLimit bool
 
 	// Read by Pick without locking.
 	snap     atomic.Pointer[snapshot]
@@ -367,6 +370,36 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 	// unless that tier's outgoing gate sends it on (its spill share, or a
 	// probe of the next tier's level).
 	t := 0
+	for {
+		t = b.walk(s, t, now)
+		e, probe := b.p2c(s, s.tiers[t].entries, now, nil, nil)
+		if e == nil {
+			break
+		}
+		// The queue limit: an endpoint P2C chose with this many of our
+		// requests ahead already makes the request wait past the budget.
+		if !probe && t+1 < len(s.tiers) && s.tiers[t+1].gate.overQueue(e.st.inflight.Load(), now) {
+			t++
+			continue
+		}
+		return b.picked(e, now, probe), nil
+	}
+	for i := range s.tiers { // t had no usable endpoint: nearest first
+		if i == t {
+			continue
+		}
+		if e, probe := b.p2c(s, s.tiers[i].entries, now, nil, nil); e != nil {
+			return b.picked(e, now, probe), nil
+		}
+	}
+	return Picked{}, ErrNoEndpoint
+}
+
+// walk returns the tier a request that reached tier t stops at: the
+// first tier from t on with endpoints, unless that tier's outgoing gate
+// sends it on (its spill share, the in-flight limit, or a probe of the
+// next tier's level).
+func (b *Balancer) walk(s *snapshot, t int, now int64) int {
 	for t+1 < len(s.tiers) {
 		if len(s.tiers[t].entries) == 0 {
 			t++
@@ -387,18 +420,7 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 		}
 		break
 	}
-	if e, probe := b.p2c(s, s.tiers[t].entries, now, nil, nil); e != nil {
-		return b.picked(e, now, probe), nil
-	}
-	for i := range s.tiers { // t had no usable endpoint: nearest first
-		if i == t {
-			continue
-		}
-		if e, probe := b.p2c(s, s.tiers[i].entries, now, nil, nil); e != nil {
-			return b.picked(e, now, probe), nil
-		}
-	}
-	return Picked{}, ErrNoEndpoint
+	return t
 }
 
 // pickRetry picks for a retry away from avoid: first outside avoid's zone
@@ -432,9 +454,12 @@ func (b *Balancer) pickRetry(s *snapshot, now int64, avoid *endpointRecord) (Pic
 // picked counts the request in flight on e; a probe's slot is already
 // taken (p2c claimed it).
 func (b *Balancer) picked(e *entry, now int64, probe bool) Picked {
-	alone := probe || e.st.inflight.Add(1) == 1
+	var load int64 // a probe's slot is its own: nothing else in flight
+	if !probe {
+		load = e.st.inflight.Add(1) - 1
+	}
 	e.st.zone.live.Add(1)
-	return Picked{Endpoint: e.ep, state: e.st, start: now, alone: alone, probe: probe}
+	return Picked{Endpoint: e.ep, state: e.st, start: now, load: int32(min(load, math.MaxInt32)), probe: probe}
 }
 
 // p2c returns the cheaper of two distinct random usable entries of es, or

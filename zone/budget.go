@@ -383,6 +383,13 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 	g.known += dt
 	if g.known >= int64(cfg.LevelTime) {
 		g.setLimit(set, g.loadedForm(halfway && queued, b.lastTick, dt, b.interval))
+		remote := 0.0
+		if to.known {
+			remote = measured[1]
+		}
+		if !b.noQueueLimit {
+			g.setQueueLimit(from, set, remote, reach)
+		}
 	}
 	if !g.active {
 		slower := to.known && to.slow >= from.slow
@@ -420,4 +427,67 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 		}
 	}
 	g.share = share
+}
+
+// queueProbeGap: past the queue limit, one request per gap is let
+// through all the same, so that the level at the limit stays measured
+// and the limit rises again when the endpoints serve more at once.
+const queueProbeGap = 100 * time.Millisecond
+
+
+// setQueueLimit sets the queue limit of the tier before g: the least
+// count j >= 1 of this balancer's requests in flight on an endpoint at
+// which the requests that found j others there have been answered over
+// the budgeted level set, and over the level of the tier behind the gate
+// (remote, as measured; 0 when not known): such a request would wait
+// longer than the budget allows and than the trip across takes. The
+// limit comes into force once the tier is loaded (the in-flight limit's
+// loaded form) and stays while some count is over; 0 for none.
+//
+// This is what bounds each endpoint's queue, where the share and the
+// in-flight limit hold the tier's mean level: with a small budget it keeps
+// each endpoint at what it serves without queueing (on single-call
+// endpoints, one of ours at a time), and sends the rest across; with a
+// large one it lets each queue grow to what the budget allows, not
+// further. A request on its way to an endpoint below the limit is not
+// held back by it.
+func (g *spillGate) setQueueLimit(from tierStats, set, remote, reach float64) {
+	crossed := float64(g.queued.Swap(0))
+	if reach > 0 {
+		g.queueShare += (min(crossed/reach, 1) - g.queueShare) * okRateSmoothing
+	}
+	over := max(set, remote)
+	limit := 0
+	for j := 1; j < loadBuckets; j++ {
+		if from.byLoad[j] > over {
+			limit = j
+			break
+		}
+	}
+	switch {
+	case limit == 0:
+		g.queueOn = false
+	case g.active:
+		g.queueOn = true
+	}
+	if !g.queueOn {
+		limit = 0
+	}
+	g.queue.Store(int64(limit))
+}
+
+// overQueue tells whether a request whose endpoint in the tier before g
+// has load of this balancer's requests in flight crosses g by the queue
+// limit (setQueueLimit): not after a stall, for the same wait as the
+// in-flight limit (overLimit), and not once per queueProbeGap.
+func (g *spillGate) overQueue(load, now int64) bool {
+	l := g.queue.Load()
+	if l <= 0 || load < l || now-g.blind.Load() < g.hold.Load() {
+		return false
+	}
+	if last := g.queueProbe.Load(); now-last >= int64(queueProbeGap) && g.queueProbe.CompareAndSwap(last, now) {
+		return false
+	}
+	g.queued.Add(1)
+	return true
 }

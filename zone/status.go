@@ -59,6 +59,12 @@ type SpillState struct {
 	// UnloadedLevel and BudgetedLevel (budget rule) are the tier before's
 	// learnt unloaded level and the level its budget allows.
 	UnloadedLevel, BudgetedLevel time.Duration
+	// QueueLimit (budget rule) is the queue limit in force: a request
+	// whose endpoint in the tier before has this many of this node's
+	// requests in flight crosses (0: none); QueueShare the share of the
+	// requests reaching that tier it sent across lately.
+	QueueLimit int
+	QueueShare float64
 }
 
 // ZoneState describes one zone of the endpoint set.
@@ -115,6 +121,8 @@ func (b *Balancer) State() State {
 			FromLevel:     time.Duration(g.from),
 			UnloadedLevel: time.Duration(g.unloaded),
 			BudgetedLevel: time.Duration(g.setpoint),
+			QueueLimit:    int(g.queue.Load()),
+			QueueShare:    g.queueShare,
 		}
 		if g.toKnown {
 			sp.ToLevel = time.Duration(g.to)
@@ -210,7 +218,10 @@ func (b *Balancer) reasonLocked(s *snapshot) (code, text string) {
 			100*g.share, roundLevel(g.from), roundLevel(g.to))
 	case g.active:
 		return ReasonSpilling, fmt.Sprintf("spilling %.0f%%: local %v over budget %v",
-			100*g.share, roundLevel(g.from), roundLevel(g.setpoint))
+			100*min(g.share+g.queueShare, 1), roundLevel(g.from), roundLevel(g.setpoint))
+	case g.queueOn:
+		return ReasonSpilling, fmt.Sprintf("spilling %.0f%%: a queue of %d on an endpoint goes over budget %v (local %v)",
+			100*g.queueShare, g.queue.Load(), roundLevel(g.setpoint), roundLevel(g.from))
 	case parity:
 		return ReasonParity, "local at parity with remote zones"
 	case g.setpoint == 0:
