@@ -194,7 +194,7 @@ func (g *spillGate) overLimit(live, now int64) bool {
 func (g *spillGate) setLimit(set float64, loaded bool) {
 	g.limit.Store(inFlightLimit(g.okRate*set/1e9, loaded))
 	hold := int64(set)
-	if g.active {
+	if g.spilling() {
 		hold = 0
 	}
 	g.hold.Store(hold)
@@ -222,7 +222,7 @@ func (g *spillGate) setLimit(set float64, loaded bool) {
 // step or two late, the loose one until then.
 func (g *spillGate) loadedForm(queue bool, now, dt, interval int64) bool {
 	stalled := dt-interval > overLimitStallGaps*g.gap.Load() || g.stall.Load() > now-dt-interval
-	g.loaded = g.active || (queue && (g.loaded || !stalled))
+	g.loaded = g.spilling() || (queue && (g.loaded || !stalled))
 	return g.loaded
 }
 
@@ -277,7 +277,7 @@ func (g *spillGate) learnUnloaded(from tierStats, recent float64, dt int64) {
 	if recent > 0 && from.fast-recent <= (g.setpoint-g.unloaded)/2 {
 		idle = max(idle, recent)
 	}
-	if !g.active && g.unloaded > 0 && idle > g.unloaded {
+	if !g.spilling() && g.unloaded > 0 && idle > g.unloaded {
 		g.unloaded = min(idle, max(from.fast, from.slow))
 	}
 	switch slow := from.slow; {
@@ -285,7 +285,7 @@ func (g *spillGate) learnUnloaded(from tierStats, recent float64, dt int64) {
 		g.unloaded = from.fast
 	case slow < g.unloaded:
 		g.unloaded += (slow - g.unloaded) * (1 - math.Exp(-float64(dt)/float64(unloadedFall)))
-	case !g.active && slow < (g.unloaded+g.setpoint)/2:
+	case !g.spilling() && slow < (g.unloaded+g.setpoint)/2:
 		g.unloaded += (slow - g.unloaded) * (1 - math.Exp(-float64(dt)/float64(unloadedRise)))
 	}
 }
@@ -388,7 +388,7 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 			remote = measured[1]
 		}
 		if !b.noQueueLimit {
-			g.setQueueLimit(from, set, remote, reach)
+			g.setQueueLimit(from, set, remote, reach, cfg.MinShare)
 		}
 	}
 	if !g.active {
@@ -429,11 +429,15 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 	g.share = share
 }
 
+// spilling tells whether the tier before g spills: its gate is open, or
+// its queue limit is in force. Either way its requests are no sample of
+// an unloaded level (learnUnloaded), and it is loaded (loadedForm).
+func (g *spillGate) spilling() bool { return g.active || g.queueOn }
+
 // queueProbeGap: past the queue limit, one request per gap is let
 // through all the same, so that the level at the limit stays measured
 // and the limit rises again when the endpoints serve more at once.
 const queueProbeGap = 100 * time.Millisecond
-
 
 // setQueueLimit sets the queue limit of the tier before g: the least
 // count j >= 1 of this balancer's requests in flight on an endpoint at
@@ -441,8 +445,13 @@ const queueProbeGap = 100 * time.Millisecond
 // the budgeted level set, and over the level of the tier behind the gate
 // (remote, as measured; 0 when not known): such a request would wait
 // longer than the budget allows and than the trip across takes. The
-// limit comes into force once the tier is loaded (the in-flight limit's
-// loaded form) and stays while some count is over; 0 for none.
+// limit comes into force when the gate opens and stays while some count
+// is over, the gate open or not (it keeps the level down: lifted by its
+// own success, it would be put back one queueing delay later, over and
+// over); 0 for none. Coming into force when the in-flight limit takes its
+// loaded form instead, one step or two sooner, moved no figure of the
+// capacity step and kept it on in a healthy zone on a stalling node
+// (TestNodeStallIsNotOverload, seed 14: 1.47% crossed).
 //
 // This is what bounds each endpoint's queue, where the share and the
 // in-flight limit hold the tier's mean level: with a small budget it keeps
@@ -451,17 +460,44 @@ const queueProbeGap = 100 * time.Millisecond
 // large one it lets each queue grow to what the budget allows, not
 // further. A request on its way to an endpoint below the limit is not
 // held back by it.
-func (g *spillGate) setQueueLimit(from tierStats, set, remote, reach float64) {
+func (g *spillGate) setQueueLimit(from tierStats, set, remote, reach, minShare float64) {
 	crossed := float64(g.queued.Swap(0))
 	if reach > 0 {
 		g.queueShare += (min(crossed/reach, 1) - g.queueShare) * okRateSmoothing
 	}
 	over := max(set, remote)
+	// The least count over, below the limit in force: the levels above
+	// it get no samples (their requests cross) and tell nothing new.
+	cur := int(g.queue.Load())
+	top := loadBuckets
+	if cur > 0 {
+		top = cur
+	}
+	// Over by one standard error, for latencies whose deviation is up
+	// to their mean (as remote levels are judged): a level of 20 samples
+	// is noise within 22%, and a 1 ms budget on 5 ms calls is 20%.
+	isOver := func(j int) bool {
+		return from.byLoad[j] > over
+	}
 	limit := 0
-	for j := 1; j < loadBuckets; j++ {
-		if from.byLoad[j] > over {
+	for j := 1; j < top; j++ {
+		if isOver(j) {
 			limit = j
 			break
+		}
+	}
+	if cur > 0 && limit == 0 {
+		// None below: the requests let past the limit say whether it
+		// still holds; if they came back within it, one more of ours
+		// per endpoint stays local, and its requests measure the next
+		// count afresh (controlBudget forgets its old level).
+		limit = cur
+		if from.byLoad[cur] > 0 && !isOver(cur) {
+			limit = cur + 1
+			g.raised = true
+		}
+		if limit >= loadBuckets {
+			limit = 0
 		}
 	}
 	switch {
@@ -469,6 +505,10 @@ func (g *spillGate) setQueueLimit(from tierStats, set, remote, reach float64) {
 		g.queueOn = false
 	case g.active:
 		g.queueOn = true
+	case g.queueShare < minShare && from.slow < set:
+		// Off as the gate closes: it sends next to nothing across, and
+		// the level is within the budget.
+		g.queueOn = false
 	}
 	if !g.queueOn {
 		limit = 0

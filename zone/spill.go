@@ -81,6 +81,7 @@ const (
 	loadSamples = 8
 )
 
+
 // A zone's level is used for a spill decision once learnSamples requests
 // have completed there. Means of fewer samples are noise: in the simulator,
 // remote levels from 5 probes opened gates at 50% load, and from 20 probes
@@ -164,6 +165,7 @@ type spillGate struct {
 	loaded     bool    // budget rule: the limit had its loaded form at the last step
 	queueOn    bool    // budget rule: the queue limit is in force
 	queueShare float64 // budget rule: share of the tier's requests it sent across, smoothed
+	raised     bool    // budget rule: the queue limit rose at the last step
 	// Budget rule: the idle requests of the tier before, gathered in
 	// batches of idleSamples (see recentIdle): idleSum and idleN since
 	// idleFrom, and the mean of the last full batch, completed at idleAt.
@@ -307,8 +309,9 @@ type tierStats struct {
 	// byLoad[j] is the level of the requests that found j others of this
 	// balancer in flight on their endpoint (zoneStats.loadLevel), weighted
 	// as slow is over the zones where it rests on loadSamples recent
-	// samples; 0 where none does.
-	byLoad [loadBuckets]float64
+	// samples; 0 where none does. byLoadW is the recent samples behind
+	// it (at most Samples per zone).
+	byLoad, byLoadW [loadBuckets]float64
 }
 
 // idleSamples is how many recent idle requests a zone's idle level needs
@@ -344,6 +347,7 @@ func statsOf(t *tier, samples int) tierStats {
 		for j := range loadW {
 			if z.loadWeight[j] >= loadSamples {
 				ts.byLoad[j] += z.loadLevel[j] * w
+				ts.byLoadW[j] += min(z.loadWeight[j], float64(samples))
 				loadW[j] += w
 			}
 		}
@@ -409,6 +413,17 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 			g.unloaded = min(g.unloaded, toMeasured[0])
 		}
 		b.controlBudget(g, from, to, toMeasured, reach, dt)
+		if g.raised {
+			// The level at the new limit was measured when requests at
+			// that count crossed, long ago: forget it, so that the
+			// requests now kept measure it afresh.
+			g.raised = false
+			if l := g.queue.Load(); l > 0 {
+				for _, tz := range before.zones {
+					tz.zs.loadWeight[l] = 0
+				}
+			}
+		}
 		g.threshold.Store(shareThreshold(g.share))
 		g.probe.Store(0) // the budget rule learns from its spill, not from probes
 		return
