@@ -81,7 +81,6 @@ const (
 	loadSamples = 8
 )
 
-
 // A zone's level is used for a spill decision once learnSamples requests
 // have completed there. Means of fewer samples are noise: in the simulator,
 // remote levels from 5 probes opened gates at 50% load, and from 20 probes
