@@ -58,6 +58,7 @@ type Balancer struct {
 	noQueueLimit bool
 
 	// Read by Pick without locking.
+	latency  atomic.Bool // the latency rule (LatencyBudget)
 	snap     atomic.Pointer[snapshot]
 	nextTick atomic.Int64 // ns; Pick runs the control step once past it
 
@@ -184,6 +185,7 @@ func NewBalancer(cfg Config) (*Balancer, error) {
 		b.clock = func() int64 { return int64(time.Since(b.epoch)) }
 	}
 	b.nextTick.Store(b.interval)
+	b.latency.Store(latencyRule(cfg.Spill.Budget))
 	b.mu.Lock()
 	b.rebuild(0)
 	b.mu.Unlock()
@@ -366,6 +368,12 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 		}
 	}
 
+	if b.latency.Load() && !s.zoneBlind {
+		if p, ok := b.pickByLatency(s, now); ok {
+			return p, nil
+		}
+	}
+
 	// Walk the cascade: a request stops at the first tier with endpoints
 	// unless that tier's outgoing gate sends it on (its spill share, or a
 	// probe of the next tier's level).
@@ -393,6 +401,39 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 		}
 	}
 	return Picked{}, ErrNoEndpoint
+}
+
+// pickByLatency is Pick under the latency rule: P2C's choice in the first
+// tier with endpoints and P2C's choice in the next one, the cheaper by
+// Peak-EWMA cost (latency estimate x (in-flight + 1)): the local zone is
+// preferred only as far as it is faster. A probe (see p2c) goes first,
+// and a probe claimed on the other side is released. ok is false when
+// there is no such pair of tiers (Pick then goes on as usual).
+func (b *Balancer) pickByLatency(s *snapshot, now int64) (Picked, bool) {
+	t := s.firstNonEmpty()
+	if t < 0 || t+1 >= len(s.tiers) {
+		return Picked{}, false
+	}
+	near, nearProbe := b.p2c(s, s.tiers[t].entries, now, nil, nil)
+	far, farProbe := b.p2c(s, s.tiers[t+1].entries, now, nil, nil)
+	switch {
+	case near == nil && far == nil:
+		return Picked{}, false
+	case far == nil:
+		return b.picked(near, now, nearProbe), true
+	case near == nil:
+		return b.picked(far, now, farProbe), true
+	case nearProbe && farProbe:
+		far.st.inflight.Add(-1)
+		return b.picked(near, now, true), true
+	case nearProbe:
+		return b.picked(near, now, true), true
+	case farProbe:
+		return b.picked(far, now, true), true
+	case b.cost(far, now) < b.cost(near, now):
+		return b.picked(far, now, false), true
+	}
+	return b.picked(near, now, false), true
 }
 
 // walk returns the tier a request that reached tier t stops at: the

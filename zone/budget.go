@@ -12,26 +12,38 @@ import (
 // requests local until the local latency level matches the remote zones'.
 const ParityBudget = -1
 
+// LatencyBudget is the Budget value that selects the curve's far end, the
+// latency rule: the local zone gets no preference beyond its measured
+// latency. Each request goes to the cheaper, by Peak-EWMA cost, of P2C's
+// choice in the local zone and P2C's choice in the nearest other zones.
+const LatencyBudget = -2
+
+// latencyRule tells whether budget selects the latency rule.
+func latencyRule(budget float64) bool { return budget == LatencyBudget }
+
 // MaxSpillBudget bounds Budget: a local level 100x its unloaded one is no
 // longer a latency budget but an overload.
 const MaxSpillBudget = 100.0
 
 // ParseSpillBudget reads a budget as configuration and annotations write
 // it: a percentage of the local zone's unloaded latency level ("50%": the
-// level may rise to 1.5x), or "parity" for the parity rule. It returns
-// the SpillConfig.Budget value.
+// level may rise to 1.5x), "parity" for the parity rule, or "latency"
+// for the latency rule. It returns the SpillConfig.Budget value.
 func ParseSpillBudget(s string) (float64, error) {
 	t := strings.TrimSpace(s)
 	if strings.EqualFold(t, "parity") {
 		return ParityBudget, nil
 	}
+	if strings.EqualFold(t, "latency") {
+		return LatencyBudget, nil
+	}
 	num, ok := strings.CutSuffix(t, "%")
 	if !ok {
-		return 0, fmt.Errorf("spill budget %q: want a percentage such as \"50%%\", or \"parity\"", s)
+		return 0, fmt.Errorf("spill budget %q: want a percentage such as \"50%%\", \"parity\" or \"latency\"", s)
 	}
 	v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("spill budget %q: want a percentage such as \"50%%\", or \"parity\"", s)
+		return 0, fmt.Errorf("spill budget %q: want a percentage such as \"50%%\", \"parity\" or \"latency\"", s)
 	}
 	if v <= 0 || v/100 > MaxSpillBudget {
 		return 0, fmt.Errorf("spill budget %q: want a percentage above 0%% and at most %.0f%%", s, MaxSpillBudget*100)
@@ -41,6 +53,9 @@ func ParseSpillBudget(s string) (float64, error) {
 
 // FormatSpillBudget writes a Budget value the way ParseSpillBudget reads it.
 func FormatSpillBudget(b float64) string {
+	if latencyRule(b) {
+		return "latency"
+	}
 	if b < 0 {
 		return "parity"
 	}
@@ -60,6 +75,7 @@ func (b *Balancer) SetSpillBudget(budget float64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cfg.Spill.Budget = budget
+	b.latency.Store(latencyRule(budget))
 	return nil
 }
 

@@ -73,3 +73,49 @@ func TestQueueLimitLiftsWhenCapacityReturns(t *testing.T) {
 		t.Errorf("capacity back: %.3f of the calls local, want >= 0.95", after)
 	}
 }
+
+// stepPhase runs the capacity step of stepWindows and returns the local
+// share and p99 over the whole phase after it, its first second included
+// (12 s).
+func stepPhase(t *testing.T, cfg zone.Config) (local float64, p99 time.Duration) {
+	m, b := newModel(t, cfg, threeZones(2))
+	m.ServiceTime, m.Workers = 5*time.Millisecond, 8
+	m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+	m.Background = map[string]float64{"b": 0.2 * m.Capacity(), "c": 0.2 * m.Capacity()}
+	const offered = 600.0
+	m.Run(10*time.Second, offered)
+	m.Reset()
+	m.ZoneWorkers["a"] = 1
+	m.Run(12*time.Second, offered)
+	t.Logf("budget %v blind %v: local %.3f p99 %v; %s", cfg.Spill.Budget, cfg.IgnoreZones, m.Share("a"), m.Percentile(0.99), b.State().Reason)
+	return m.Share("a"), m.Percentile(0.99)
+}
+
+// The latency rule, the far end of the budgets: each request goes to the
+// cheaper, by Peak-EWMA cost, of P2C's choice in the local zone and P2C's
+// choice in the others. The local zone is preferred only as far as it is
+// faster, and a capacity step moves requests with the first slow answer,
+// not at the next control step: over the whole phase after the step, its
+// first second included, it keeps more calls local than zone-blind P2C at
+// no higher p99. The smallest budget (2%) queues in the step's first
+// 0.1-0.3 s, before its levels show the step: in the first second p99 31
+// ms, over the phase above zone-blind's.
+func TestLatencyRule(t *testing.T) {
+	if got, err := zone.ParseSpillBudget("latency"); err != nil || got != zone.LatencyBudget || zone.FormatSpillBudget(got) != "latency" {
+		t.Fatalf("ParseSpillBudget(latency) = %v, %v", got, err)
+	}
+	cfg := zone.Config{LocalZone: "a"}
+	cfg.Spill.Budget = zone.LatencyBudget
+	if _, b := newModel(t, cfg, threeZones(2)); b.State().SplitReason != zone.ReasonLatency {
+		t.Errorf("latency rule: reason %q", b.State().SplitReason)
+	}
+	local, p99 := stepPhase(t, cfg)
+	blindLocal, blind := stepPhase(t, zone.Config{LocalZone: "a", IgnoreZones: true})
+	small := zone.Config{LocalZone: "a"}
+	small.Spill.Budget = 0.02
+	stepPhase(t, small)
+	if local < blindLocal || p99 > blind {
+		t.Errorf("latency rule: %.3f local at p99 %v; zone-blind P2C %.3f at %v: want at least as many local at a p99 no higher",
+			local, p99, blindLocal, blind)
+	}
+}

@@ -404,6 +404,15 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 		to.fast *= worse
 	}
 	g.from, g.to, g.toKnown = from.slow, to.slow, to.known
+	if latencyRule(cfg.Budget) {
+		// Pick compares endpoints across the boundary itself.
+		g.active, g.share, g.queueOn = false, 0, false
+		g.threshold.Store(0)
+		g.probe.Store(0)
+		g.queue.Store(0)
+		g.limit.Store(0)
+		return
+	}
 	if cfg.Budget >= 0 {
 		if to.known && g.unloaded > 0 {
 			// A tier that serves the same service at a level below the

@@ -190,6 +190,7 @@ const (
 	ReasonUnderBudget      = "under_budget"
 	ReasonSpilling         = "spilling"
 	ReasonParity           = "parity"
+	ReasonLatency          = "latency"
 )
 
 // reasonLocked says why the service's traffic is split as it is: the
@@ -209,6 +210,9 @@ func (b *Balancer) reasonLocked(s *snapshot) (code, text string) {
 		return ReasonNoLocalEndpoints, "no endpoints in the local zone"
 	case len(s.tiers) == 1:
 		return ReasonLocalOnly, "local only: no other zone has endpoints"
+	}
+	if latencyRule(b.cfg.Spill.Budget) {
+		return ReasonLatency, "latency: each request to the faster of the best local and the best remote endpoint"
 	}
 	g := s.tiers[1].gate
 	parity := b.cfg.Spill.Budget < 0
