@@ -406,7 +406,7 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 	g.from, g.to, g.toKnown = from.slow, to.slow, to.known
 	if latencyRule(cfg.Budget) {
 		// Pick compares endpoints across the boundary itself.
-		g.active, g.share, g.queueOn = false, 0, false
+		g.active, g.share, g.queueOn, g.setpoint = false, 0, false, 0
 		g.threshold.Store(0)
 		g.probe.Store(0)
 		g.queue.Store(0)

@@ -94,7 +94,7 @@ func (f *proxyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.protocol, "protocol", "auto", "what clients speak: auto (HTTP/2, HTTP/1.1 or opaque TCP, told apart by the first bytes) or h2 (HTTP/2 with prior knowledge only)")
 	fs.BoolVar(&f.ignoreZones, "ignore-zones", false, "balance over all endpoints by latency alone, ignoring zones")
 	fs.StringVar(&f.spillBudget, "spill-budget", zone.FormatSpillBudget(zone.DefaultSpillBudget),
-		"how far the local zone's latency may rise above its unloaded level before requests spill to other zones (a percentage), or parity")
+		"how far the local zone's latency may rise above its unloaded level before requests spill to other zones (a percentage), parity, or latency")
 	fs.Float64Var(&f.price, "price-per-gb", zone.DefaultPricePerGB, "USD per GB (10^9 bytes) crossing zones, charged on each side (for the cost estimate)")
 	fs.Var(&f.endpoints, "to", "endpoint as ZONE=IP:PORT (repeatable; ZONE may be omitted)")
 	f.logs.register(fs)
