@@ -371,6 +371,13 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 	}
 	recent := g.recentIdle(from, b.lastTick, dt, int64(cfg.LevelTime))
 	g.learnUnloaded(from, recent, dt)
+	if to.known && g.unloaded > 0 {
+		// A tier that serves the same service at a level below the one
+		// learnt as unloaded here shows that level was not unloaded (a
+		// balancer started into an overload, or requests alone on their
+		// endpoints behind other nodes' queues).
+		g.unloaded = min(g.unloaded, measured[0])
+	}
 	set := g.unloaded + max(g.unloaded*cfg.Budget, float64(minBudgetedRise))
 	g.setpoint = set
 	secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
@@ -432,6 +439,13 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 		share = min(share, 1-throughputFloor*from.ok/reach)
 	}
 	share = min(share, cfg.MaxShare)
+	if !to.known {
+		// Over budget with the level across not measured yet: measure
+		// it now, once (it stays known). A balancer started into an
+		// overload learnt the overload as its unloaded level, and only a
+		// remote level shows that level was not unloaded (see control).
+		share = max(share, learnProbeShare)
+	}
 	if share < cfg.MinShare {
 		if from.slow >= set {
 			share = cfg.MinShare

@@ -414,12 +414,6 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 		return
 	}
 	if cfg.Budget >= 0 {
-		if to.known && g.unloaded > 0 {
-			// A tier that serves the same service at a level below the
-			// one learnt as unloaded here shows that level was not
-			// unloaded (a balancer started into an overload).
-			g.unloaded = min(g.unloaded, toMeasured[0])
-		}
 		b.controlBudget(g, from, to, toMeasured, reach, dt)
 		if g.raised {
 			// The level at the new limit was measured when requests at
