@@ -178,7 +178,8 @@ var upstreamAbuses = []upstreamAbuse{
 		},
 	},
 	{
-		// As TestAbusiveEndpointIsCut, here to show the ejection too.
+		// PINGs the proxy must acknowledge: the endpoint flood guard's
+		// credit runs out.
 		name: "PING flood", flood: true,
 		abuse: func(e *hostileEndpoint, c net.Conn, fr *http2.Framer, enc *hpackBlock, id uint32) bool {
 			if respond(fr, enc, id) != nil {
@@ -280,7 +281,7 @@ func TestAbusiveEndpointsAreCut(t *testing.T) {
 	for _, tc := range upstreamAbuses {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := startHostileEndpoint(t, tc.abuse)
-			good := startRawEndpoint(t, 8<<20, nil)
+			good := startRawEndpoint(t, 8<<20)
 			var obs observer
 			p, addr := startProxy(t, proxy.NewRoundRobin([]zone.Endpoint{{Addr: good.addr, Ready: true, Serving: true}, {Addr: bad.addr, Ready: true, Serving: true}}),
 				func(c *proxy.Config) { c.Observer = &obs })
@@ -347,7 +348,7 @@ func (l *lockedSource) Uint64() uint64 {
 // and the next calls all go to the good one and succeed.
 func assertEjected(t *testing.T, badAddr netip.AddrPort, badRequests func() int64, mutate func(*proxy.Config)) {
 	t.Helper()
-	good := startRawEndpoint(t, 1024, nil)
+	good := startRawEndpoint(t, 1024)
 	// Time is the test's: it moves only between calls before the
 	// ejection, so that Peak-EWMA's probes send a call to the endpoint
 	// that lost P2C (the bad one, until it has answered), and stands still
@@ -595,7 +596,7 @@ func neverReads(t *testing.T) *hostileEndpoint {
 // Failure, since the request reached it, and the zone balancer ejects it.
 func TestEndpointThatNeverReads(t *testing.T) {
 	bad := neverReads(t)
-	good := startRawEndpoint(t, 1<<20, nil)
+	good := startRawEndpoint(t, 1<<20)
 	const window = proxy.DefaultStreamWindow
 	p, addr := startProxy(t, proxy.NewRoundRobin([]zone.Endpoint{{Addr: bad.addr, Ready: true, Serving: true}, {Addr: good.addr, Ready: true, Serving: true}}))
 	u := newUploader(t, addr)
@@ -726,7 +727,7 @@ func TestEndpointThatNeverReadsIsCutAtTheWriteBacklogBound(t *testing.T) {
 		http2.NewFramer(c, nil).WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1 << 20})
 		<-done
 	}()
-	good := startRawEndpoint(t, 1024, nil)
+	good := startRawEndpoint(t, 1024)
 	var obs outcomes
 	p, addr := startProxy(t, proxy.NewRoundRobin([]zone.Endpoint{{Addr: deaf.addr, Ready: true, Serving: true}, {Addr: good.addr, Ready: true, Serving: true}}),
 		func(c *proxy.Config) {
