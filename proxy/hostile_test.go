@@ -33,29 +33,19 @@ type rawEndpoint struct {
 
 func startRawEndpoint(t *testing.T, respBytes int) *rawEndpoint {
 	e := &rawEndpoint{respBytes: respBytes}
-	b := startTCPBackend(t, "raw-endpoint", e.serve)
-	e.addr = b.addr
+	e.addr = startFrameEndpoint(t, "raw-endpoint", e.serve).addr
 	return e
 }
 
-func (e *rawEndpoint) serve(c net.Conn) {
-	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c, preface); err != nil {
-		return
-	}
+func (e *rawEndpoint) serve(c net.Conn, fr *http2.Framer) {
 	var mu sync.Mutex // guards writes and the state below
 	cond := sync.NewCond(&mu)
-	fr := http2.NewFramer(c, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	connWin, initWin := int64(65535), int64(65535)
 	streamWin := map[uint32]int64{}
 	pending := map[uint32]int{}
 	closed := false
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
-	mu.Lock()
-	fr.WriteSettings()
-	mu.Unlock()
 
 	go func() { // writer: DATA within the windows
 		buf := make([]byte, 16384)
@@ -92,22 +82,16 @@ func (e *rawEndpoint) serve(c net.Conn) {
 		cond.Broadcast()
 		mu.Unlock()
 	}()
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return
-		}
+	readFrames(fr, &mu, func(f http2.Frame) bool {
 		mu.Lock()
+		defer mu.Unlock()
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
-					for id := range streamWin {
-						streamWin[id] += int64(v) - initWin
-					}
-					initWin = int64(v)
+			if v, ok := f.Value(http2.SettingInitialWindowSize); ok && !f.IsAck() {
+				for id := range streamWin {
+					streamWin[id] += int64(v) - initWin
 				}
-				fr.WriteSettingsAck()
+				initWin = int64(v)
 			}
 		case *http2.MetaHeadersFrame:
 			e.requests.Add(1)
@@ -125,13 +109,62 @@ func (e *rawEndpoint) serve(c net.Conn) {
 			}
 		case *http2.RSTStreamFrame:
 			delete(pending, f.StreamID)
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				fr.WritePing(true, f.Data)
-			}
 		}
 		cond.Broadcast()
-		mu.Unlock()
+		return true
+	})
+}
+
+// startFrameEndpoint runs on loopback an HTTP/2 endpoint that a test
+// plays frame by frame: on each connection it reads the client preface,
+// sends SETTINGS, and hands serve a Framer on the connection that decodes
+// header blocks.
+func startFrameEndpoint(t testing.TB, name string, serve func(c net.Conn, fr *http2.Framer)) *backend {
+	return startTCPBackend(t, name, func(c net.Conn) {
+		if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		if fr.WriteSettings() == nil {
+			serve(c, fr)
+		}
+	})
+}
+
+// readFrames is the read loop of a peer played frame by frame: it hands
+// fr's frames to handle until the connection fails or handle returns
+// false, and after handle it answers what every HTTP/2 peer must: SETTINGS
+// with an ACK, a PING with its ACK. wmu, if not nil, is held around those
+// writes, for peers that write from another goroutine too (a Framer's
+// writes must not overlap); it is not held while handle runs.
+func readFrames(fr *http2.Framer, wmu sync.Locker, handle func(http2.Frame) bool) {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil || !handle(f) {
+			return
+		}
+		var answer func() error
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				answer = fr.WriteSettingsAck
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				answer = func() error { return fr.WritePing(true, f.Data) }
+			}
+		}
+		if answer == nil {
+			continue
+		}
+		if wmu != nil {
+			wmu.Lock()
+		}
+		answer()
+		if wmu != nil {
+			wmu.Unlock()
+		}
 	}
 }
 
@@ -185,38 +218,32 @@ func newRawClient(t *testing.T, addr string, settings ...http2.Setting) *rawClie
 	rc.fr.WriteSettings(settings...)
 	go func() {
 		defer close(rc.closed)
-		for {
-			f, err := rc.fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.DataFrame:
-				rc.data.Add(int64(len(f.Data())))
-			case *http2.MetaHeadersFrame:
-				for _, hf := range f.Fields {
-					if hf.Name == ":status" {
-						select {
-						case rc.status <- hf.Value:
-						default:
-						}
-					}
-				}
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					rc.mu.Lock()
-					rc.fr.WriteSettingsAck()
-					rc.mu.Unlock()
-				}
-			case *http2.GoAwayFrame:
+		readFrames(rc.fr, &rc.mu, rc.frame)
+	}()
+	return rc
+}
+
+// frame takes one frame from the proxy (readFrames answers SETTINGS).
+func (rc *rawClient) frame(f http2.Frame) bool {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		rc.data.Add(int64(len(f.Data())))
+	case *http2.MetaHeadersFrame:
+		for _, hf := range f.Fields {
+			if hf.Name == ":status" {
 				select {
-				case rc.codes <- f.ErrCode:
+				case rc.status <- hf.Value:
 				default:
 				}
 			}
 		}
-	}()
-	return rc
+	case *http2.GoAwayFrame:
+		select {
+		case rc.codes <- f.ErrCode:
+		default:
+		}
+	}
+	return true
 }
 
 func (rc *rawClient) block(kv ...string) []byte {
@@ -417,9 +444,7 @@ func (o *observer) outcome(a netip.AddrPort) int {
 // PING) is found out by the keepalive: its connection is closed and the
 // call on it fails instead of hanging.
 func TestSilentEndpointIsClosed(t *testing.T) {
-	silent := startTCPBackend(t, "silent", func(c net.Conn) {
-		fr := http2.NewFramer(c, c)
-		fr.WriteSettings()
+	silent := startFrameEndpoint(t, "silent", func(c net.Conn, _ *http2.Framer) {
 		io.Copy(io.Discard, c) // reads everything, answers nothing
 	})
 	p, addr := startProxy(t, proxy.NewRoundRobin(endpointsOf(silent)), func(c *proxy.Config) {

@@ -61,44 +61,20 @@ func (h *hpackBlock) block(kv ...string) []byte {
 
 func startHostileEndpoint(t *testing.T, abuse func(e *hostileEndpoint, c net.Conn, fr *http2.Framer, enc *hpackBlock, id uint32) bool) *hostileEndpoint {
 	e := &hostileEndpoint{abuse: abuse}
-	b := startTCPBackend(t, "hostile", e.serve)
-	e.addr = b.addr
+	e.addr = startFrameEndpoint(t, "hostile", e.serve).addr
 	return e
 }
 
-func (e *hostileEndpoint) serve(c net.Conn) {
-	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c, preface); err != nil {
-		return
-	}
-	fr := http2.NewFramer(c, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+func (e *hostileEndpoint) serve(c net.Conn, fr *http2.Framer) {
 	enc := &hpackBlock{}
 	enc.enc = hpack.NewEncoder(&enc.buf)
-	if fr.WriteSettings() != nil {
-		return
-	}
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				fr.WritePing(true, f.Data)
-			}
-		case *http2.MetaHeadersFrame:
+	readFrames(fr, nil, func(f http2.Frame) bool {
+		if f, ok := f.(*http2.MetaHeadersFrame); ok {
 			e.requests.Add(1)
-			if !e.abuse(e, c, fr, enc, f.StreamID) {
-				return
-			}
+			return e.abuse(e, c, fr, enc, f.StreamID)
 		}
-	}
+		return true
+	})
 }
 
 // writeBlock writes a header block as HEADERS and CONTINUATION frames of
@@ -470,47 +446,45 @@ func newUploader(t *testing.T, addr string) *uploader {
 
 func (u *uploader) readLoop() {
 	defer u.stop()
-	for {
-		f, err := u.fr.ReadFrame()
-		if err != nil {
-			return
+	readFrames(u.fr, &u.mu, u.frame)
+}
+
+// frame takes one frame from the proxy: windows, and DATA, whose window
+// it returns at once (readFrames answers SETTINGS).
+func (u *uploader) frame(f http2.Frame) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if v, ok := f.Value(http2.SettingInitialWindowSize); ok && !f.IsAck() {
+			u.streamWin += int64(v) - u.initWin
+			u.initWin = int64(v)
 		}
-		u.mu.Lock()
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
-					u.streamWin += int64(v) - u.initWin
-					u.initWin = int64(v)
-				}
-				u.fr.WriteSettingsAck()
-			}
-		case *http2.WindowUpdateFrame:
-			if f.StreamID == 0 {
-				u.connWin += int64(f.Increment)
-			} else if f.StreamID == 1 {
-				u.streamWin += int64(f.Increment)
-			}
-		case *http2.DataFrame:
-			n, _ := u.recv.LoadOrStore(f.StreamID, new(atomic.Int64))
-			n.(*atomic.Int64).Add(int64(len(f.Data())))
-			if l := len(f.Data()); l > 0 {
-				u.fr.WriteWindowUpdate(0, uint32(l))
-				u.fr.WriteWindowUpdate(f.StreamID, uint32(l))
-			}
-			if f.StreamEnded() {
-				u.end.Store(f.StreamID, true)
-			}
-		case *http2.MetaHeadersFrame:
-			if f.StreamEnded() {
-				u.end.Store(f.StreamID, true)
-			}
-		case *http2.RSTStreamFrame:
+	case *http2.WindowUpdateFrame:
+		if f.StreamID == 0 {
+			u.connWin += int64(f.Increment)
+		} else if f.StreamID == 1 {
+			u.streamWin += int64(f.Increment)
+		}
+	case *http2.DataFrame:
+		n, _ := u.recv.LoadOrStore(f.StreamID, new(atomic.Int64))
+		n.(*atomic.Int64).Add(int64(len(f.Data())))
+		if l := len(f.Data()); l > 0 {
+			u.fr.WriteWindowUpdate(0, uint32(l))
+			u.fr.WriteWindowUpdate(f.StreamID, uint32(l))
+		}
+		if f.StreamEnded() {
 			u.end.Store(f.StreamID, true)
 		}
-		u.cond.Broadcast()
-		u.mu.Unlock()
+	case *http2.MetaHeadersFrame:
+		if f.StreamEnded() {
+			u.end.Store(f.StreamID, true)
+		}
+	case *http2.RSTStreamFrame:
+		u.end.Store(f.StreamID, true)
 	}
+	u.cond.Broadcast()
+	return true
 }
 
 func (u *uploader) stop() {
