@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -674,18 +672,7 @@ func TestEndpointThatNeverReadsIsCutAtTheWriteBacklogBound(t *testing.T) {
 	// dial is refused and its calls go to the good endpoint, so every
 	// call ends. Its receive buffer is the kernel's smallest, so that the
 	// bytes the kernels hold are bounded by the proxy's send buffer.
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1) }); err != nil {
-			return err
-		}
-		return serr
-	}}
-	deafLn, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deafLn.Close() })
+	deafLn := listenWithSocketBuffer(t, unix.SO_RCVBUF, 1, 0)
 	deaf := &backend{name: "deaf", addr: mustAddrPort(deafLn.Addr().String())}
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
