@@ -95,11 +95,16 @@ type EndpointState struct {
 	SlowStartWeight float64
 }
 
-// State returns the balancer's current state.
+// State returns the balancer's state at the moment it is read. Endpoints
+// whose backoff has ended return first, as the next control step would
+// return them (returnEjected): only a Pick runs a step, and without this
+// State reported them ejected, until a time already past, for as long as
+// the service had no traffic.
 func (b *Balancer) State() State {
 	now := b.clock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.returnEjected(now)
 	s := b.snap.Load()
 	st := State{
 		LocalZone:        b.cfg.LocalZone,
