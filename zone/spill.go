@@ -73,7 +73,7 @@ type zoneStats struct {
 // loadBuckets is how many in-flight counts the levels by load tell apart
 // (0 to loadBuckets-2 of this balancer's requests ahead on the endpoint,
 // and loadBuckets-1 or more), and loadSamples how many recent samples a
-// bucket's level needs to be used: the queue limit (see queueLimit) looks
+// bucket's level needs to be used: the queue limit (see setQueueLimit) looks
 // no further than a queue of loadBuckets-1 of this node's requests on one
 // endpoint.
 const (
@@ -143,7 +143,7 @@ type spillGate struct {
 	seen  atomic.Int64
 	stall atomic.Int64 // clock at the end of the last long stall (overLimitStallGaps)
 	// queue (budget rule) is the queue limit of the tier before the gate
-	// (see queueLimit): a request whose endpoint, as P2C chose it there,
+	// (see setQueueLimit): a request whose endpoint, as P2C chose it there,
 	// has this many of this balancer's requests in flight or more crosses
 	// the gate; 0 = none. queueProbe is the clock of the last request let
 	// past the limit to keep the level at it measured.
@@ -308,9 +308,8 @@ type tierStats struct {
 	// byLoad[j] is the level of the requests that found j others of this
 	// balancer in flight on their endpoint (zoneStats.loadLevel), weighted
 	// as slow is over the zones where it rests on loadSamples recent
-	// samples; 0 where none does. byLoadW is the recent samples behind
-	// it (at most Samples per zone).
-	byLoad, byLoadW [loadBuckets]float64
+	// samples; 0 where none does.
+	byLoad [loadBuckets]float64
 }
 
 // idleSamples is how many recent idle requests a zone's idle level needs
@@ -346,7 +345,6 @@ func statsOf(t *tier, samples int) tierStats {
 		for j := range loadW {
 			if z.loadWeight[j] >= loadSamples {
 				ts.byLoad[j] += z.loadLevel[j] * w
-				ts.byLoadW[j] += min(z.loadWeight[j], float64(samples))
 				loadW[j] += w
 			}
 		}
