@@ -26,6 +26,14 @@ func stepSettled(t *testing.T, cfg zone.Config, queueLimits, restore bool) (loca
 	m.Reset()
 	m.Run(11*time.Second, offered)
 	local, p99 = m.Share("a"), m.Percentile(0.99)
+	if st := b.State(); len(st.Spill) > 0 && st.Spill[0].QueueLimit > 0 && (!st.Spill[0].Active || st.Spill[0].Share < st.Spill[0].QueueShare) {
+		sp := st.Spill[0]
+		// What operators see (zonelb_spillover_active, the dashboard's
+		// "Services spilling") must say so while the limit sends calls
+		// across, the gate open or not.
+		t.Errorf("queue limit %d in force, sending %.3f across: state says active %v, share %.3f",
+			sp.QueueLimit, sp.QueueShare, sp.Active, sp.Share)
+	}
 	t.Logf("budget %v blind %v queue limits %v: local %.3f p99 %v; %+v", cfg.Spill.Budget, cfg.IgnoreZones, queueLimits, local, p99, b.State().Spill)
 	if restore {
 		m.ZoneWorkers["a"] = 8

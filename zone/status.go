@@ -44,9 +44,11 @@ type State struct {
 type SpillState struct {
 	Distance int
 	Zones    []string // the zones of the tier spilled to
-	Active   bool
-	// Share is the share of requests reaching the boundary that cross it
-	// (0 when inactive).
+	// Active: the tier before spills, its gate open or its queue limit
+	// in force (either sends requests across).
+	Active bool
+	// Share is the share of requests reaching the boundary that cross it,
+	// by the gate's share and the queue limit together (0 when inactive).
 	Share float64
 	// Flips counts spillover turning on or off since the balancer began.
 	Flips uint64
@@ -119,8 +121,8 @@ func (b *Balancer) State() State {
 		g := t.gate
 		sp := SpillState{
 			Distance:      t.distance,
-			Active:        g.active,
-			Share:         g.share,
+			Active:        g.spilling(),
+			Share:         min(g.share+g.queueShare, 1),
 			Flips:         g.flips.Load(),
 			Probes:        g.probes.Load(),
 			FromLevel:     time.Duration(g.from),
