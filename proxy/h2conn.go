@@ -50,6 +50,12 @@ type h2conn struct {
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer // header block being encoded
 
+	// memo holds header blocks that repeat (hpackmemo.go); nil until one
+	// does. tableChanged is set by the encoder's sink when a field
+	// changed its dynamic table.
+	memo         *blockMemo
+	tableChanged bool
+
 	// The peer's settings and windows, as they apply to what we send.
 	sendWin      int32  // connection-level send window
 	peerInitWin  int32  // SETTINGS_INITIAL_WINDOW_SIZE of the peer
@@ -102,7 +108,7 @@ var errWriteBacklog = errors.New("peer does not read: over 16 MiB of frames unwr
 func (h *h2conn) init(c net.Conn, onDrained func()) {
 	h.w.init(c, &h.wmu, onDrained)
 	h.fr = http2.NewFramer(&h.w, nil)
-	h.enc = hpack.NewEncoder(&h.hbuf)
+	h.enc = hpack.NewEncoder(hpackSink{h})
 	h.sendWin = initialWindow
 	h.peerInitWin = initialWindow
 	h.peerMaxFrame = 16384
@@ -137,11 +143,9 @@ func (h *h2conn) takeBlocked() []*stream {
 // and CONTINUATION frames. Call with wmu held.
 func (h *h2conn) writeHeaders(id uint32, endStream bool, fields []hpack.HeaderField, extra ...hpack.HeaderField) {
 	h.hbuf.Reset()
-	for _, f := range fields {
-		h.enc.WriteField(f)
-	}
+	h.encodeFields(fields)
 	for _, f := range extra {
-		h.enc.WriteField(f)
+		h.encodeField(f)
 	}
 	block := h.hbuf.Bytes()
 	max := int(h.peerMaxFrame)

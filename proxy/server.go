@@ -606,6 +606,7 @@ func (sc *serverConn) settings(b *batch, f *http2.SettingsFrame) error {
 			sc.peerMaxFrame = st.Val
 		case http2.SettingHeaderTableSize:
 			sc.enc.SetMaxDynamicTableSizeLimit(st.Val)
+			sc.forgetBlocks()
 		case http2.SettingMaxHeaderListSize:
 			sc.peerMaxList = st.Val
 		}

@@ -995,6 +995,7 @@ func (cc *clientConn) applySettings(b *batch, f *http2.SettingsFrame) error {
 			cc.peerMaxFrame = st.Val
 		case http2.SettingHeaderTableSize:
 			cc.enc.SetMaxDynamicTableSizeLimit(st.Val)
+			cc.forgetBlocks()
 		case http2.SettingMaxHeaderListSize:
 			cc.peerMaxList = st.Val
 		}
