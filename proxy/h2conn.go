@@ -341,6 +341,7 @@ func (w *connWriter) drain() {
 type batch struct {
 	dirty []*h2conn
 	pools []*endpointPool // to serve their waiting streams once no stream lock is held
+	ended []streamGen     // streams that ended, to recycle once no stream lock is held
 }
 
 // kick asks for ep's waiting streams to be served at the next flush.
@@ -392,6 +393,10 @@ func (b *batch) flush() {
 		}
 	}
 	b.dirty = b.dirty[:0]
+	if len(b.ended) > 0 {
+		releaseEnded(b.ended)
+		b.ended = b.ended[:0]
+	}
 }
 
 // maxFrameSize is the largest frame the proxy reads: HTTP/2's initial
