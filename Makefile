@@ -20,7 +20,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 all: build
 
 help:
-	@echo "make build     build bin/zonelb"
+	@echo "make build     build bin/zonelb and bin/zonelb-proxy (the standalone proxy alone)"
 	@echo "make demo      the demo: a three-zone mini cluster, kube-proxy vs zonelb side by side (root)"
 	@echo "make k8s-demo  the DaemonSet on a real kubelet node, steering real pods (root)"
 	@echo "make image     zonelb's image (and the test images) as tarballs in bin/images"
@@ -39,6 +39,7 @@ help:
 # Static (cgo off): the same binary runs on a host and in the image.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/zonelb ./cmd/zonelb
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/zonelb-proxy ./cmd/zonelb-proxy
 
 # Packages that build namespaces, load BPF, run a mini cluster or the real
 # node (test/kubenode, the heaviest): they run one package at a time (-p 1),

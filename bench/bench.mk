@@ -28,7 +28,7 @@ BENCH_DEBIAN      := haproxy:haproxy nginx:nginx caddy:caddy h2load:nghttp2-clie
 bench: bench-deps bench-tools build
 	$(BENCH_CACHE)/benchrun \
 		-ghz $(BENCH_GHZ) -ghz-version $(BENCH_GHZ_VERSION) \
-		-zonelb $(or $(BIN),bin)/zonelb -backend $(BENCH_CACHE)/benchbackend \
+		-zonelb $(or $(BIN),bin)/zonelb-proxy -backend $(BENCH_CACHE)/benchbackend \
 		-command 'make bench$(if $(BENCH_QUICK), BENCH_QUICK=$(BENCH_QUICK))$(if $(BENCH_RUNS), BENCH_RUNS=$(BENCH_RUNS))$(if $(BENCH_PEERS), BENCH_PEERS=$(BENCH_PEERS))$(if $(BENCH_WORKLOADS), BENCH_WORKLOADS=$(BENCH_WORKLOADS))$(if $(BENCH_NICE), BENCH_NICE=$(BENCH_NICE))' \
 		$(BENCH_ARGS)
 

@@ -113,9 +113,10 @@ type BalancerConfig struct {
 	// ZoneDistance ranks other zones for spillover (nearest first).
 	ZoneDistance map[string]int `json:"zoneDistance,omitempty"`
 	// SpillBudget is every service's latency budget, as a percentage of
-	// the local zone's unloaded latency level ("50%"), or "parity" (see
-	// docs/zone-balancing.md). A Service overrides it with the
-	// annotation zonelb.io/spill-budget. Default zone.DefaultSpillBudget.
+	// the local zone's unloaded latency level ("50%"), "parity" or
+	// "latency" (see docs/zone-balancing.md). A Service overrides it with
+	// the annotation zonelb.io/spill-budget. Default
+	// zone.DefaultSpillBudget.
 	SpillBudget string `json:"spillBudget,omitempty"`
 }
 

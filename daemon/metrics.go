@@ -198,10 +198,10 @@ var (
 		"Times spillover turned on or off.",
 		[]string{"service", "distance"}, nil)
 	descSpillReason = prometheus.NewDesc("zonelb_spill_reason",
-		"1 for the reason of a service's split between zones: under_budget, spilling, local_failed, no_local_endpoints, local_only, parity, zone_blind or no_endpoints (text in /debug/state).",
+		"1 for the reason of a service's split between zones: under_budget, spilling, local_failed, no_local_endpoints, local_only, parity, latency, zone_blind or no_endpoints (text in /debug/state).",
 		[]string{"service", "reason"}, nil)
 	descSpillBudget = prometheus.NewDesc("zonelb_spill_budget_ratio",
-		"A service's spill budget: how far its local zone's latency may rise above its unloaded level (0.5 = 50%); -1 for the parity rule.",
+		"A service's spill budget: how far its local zone's latency may rise above its unloaded level (0.5 = 50%); -1 for the parity rule, -2 for the latency rule.",
 		[]string{"service"}, nil)
 	descActive = prometheus.NewDesc("zonelb_active_requests",
 		"Requests in flight through the proxy.", nil, nil)

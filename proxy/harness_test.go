@@ -86,6 +86,16 @@ func (b *backend) observe(ctx context.Context) error {
 // returns its address.
 func startProxy(t testing.TB, picker proxy.Picker, mutate ...func(*proxy.Config)) (*proxy.Proxy, string) {
 	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startProxyOn(t, l, picker, mutate...)
+}
+
+// startProxyOn is startProxy on the listener l.
+func startProxyOn(t testing.TB, l net.Listener, picker proxy.Picker, mutate ...func(*proxy.Config)) (*proxy.Proxy, string) {
+	t.Helper()
 	cfg := proxy.Config{
 		Router: proxy.StaticRouter{Service: "test", Picker: picker},
 		Logger: testLogger(t),
@@ -95,10 +105,7 @@ func startProxy(t testing.TB, picker proxy.Picker, mutate ...func(*proxy.Config)
 	}
 	p, err := proxy.New(cfg)
 	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+		l.Close()
 		t.Fatal(err)
 	}
 	go p.Serve(l)

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,44 +59,20 @@ func (h *hpackBlock) block(kv ...string) []byte {
 
 func startHostileEndpoint(t *testing.T, abuse func(e *hostileEndpoint, c net.Conn, fr *http2.Framer, enc *hpackBlock, id uint32) bool) *hostileEndpoint {
 	e := &hostileEndpoint{abuse: abuse}
-	b := startTCPBackend(t, "hostile", e.serve)
-	e.addr = b.addr
+	e.addr = startFrameEndpoint(t, "hostile", e.serve).addr
 	return e
 }
 
-func (e *hostileEndpoint) serve(c net.Conn) {
-	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c, preface); err != nil {
-		return
-	}
-	fr := http2.NewFramer(c, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+func (e *hostileEndpoint) serve(c net.Conn, fr *http2.Framer) {
 	enc := &hpackBlock{}
 	enc.enc = hpack.NewEncoder(&enc.buf)
-	if fr.WriteSettings() != nil {
-		return
-	}
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				fr.WritePing(true, f.Data)
-			}
-		case *http2.MetaHeadersFrame:
+	readFrames(fr, nil, func(f http2.Frame) bool {
+		if f, ok := f.(*http2.MetaHeadersFrame); ok {
 			e.requests.Add(1)
-			if !e.abuse(e, c, fr, enc, f.StreamID) {
-				return
-			}
+			return e.abuse(e, c, fr, enc, f.StreamID)
 		}
-	}
+		return true
+	})
 }
 
 // writeBlock writes a header block as HEADERS and CONTINUATION frames of
@@ -178,7 +152,8 @@ var upstreamAbuses = []upstreamAbuse{
 		},
 	},
 	{
-		// As TestAbusiveEndpointIsCut, here to show the ejection too.
+		// PINGs the proxy must acknowledge: the endpoint flood guard's
+		// credit runs out.
 		name: "PING flood", flood: true,
 		abuse: func(e *hostileEndpoint, c net.Conn, fr *http2.Framer, enc *hpackBlock, id uint32) bool {
 			if respond(fr, enc, id) != nil {
@@ -280,7 +255,7 @@ func TestAbusiveEndpointsAreCut(t *testing.T) {
 	for _, tc := range upstreamAbuses {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := startHostileEndpoint(t, tc.abuse)
-			good := startRawEndpoint(t, 8<<20, nil)
+			good := startRawEndpoint(t, 8<<20)
 			var obs observer
 			p, addr := startProxy(t, proxy.NewRoundRobin([]zone.Endpoint{{Addr: good.addr, Ready: true, Serving: true}, {Addr: bad.addr, Ready: true, Serving: true}}),
 				func(c *proxy.Config) { c.Observer = &obs })
@@ -347,7 +322,7 @@ func (l *lockedSource) Uint64() uint64 {
 // and the next calls all go to the good one and succeed.
 func assertEjected(t *testing.T, badAddr netip.AddrPort, badRequests func() int64, mutate func(*proxy.Config)) {
 	t.Helper()
-	good := startRawEndpoint(t, 1024, nil)
+	good := startRawEndpoint(t, 1024)
 	// Time is the test's: it moves only between calls before the
 	// ejection, so that Peak-EWMA's probes send a call to the endpoint
 	// that lost P2C (the bad one, until it has answered), and stands still
@@ -469,47 +444,45 @@ func newUploader(t *testing.T, addr string) *uploader {
 
 func (u *uploader) readLoop() {
 	defer u.stop()
-	for {
-		f, err := u.fr.ReadFrame()
-		if err != nil {
-			return
+	readFrames(u.fr, &u.mu, u.frame)
+}
+
+// frame takes one frame from the proxy: windows, and DATA, whose window
+// it returns at once (readFrames answers SETTINGS).
+func (u *uploader) frame(f http2.Frame) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if v, ok := f.Value(http2.SettingInitialWindowSize); ok && !f.IsAck() {
+			u.streamWin += int64(v) - u.initWin
+			u.initWin = int64(v)
 		}
-		u.mu.Lock()
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
-					u.streamWin += int64(v) - u.initWin
-					u.initWin = int64(v)
-				}
-				u.fr.WriteSettingsAck()
-			}
-		case *http2.WindowUpdateFrame:
-			if f.StreamID == 0 {
-				u.connWin += int64(f.Increment)
-			} else if f.StreamID == 1 {
-				u.streamWin += int64(f.Increment)
-			}
-		case *http2.DataFrame:
-			n, _ := u.recv.LoadOrStore(f.StreamID, new(atomic.Int64))
-			n.(*atomic.Int64).Add(int64(len(f.Data())))
-			if l := len(f.Data()); l > 0 {
-				u.fr.WriteWindowUpdate(0, uint32(l))
-				u.fr.WriteWindowUpdate(f.StreamID, uint32(l))
-			}
-			if f.StreamEnded() {
-				u.end.Store(f.StreamID, true)
-			}
-		case *http2.MetaHeadersFrame:
-			if f.StreamEnded() {
-				u.end.Store(f.StreamID, true)
-			}
-		case *http2.RSTStreamFrame:
+	case *http2.WindowUpdateFrame:
+		if f.StreamID == 0 {
+			u.connWin += int64(f.Increment)
+		} else if f.StreamID == 1 {
+			u.streamWin += int64(f.Increment)
+		}
+	case *http2.DataFrame:
+		n, _ := u.recv.LoadOrStore(f.StreamID, new(atomic.Int64))
+		n.(*atomic.Int64).Add(int64(len(f.Data())))
+		if l := len(f.Data()); l > 0 {
+			u.fr.WriteWindowUpdate(0, uint32(l))
+			u.fr.WriteWindowUpdate(f.StreamID, uint32(l))
+		}
+		if f.StreamEnded() {
 			u.end.Store(f.StreamID, true)
 		}
-		u.cond.Broadcast()
-		u.mu.Unlock()
+	case *http2.MetaHeadersFrame:
+		if f.StreamEnded() {
+			u.end.Store(f.StreamID, true)
+		}
+	case *http2.RSTStreamFrame:
+		u.end.Store(f.StreamID, true)
 	}
+	u.cond.Broadcast()
+	return true
 }
 
 func (u *uploader) stop() {
@@ -595,7 +568,7 @@ func neverReads(t *testing.T) *hostileEndpoint {
 // Failure, since the request reached it, and the zone balancer ejects it.
 func TestEndpointThatNeverReads(t *testing.T) {
 	bad := neverReads(t)
-	good := startRawEndpoint(t, 1<<20, nil)
+	good := startRawEndpoint(t, 1<<20)
 	const window = proxy.DefaultStreamWindow
 	p, addr := startProxy(t, proxy.NewRoundRobin([]zone.Endpoint{{Addr: bad.addr, Ready: true, Serving: true}, {Addr: good.addr, Ready: true, Serving: true}}))
 	u := newUploader(t, addr)
@@ -699,18 +672,7 @@ func TestEndpointThatNeverReadsIsCutAtTheWriteBacklogBound(t *testing.T) {
 	// dial is refused and its calls go to the good endpoint, so every
 	// call ends. Its receive buffer is the kernel's smallest, so that the
 	// bytes the kernels hold are bounded by the proxy's send buffer.
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1) }); err != nil {
-			return err
-		}
-		return serr
-	}}
-	deafLn, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deafLn.Close() })
+	deafLn := listenWithSocketBuffer(t, unix.SO_RCVBUF, 1, 0)
 	deaf := &backend{name: "deaf", addr: mustAddrPort(deafLn.Addr().String())}
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
@@ -726,7 +688,7 @@ func TestEndpointThatNeverReadsIsCutAtTheWriteBacklogBound(t *testing.T) {
 		http2.NewFramer(c, nil).WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1 << 20})
 		<-done
 	}()
-	good := startRawEndpoint(t, 1024, nil)
+	good := startRawEndpoint(t, 1024)
 	var obs outcomes
 	p, addr := startProxy(t, proxy.NewRoundRobin([]zone.Endpoint{{Addr: deaf.addr, Ready: true, Serving: true}, {Addr: good.addr, Ready: true, Serving: true}}),
 		func(c *proxy.Config) {

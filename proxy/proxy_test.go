@@ -636,26 +636,12 @@ func TestNoRetryAfterResponseHeaders(t *testing.T) {
 
 // startRefusingBackend speaks just enough HTTP/2 to refuse every stream.
 func startRefusingBackend(t *testing.T) *backend {
-	return startTCPBackend(t, "refusing", func(c net.Conn) {
-		preface := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, preface); err != nil {
-			return
-		}
-		fr := http2.NewFramer(c, c)
-		fr.WriteSettings()
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					fr.WriteSettingsAck()
-				}
-			case *http2.HeadersFrame:
+	return startFrameEndpoint(t, "refusing", func(c net.Conn, fr *http2.Framer) {
+		readFrames(fr, nil, func(f http2.Frame) bool {
+			if f, ok := f.(*http2.MetaHeadersFrame); ok {
 				fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
 			}
-		}
+			return true
+		})
 	})
 }

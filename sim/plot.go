@@ -198,8 +198,8 @@ func sweepChart(path string, sc *Scenario, pts []*sweepPoint, seeds int) error {
 	s.logAxes(xMax, yMin, yMax, yOf, "cross-zone bytes (% of all)")
 	var curve strings.Builder
 	for _, p := range pts {
-		if p.Policy != Zonelb || p.Budget < 0 {
-			continue
+		if p.Policy != Zonelb || p.Budget < 0 && p.Budget != zone.LatencyBudget {
+			continue // the parity rule is a point off the curve
 		}
 		cmd := "L"
 		if curve.Len() == 0 {

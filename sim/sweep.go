@@ -17,7 +17,7 @@ import (
 // The sweep: zonelb's spill budget against the zone-aware baselines, on
 // the scenarios where zones must share load, over several seeds.
 var (
-	sweepBudgets   = []float64{0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, zone.ParityBudget}
+	sweepBudgets   = []float64{zone.LatencyBudget, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 3.5, 4, zone.ParityBudget}
 	sweepBaselines = []Policy{LeastRequest, PeakEWMA, PreferSameZone, HAZLLike, EnvoyLoadAware, EnvoyZoneAware}
 	sweepScenarios = []string{"overload", "uneven", "capacity-step"}
 )

@@ -53,8 +53,12 @@ type Balancer struct {
 	// zoneProbation lets one endpoint at a time probe a zone that is down
 	// (ejection.go); a variable only so that a test can turn it off.
 	zoneProbation bool
+	// noQueueLimit turns the queue limit off (budget.go); a variable only
+	// so that a test can show what it does.
+	noQueueLimit bool
 
 	// Read by Pick without locking.
+	latency  atomic.Bool // the latency rule (LatencyBudget)
 	snap     atomic.Pointer[snapshot]
 	nextTick atomic.Int64 // ns; Pick runs the control step once past it
 
@@ -181,6 +185,7 @@ func NewBalancer(cfg Config) (*Balancer, error) {
 		b.clock = func() int64 { return int64(time.Since(b.epoch)) }
 	}
 	b.nextTick.Store(b.interval)
+	b.latency.Store(latencyRule(cfg.Spill.Budget))
 	b.mu.Lock()
 	b.rebuild(0)
 	b.mu.Unlock()
@@ -363,10 +368,79 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 		}
 	}
 
+	if b.latency.Load() && !s.zoneBlind {
+		if p, ok := b.pickByLatency(s, now); ok {
+			return p, nil
+		}
+	}
+
 	// Walk the cascade: a request stops at the first tier with endpoints
 	// unless that tier's outgoing gate sends it on (its spill share, or a
 	// probe of the next tier's level).
 	t := 0
+	for {
+		t = b.walk(s, t, now)
+		e, probe := b.p2c(s, s.tiers[t].entries, now, nil, nil)
+		if e == nil {
+			break
+		}
+		// The queue limit: an endpoint P2C chose with this many of our
+		// requests ahead already makes the request wait past the budget.
+		if !probe && t+1 < len(s.tiers) && s.tiers[t+1].gate.overQueue(e.st.inflight.Load(), now) {
+			t++
+			continue
+		}
+		return b.picked(e, now, probe), nil
+	}
+	for i := range s.tiers { // t had no usable endpoint: nearest first
+		if i == t {
+			continue
+		}
+		if e, probe := b.p2c(s, s.tiers[i].entries, now, nil, nil); e != nil {
+			return b.picked(e, now, probe), nil
+		}
+	}
+	return Picked{}, ErrNoEndpoint
+}
+
+// pickByLatency is Pick under the latency rule: P2C's choice in the first
+// tier with endpoints and P2C's choice in the next one, the cheaper by
+// Peak-EWMA cost (latency estimate x (in-flight + 1)): the local zone is
+// preferred only as far as it is faster. A probe (see p2c) goes first,
+// and a probe claimed on the other side is released. ok is false when
+// there is no such pair of tiers (Pick then goes on as usual).
+func (b *Balancer) pickByLatency(s *snapshot, now int64) (Picked, bool) {
+	t := s.firstNonEmpty()
+	if t < 0 || t+1 >= len(s.tiers) {
+		return Picked{}, false
+	}
+	near, nearProbe := b.p2c(s, s.tiers[t].entries, now, nil, nil)
+	far, farProbe := b.p2c(s, s.tiers[t+1].entries, now, nil, nil)
+	switch {
+	case near == nil && far == nil:
+		return Picked{}, false
+	case far == nil:
+		return b.picked(near, now, nearProbe), true
+	case near == nil:
+		return b.picked(far, now, farProbe), true
+	case nearProbe && farProbe:
+		far.st.inflight.Add(-1)
+		return b.picked(near, now, true), true
+	case nearProbe:
+		return b.picked(near, now, true), true
+	case farProbe:
+		return b.picked(far, now, true), true
+	case b.cost(far, now) < b.cost(near, now):
+		return b.picked(far, now, false), true
+	}
+	return b.picked(near, now, false), true
+}
+
+// walk returns the tier a request that reached tier t stops at: the
+// first tier from t on with endpoints, unless that tier's outgoing gate
+// sends it on (its spill share, the in-flight limit, or a probe of the
+// next tier's level).
+func (b *Balancer) walk(s *snapshot, t int, now int64) int {
 	for t+1 < len(s.tiers) {
 		if len(s.tiers[t].entries) == 0 {
 			t++
@@ -387,18 +461,7 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 		}
 		break
 	}
-	if e, probe := b.p2c(s, s.tiers[t].entries, now, nil, nil); e != nil {
-		return b.picked(e, now, probe), nil
-	}
-	for i := range s.tiers { // t had no usable endpoint: nearest first
-		if i == t {
-			continue
-		}
-		if e, probe := b.p2c(s, s.tiers[i].entries, now, nil, nil); e != nil {
-			return b.picked(e, now, probe), nil
-		}
-	}
-	return Picked{}, ErrNoEndpoint
+	return t
 }
 
 // pickRetry picks for a retry away from avoid: first outside avoid's zone
@@ -432,9 +495,12 @@ func (b *Balancer) pickRetry(s *snapshot, now int64, avoid *endpointRecord) (Pic
 // picked counts the request in flight on e; a probe's slot is already
 // taken (p2c claimed it).
 func (b *Balancer) picked(e *entry, now int64, probe bool) Picked {
-	alone := probe || e.st.inflight.Add(1) == 1
+	var load int64 // a probe's slot is its own: nothing else in flight
+	if !probe {
+		load = e.st.inflight.Add(1) - 1
+	}
 	e.st.zone.live.Add(1)
-	return Picked{Endpoint: e.ep, state: e.st, start: now, alone: alone, probe: probe}
+	return Picked{Endpoint: e.ep, state: e.st, start: now, load: int32(min(load, math.MaxInt32)), probe: probe}
 }
 
 // p2c returns the cheaper of two distinct random usable entries of es, or

@@ -139,7 +139,9 @@ type SpillConfig struct {
 	// Negative selects the parity rule instead (ParityBudget): keep
 	// requests local until the local level reaches TargetRatio times the
 	// remote zones' (OnRatio, TargetRatio and ProbeShare apply only to
-	// it). See ParseSpillBudget for the text form.
+	// it); LatencyBudget selects the latency rule, the far end of the
+	// budgets: no preference for the local zone beyond its measured
+	// latency. See ParseSpillBudget for the text form.
 	Budget float64
 
 	// Interval is the control period: how often zone latency levels are
@@ -344,7 +346,7 @@ func (c Config) Validate() error {
 
 	s := c.Spill
 	if b := s.Budget; !finite(b) || b > MaxSpillBudget {
-		bad("Spill.Budget", b, fmt.Sprintf("<= %v (or negative for the parity rule)", MaxSpillBudget))
+		bad("Spill.Budget", b, fmt.Sprintf("<= %v (or negative for the parity or latency rule)", MaxSpillBudget))
 	}
 	positiveDur("Spill.Interval", s.Interval)
 	positiveDur("Spill.StaleAfter", s.StaleAfter)

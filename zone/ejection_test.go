@@ -93,6 +93,52 @@ func TestEjectionBackoffAndReturn(t *testing.T) {
 	}
 }
 
+// State is true at the moment it is read, not as of the last control
+// step: with no Pick since a backoff ended, no step has run, and State
+// reported the endpoint ejected, until a time already past, for as long
+// as the service stayed idle. Now the endpoint whose backoff ended is
+// reported back, on probation, and usable in its zone; and, the zone being
+// down, its other endpoint waits for that one's verdict (zone probation),
+// so it is still reported ejected, for one more control interval, as the
+// step would have held it.
+func TestStateIsTrueWhenReadNotAtTheLastStep(t *testing.T) {
+	b, clk := newTestBalancer(t, Config{LocalZone: "a", Rand: constSource(1 << 63)})
+	eps := makeEndpoints(zoneSpec{"a", 2}, zoneSpec{"b", 2})
+	b.Update(eps)
+	a0, a1 := eps[0].Addr, eps[1].Addr
+	// Zone a fails every call until both its endpoints are ejected, at
+	// the same instant, for the same backoff (no jitter).
+	for i := 0; !stateOf(t, b, a0).Ejected || !stateOf(t, b, a1).Ejected; i++ {
+		if i == 4*DefaultConsecutiveFailures {
+			t.Fatalf("zone a not ejected after %d calls: %+v", i, b.State().Endpoints)
+		}
+		p := mustPick(t, b, netip.AddrPort{})
+		if p.Endpoint.Zone == "a" {
+			p.Done(Result{Outcome: Failure})
+		} else {
+			p.Done(Result{Outcome: Success, TTFB: time.Millisecond})
+		}
+	}
+	ejectedAt := clk.Now()
+
+	clk.Advance(DefaultBaseBackoff) // and no Pick
+	back, waiting := stateOf(t, b, a0), stateOf(t, b, a1)
+	if back.Ejected {
+		back, waiting = waiting, back
+	}
+	if back.Ejected || !back.EjectedUntil.IsZero() || !back.Probation {
+		t.Errorf("%v after its backoff ended at %v: %+v, want back, on probation", back.Endpoint.Addr, ejectedAt.Add(DefaultBaseBackoff), back)
+	}
+	if want := clk.Now().Add(DefaultSpillInterval); !waiting.Ejected || !waiting.EjectedUntil.Equal(want) {
+		t.Errorf("%v, in a zone down and probed by the other: %+v, want ejected until %v", waiting.Endpoint.Addr, waiting, want)
+	}
+	for _, z := range b.State().Zones {
+		if z.Zone == "a" && z.Usable != 1 {
+			t.Errorf("zone a: %d usable endpoints, want the 1 back on probation", z.Usable)
+		}
+	}
+}
+
 // The k-th ejection in a row lasts BaseBackoff x 2^k, capped at MaxBackoff,
 // spread by Jitter.
 func TestBackoffDoublesCapsAndJitters(t *testing.T) {

@@ -20,3 +20,8 @@ func (b *Balancer) SetDoubt(d float64) { b.doubt = d }
 // SetZoneProbation turns zone probation (one endpoint at a time probes a
 // zone that is down) on or off; it is on by default.
 func (b *Balancer) SetZoneProbation(on bool) { b.zoneProbation = on }
+
+// SetQueueLimits turns the queue limit (budget rule: a request whose
+// endpoint already has a queue of ours over budget crosses) on or off; it
+// is on by default.
+func (b *Balancer) SetQueueLimits(on bool) { b.noQueueLimit = !on }

@@ -14,10 +14,12 @@ type Picked struct {
 	state     *endpointRecord // nil for pickers that keep no state
 	start     int64           // pick time on the balancer clock, ns
 	responded bool            // Responded was called: no longer in flight
-	// alone: no other request of this balancer was in flight on the
-	// endpoint when it was picked, so its latency holds no queue of ours
-	// (see zoneStats.idle).
-	alone bool
+	// load is how many other requests of this balancer were in flight on
+	// the endpoint when it was picked: 0 (alone) means its latency holds
+	// no queue of ours (see zoneStats.idle); by load, the latencies tell
+	// how far ahead of this node's requests an endpoint starts to queue
+	// (see zoneStats.byLoad).
+	load int32
 	// probe: P2C's loser, sent this request because it was left
 	// unpicked too long (see Balancer.p2c).
 	probe bool
@@ -45,5 +47,5 @@ func (p Picked) Done(r Result) {
 	if p.state == nil {
 		return
 	}
-	p.state.done(p.start, r, p.responded, p.alone, p.probe)
+	p.state.done(p.start, r, p.responded, p.load, p.probe)
 }

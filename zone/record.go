@@ -39,10 +39,11 @@ type endpointRecord struct {
 }
 
 // done folds one completed request into the endpoint's state; responded
-// says the in-flight slot was already released (Picked.Responded), alone
-// that the request had its endpoint to itself (Picked.alone), probe that
-// it was a probe (Picked.probe).
-func (st *endpointRecord) done(start int64, r Result, responded, alone, probe bool) {
+// says the in-flight slot was already released (Picked.Responded), load
+// how many other requests of this balancer were in flight on the endpoint
+// when it was picked (Picked.load: 0, it had the endpoint to itself),
+// probe that it was a probe (Picked.probe).
+func (st *endpointRecord) done(start int64, r Result, responded bool, load int32, probe bool) {
 	b := st.b
 	if !responded {
 		st.inflight.Add(-1)
@@ -67,9 +68,10 @@ func (st *endpointRecord) done(start int64, r Result, responded, alone, probe bo
 		sample(ttfb)
 		zoneSample = ttfb
 		st.zone.ok.Add(1)
-		if alone {
+		if load == 0 {
 			st.zone.idleAcc.Add(packSample(ttfb))
 		}
+		st.zone.byLoad[min(int(load), loadBuckets-1)].Add(packSample(ttfb))
 		st.healthyLocked(now)
 	case Overloaded:
 		// Load, not ill health: the endpoint answered.

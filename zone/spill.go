@@ -27,9 +27,14 @@ type zoneStats struct {
 	// there when picked): their latency is the service's own, without a
 	// queue of ours ahead of them.
 	idleAcc atomic.Uint64
-	ok      atomic.Uint64 // successful completions since the last control step
-	live    atomic.Int64  // this balancer's requests in flight there, now
-	level   atomic.Uint64 // float64 bits, ns: the slow level; 0 = unknown
+	// byLoad packs, as acc does, the successful requests by how many
+	// other requests of this balancer were in flight on their endpoint
+	// when they were picked (Picked.load; the last bucket takes all the
+	// higher counts): see loadBuckets.
+	byLoad [loadBuckets]atomic.Uint64
+	ok     atomic.Uint64 // successful completions since the last control step
+	live   atomic.Int64  // this balancer's requests in flight there, now
+	level  atomic.Uint64 // float64 bits, ns: the slow level; 0 = unknown
 	// typical is the estimate of the endpoint of this zone that last
 	// completed a request (float64 bits, ns; 0 = none yet): the price of
 	// an endpoint not measured yet, so that it is neither free nor
@@ -59,7 +64,22 @@ type zoneStats struct {
 	// slowdown of the whole service by a few of them, during which the
 	// slower requests would read as a queue.
 	idleNow, idleNowN float64
+	// loadLevel[j] is the level of the requests that found j others of
+	// this balancer in flight on their endpoint (byLoad), ns, and
+	// loadWeight[j] the recent samples behind it (fading as weight does).
+	loadLevel, loadWeight [loadBuckets]float64
 }
+
+// loadBuckets is how many in-flight counts the levels by load tell apart
+// (0 to loadBuckets-2 of this balancer's requests ahead on the endpoint,
+// and loadBuckets-1 or more), and loadSamples how many recent samples a
+// bucket's level needs to be used: the queue limit (see setQueueLimit) looks
+// no further than a queue of loadBuckets-1 of this node's requests on one
+// endpoint.
+const (
+	loadBuckets = 8
+	loadSamples = 8
+)
 
 // A zone's level is used for a spill decision once learnSamples requests
 // have completed there. Means of fewer samples are noise: in the simulator,
@@ -122,18 +142,29 @@ type spillGate struct {
 	blind atomic.Int64
 	seen  atomic.Int64
 	stall atomic.Int64 // clock at the end of the last long stall (overLimitStallGaps)
+	// queue (budget rule) is the queue limit of the tier before the gate
+	// (see setQueueLimit): a request whose endpoint, as P2C chose it there,
+	// has this many of this balancer's requests in flight or more crosses
+	// the gate; 0 = none. queueProbe is the clock of the last request let
+	// past the limit to keep the level at it measured.
+	queue      atomic.Int64
+	queueProbe atomic.Int64
+	queued     atomic.Uint64 // requests the queue limit sent across since the last step
 
 	// Guarded by Balancer.mu.
-	active    bool
-	share     float64
-	completed float64 // requests completed since the last probe was armed
-	from, to  float64 // slow levels compared at the last step, ns
-	toKnown   bool    // to rests on enough samples
-	unloaded  float64 // budget rule: the unloaded level of the tier before, ns
-	okRate    float64 // budget rule: its successful completions per second, smoothed
-	known     int64   // budget rule: ns since the tier before's level is known
-	setpoint  float64 // budget rule: the budgeted level at the last step, ns
-	loaded    bool    // budget rule: the limit had its loaded form at the last step
+	active     bool
+	share      float64
+	completed  float64 // requests completed since the last probe was armed
+	from, to   float64 // slow levels compared at the last step, ns
+	toKnown    bool    // to rests on enough samples
+	unloaded   float64 // budget rule: the unloaded level of the tier before, ns
+	okRate     float64 // budget rule: its successful completions per second, smoothed
+	known      int64   // budget rule: ns since the tier before's level is known
+	setpoint   float64 // budget rule: the budgeted level at the last step, ns
+	loaded     bool    // budget rule: the limit had its loaded form at the last step
+	queueOn    bool    // budget rule: the queue limit is in force
+	queueShare float64 // budget rule: share of the tier's requests it sent across, smoothed
+	raised     bool    // budget rule: the queue limit rose at the last step
 	// Budget rule: the idle requests of the tier before, gathered in
 	// batches of idleSamples (see recentIdle): idleSum and idleN since
 	// idleFrom, and the mean of the last full batch, completed at idleAt.
@@ -195,6 +226,7 @@ func (b *Balancer) refreshZones(now, elapsed int64) {
 		z.served = float64(z.ok.Swap(0))
 		z.weight *= fade // what was learnt long ago counts for less
 		z.foldIdle(fade, float64(cfg.Samples))
+		z.foldLoad(fade, float64(cfg.Samples))
 		if n > 0 {
 			mean := float64(acc&accSumMask) / n * 1e3
 			// A batch of n samples moves the fast level with weight
@@ -237,6 +269,22 @@ func (z *zoneStats) foldIdle(fade, samples float64) {
 	z.idleWeight += n
 }
 
+// foldLoad folds the samples by load since the last step into the levels
+// by load, each as refreshZones folds all samples into the fast level.
+func (z *zoneStats) foldLoad(fade, samples float64) {
+	for j := range z.byLoad {
+		acc := z.byLoad[j].Swap(0)
+		z.loadWeight[j] *= fade
+		n := float64(acc >> accCountShift)
+		if n == 0 {
+			continue
+		}
+		mean := float64(acc&accSumMask) / n * 1e3
+		z.loadLevel[j] += (mean - z.loadLevel[j]) * (n / (n + min(z.loadWeight[j], samples)))
+		z.loadWeight[j] += n
+	}
+}
+
 // tierStats sums a tier's zones: slow and fast levels weighted by endpoint
 // counts over the zones known well enough, and the backlog growth and
 // completions over all of them.
@@ -257,6 +305,11 @@ type tierStats struct {
 	// idleNow is the mean of the last step's idle requests (idleNowN of
 	// them) over all zones (zoneStats.idleNow).
 	idleNow, idleNowN float64
+	// byLoad[j] is the level of the requests that found j others of this
+	// balancer in flight on their endpoint (zoneStats.loadLevel), weighted
+	// as slow is over the zones where it rests on loadSamples recent
+	// samples; 0 where none does.
+	byLoad [loadBuckets]float64
 }
 
 // idleSamples is how many recent idle requests a zone's idle level needs
@@ -267,6 +320,7 @@ const idleSamples = 8
 func statsOf(t *tier, samples int) tierStats {
 	var ts tierStats
 	var weight float64
+	var loadW [loadBuckets]float64
 	idleMissing := false
 	for _, tz := range t.zones {
 		z := tz.zs
@@ -288,6 +342,12 @@ func statsOf(t *tier, samples int) tierStats {
 		ts.slow += z.slow * w
 		ts.fast += z.fast * w
 		ts.idle += z.idle * w
+		for j := range loadW {
+			if z.loadWeight[j] >= loadSamples {
+				ts.byLoad[j] += z.loadLevel[j] * w
+				loadW[j] += w
+			}
+		}
 		weight += w
 		ts.weight += z.weight
 		if z.idleWeight < idleSamples {
@@ -303,6 +363,11 @@ func statsOf(t *tier, samples int) tierStats {
 		ts.idle /= weight
 		ts.known = true
 		ts.idleKnown = !idleMissing
+	}
+	for j, w := range loadW {
+		if w > 0 {
+			ts.byLoad[j] /= w
+		}
 	}
 	return ts
 }
@@ -337,14 +402,28 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 		to.fast *= worse
 	}
 	g.from, g.to, g.toKnown = from.slow, to.slow, to.known
+	if latencyRule(cfg.Budget) {
+		// Pick compares endpoints across the boundary itself.
+		g.active, g.share, g.queueOn, g.setpoint = false, 0, false, 0
+		g.threshold.Store(0)
+		g.probe.Store(0)
+		g.queue.Store(0)
+		g.limit.Store(0)
+		return
+	}
 	if cfg.Budget >= 0 {
-		if to.known && g.unloaded > 0 {
-			// A tier that serves the same service at a level below the
-			// one learnt as unloaded here shows that level was not
-			// unloaded (a balancer started into an overload).
-			g.unloaded = min(g.unloaded, toMeasured[0])
-		}
 		b.controlBudget(g, from, to, toMeasured, reach, dt)
+		if g.raised {
+			// The level at the new limit was measured when requests at
+			// that count crossed, long ago: forget it, so that the
+			// requests now kept measure it afresh.
+			g.raised = false
+			if l := g.queue.Load(); l > 0 {
+				for _, tz := range before.zones {
+					tz.zs.loadWeight[l] = 0
+				}
+			}
+		}
 		g.threshold.Store(shareThreshold(g.share))
 		g.probe.Store(0) // the budget rule learns from its spill, not from probes
 		return

@@ -59,6 +59,12 @@ type SpillState struct {
 	// UnloadedLevel and BudgetedLevel (budget rule) are the tier before's
 	// learnt unloaded level and the level its budget allows.
 	UnloadedLevel, BudgetedLevel time.Duration
+	// QueueLimit (budget rule) is the queue limit in force: a request
+	// whose endpoint in the tier before has this many of this node's
+	// requests in flight crosses (0: none); QueueShare the share of the
+	// requests reaching that tier it sent across lately.
+	QueueLimit int
+	QueueShare float64
 }
 
 // ZoneState describes one zone of the endpoint set.
@@ -89,11 +95,16 @@ type EndpointState struct {
 	SlowStartWeight float64
 }
 
-// State returns the balancer's current state.
+// State returns the balancer's state at the moment it is read. Endpoints
+// whose backoff has ended return first, as the next control step would
+// return them (returnEjected): only a Pick runs a step, and without this
+// State reported them ejected, until a time already past, for as long as
+// the service had no traffic.
 func (b *Balancer) State() State {
 	now := b.clock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.returnEjected(now)
 	s := b.snap.Load()
 	st := State{
 		LocalZone:        b.cfg.LocalZone,
@@ -115,6 +126,8 @@ func (b *Balancer) State() State {
 			FromLevel:     time.Duration(g.from),
 			UnloadedLevel: time.Duration(g.unloaded),
 			BudgetedLevel: time.Duration(g.setpoint),
+			QueueLimit:    int(g.queue.Load()),
+			QueueShare:    g.queueShare,
 		}
 		if g.toKnown {
 			sp.ToLevel = time.Duration(g.to)
@@ -182,6 +195,7 @@ const (
 	ReasonUnderBudget      = "under_budget"
 	ReasonSpilling         = "spilling"
 	ReasonParity           = "parity"
+	ReasonLatency          = "latency"
 )
 
 // reasonLocked says why the service's traffic is split as it is: the
@@ -202,6 +216,9 @@ func (b *Balancer) reasonLocked(s *snapshot) (code, text string) {
 	case len(s.tiers) == 1:
 		return ReasonLocalOnly, "local only: no other zone has endpoints"
 	}
+	if latencyRule(b.cfg.Spill.Budget) {
+		return ReasonLatency, "latency: each request to the faster of the best local and the best remote endpoint"
+	}
 	g := s.tiers[1].gate
 	parity := b.cfg.Spill.Budget < 0
 	switch {
@@ -210,7 +227,10 @@ func (b *Balancer) reasonLocked(s *snapshot) (code, text string) {
 			100*g.share, roundLevel(g.from), roundLevel(g.to))
 	case g.active:
 		return ReasonSpilling, fmt.Sprintf("spilling %.0f%%: local %v over budget %v",
-			100*g.share, roundLevel(g.from), roundLevel(g.setpoint))
+			100*min(g.share+g.queueShare, 1), roundLevel(g.from), roundLevel(g.setpoint))
+	case g.queueOn:
+		return ReasonSpilling, fmt.Sprintf("spilling %.0f%%: a queue of %d on an endpoint goes over budget %v (local %v)",
+			100*g.queueShare, g.queue.Load(), roundLevel(g.setpoint), roundLevel(g.from))
 	case parity:
 		return ReasonParity, "local at parity with remote zones"
 	case g.setpoint == 0:

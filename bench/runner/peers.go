@@ -83,7 +83,7 @@ func proxyCommand(peer string, b Binaries, s proxySetup) (procSpec, error) {
 	switch peer {
 	case PeerZonelb:
 		spec.Path = b.Zonelb
-		spec.Args = []string{"proxy", "--listen", s.Listen, "--zone", "zone-a", "--log-level", "warn"}
+		spec.Args = []string{"--listen", s.Listen, "--zone", "zone-a", "--log-level", "warn"}
 		for _, u := range s.Upstreams {
 			spec.Args = append(spec.Args, "--to", "zone-a="+u)
 		}

@@ -10,6 +10,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/zonelb/zonelb/daemon"
+
+	"github.com/zonelb/zonelb/internal/cli"
 )
 
 const daemonSynopsis = `
@@ -23,7 +25,7 @@ drains; BPF state stays pinned for the next daemon. Needs root (BPF,
 netlink) unless --redirect=false.`
 
 func runDaemon(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("daemon", daemonSynopsis)
+	fs := cli.NewFlagSet("zonelb daemon")
 	var (
 		configPath = fs.String("config", "", "YAML configuration file (watched: balancer settings reload live)")
 		source     = fs.String("source", "", `where services come from: "kubernetes" or "file:/path" (default kubernetes)`)
@@ -33,15 +35,15 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		adminAddr  = fs.String("admin", "", "admin address (default "+daemon.DefaultAdminAddress+")")
 		metrics    = fs.String("metrics", "", "extra address serving only /metrics, e.g. 0.0.0.0:15090")
 		redirect   = fs.String("redirect", "", "true or false: eBPF redirection (default true)")
-		logs       logFlags
+		logs       cli.LogFlags
 	)
-	logs.register(fs)
-	if code, done := parseFlags(fs, daemonSynopsis, args, stdout, stderr); done {
+	logs.Register(fs)
+	if code, done := cli.Parse(fs, daemonSynopsis, args, stdout, stderr); done {
 		return code
 	}
-	log, err := logs.logger(stderr)
+	log, err := logs.Logger(stderr)
 	if err != nil {
-		return usageError(stderr, "daemon", "%v", err)
+		return cli.UsageError(stderr, "zonelb daemon", "%v", err)
 	}
 	// client-go logs through klog; send it to the same structured log.
 	klog.SetSlogLogger(log.With("component", "client-go"))
@@ -49,7 +51,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	var cfg daemon.Config
 	if *configPath != "" {
 		if cfg, err = daemon.LoadConfigFile(*configPath); err != nil {
-			return usageError(stderr, "daemon", "%v", err)
+			return cli.UsageError(stderr, "zonelb daemon", "%v", err)
 		}
 	}
 	set := func(dst *string, v string) {
@@ -69,11 +71,11 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		v := *redirect == "true"
 		cfg.Redirect.Enabled = &v
 	default:
-		return usageError(stderr, "daemon", "--redirect %q: want true or false", *redirect)
+		return cli.UsageError(stderr, "zonelb daemon", "--redirect %q: want true or false", *redirect)
 	}
 	cfg = cfg.WithDefaults(os.Getenv)
 	if err := cfg.Validate(); err != nil {
-		return usageError(stderr, "daemon", "config: %v", err)
+		return cli.UsageError(stderr, "zonelb daemon", "config: %v", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

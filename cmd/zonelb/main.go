@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/zonelb/zonelb/sim"
+
+	"github.com/zonelb/zonelb/internal/standalone"
 )
 
 // command is one subcommand. run returns the process exit status: 0 on
@@ -25,7 +27,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"daemon":    {"run the node agent: discovery, eBPF redirection, the proxy, metrics", runDaemon},
-		"proxy":     {"run the proxy for one service with explicit endpoints (no Kubernetes, no root)", runProxy},
+		"proxy":     {"run the proxy for one service with explicit endpoints (no Kubernetes, no root; also built alone as zonelb-proxy)", runProxy},
 		"sim":       {"simulate balancing policies across zones at scale, driving the real balancer", sim.Main},
 		"status":    {"print a running daemon's services, zones, spillover and cross-zone bytes", runStatus},
 		"uninstall": {"remove zonelb's eBPF programs, pins and interface from this node", runUninstall},
@@ -81,4 +83,8 @@ Commands:
 	}
 	b.WriteString("\nRun 'zonelb <command> --help' for a command's flags.\n")
 	io.WriteString(w, b.String())
+}
+
+func runProxy(args []string, stdout, stderr io.Writer) int {
+	return standalone.Run("zonelb proxy", args, stdout, stderr)
 }

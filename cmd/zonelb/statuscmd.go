@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/zonelb/zonelb/daemon"
+
+	"github.com/zonelb/zonelb/internal/cli"
 )
 
 const statusSynopsis = `
@@ -20,10 +22,10 @@ stayed in the node's zone, spillover, and the bytes that crossed zones with
 their estimated cost.`
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("status", statusSynopsis)
+	fs := cli.NewFlagSet("zonelb status")
 	addr := fs.String("admin", daemon.DefaultAdminAddress, "the daemon's admin address")
 	asJSON := fs.Bool("json", false, "print the raw JSON state")
-	if code, done := parseFlags(fs, statusSynopsis, args, stdout, stderr); done {
+	if code, done := cli.Parse(fs, statusSynopsis, args, stdout, stderr); done {
 		return code
 	}
 	client := &http.Client{Timeout: 5 * time.Second}

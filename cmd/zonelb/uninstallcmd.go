@@ -6,6 +6,8 @@ import (
 
 	"github.com/zonelb/zonelb/bpf"
 	"github.com/zonelb/zonelb/daemon"
+
+	"github.com/zonelb/zonelb/internal/cli"
 )
 
 const uninstallSynopsis = `
@@ -15,16 +17,16 @@ with the proxy address. Pods' connections then go to their destinations as
 if zonelb had never been there. Needs root.`
 
 func runUninstall(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("uninstall", uninstallSynopsis)
+	fs := cli.NewFlagSet("zonelb uninstall")
 	configPath := fs.String("config", "", "the daemon's YAML configuration (for its pin directory, cgroup and interface)")
-	if code, done := parseFlags(fs, uninstallSynopsis, args, stdout, stderr); done {
+	if code, done := cli.Parse(fs, uninstallSynopsis, args, stdout, stderr); done {
 		return code
 	}
 	var cfg daemon.Config
 	if *configPath != "" {
 		var err error
 		if cfg, err = daemon.LoadConfigFile(*configPath); err != nil {
-			return usageError(stderr, "uninstall", "%v", err)
+			return cli.UsageError(stderr, "zonelb uninstall", "%v", err)
 		}
 	}
 	bc := cfg.WithDefaults(func(string) string { return "" }).BPFConfig()

@@ -4,14 +4,16 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+
+	"github.com/zonelb/zonelb/internal/cli"
 )
 
 // version is set at link time by the Makefile (-X main.version=...).
 var version = "dev"
 
 func runVersion(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("version", "")
-	if code, done := parseFlags(fs, "Print zonelb's version and the Go version it was built with.", args, stdout, stderr); done {
+	fs := cli.NewFlagSet("zonelb version")
+	if code, done := cli.Parse(fs, "Print zonelb's version and the Go version it was built with.", args, stdout, stderr); done {
 		return code
 	}
 	goVersion := "unknown"

@@ -7,9 +7,9 @@ import "strings"
 const EnabledKey = "zonelb.io/enabled"
 
 // SpillBudgetKey is the annotation on a Service that overrides the
-// daemon's spill budget for it: a percentage ("80%") or "parity" (see
-// zone.ParseSpillBudget). A value that does not parse is ignored, with a
-// warning naming the Service.
+// daemon's spill budget for it: a percentage ("80%"), "parity" or
+// "latency" (see zone.ParseSpillBudget). A value that does not parse is
+// ignored, with a warning naming the Service.
 const SpillBudgetKey = "zonelb.io/spill-budget"
 
 // The appProtocol values that mean "HTTP/2 in cleartext": a port declaring

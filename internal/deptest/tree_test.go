@@ -37,11 +37,14 @@ func TestTheTreeKeepsItsDependencies(t *testing.T) {
 		forbidden []string
 		why       string
 	}{
-		{[]string{"proxy", "zone", "bpf/...", "daemon/...", "cmd/zonelb"}, testInfra,
+		{[]string{"proxy", "zone", "bpf/...", "daemon/...", "cmd/zonelb", "cmd/zonelb-proxy", "internal/standalone", "internal/cli"}, testInfra,
 			"product code must not import test infrastructure"},
 		{[]string{"proxy", "zone", "bpf/...", "daemon/...", "cmd/zonelb"},
 			[]string{"k8s.io/client-go/kubernetes", "k8s.io/client-go/informers"},
 			"client-go's clientset and informer factory register every API group at start-up, ~10 MB of RSS in every zonelb process: daemon/kubeapi serves the daemon's five resources"},
+		{[]string{"cmd/zonelb-proxy", "internal/standalone", "internal/cli"},
+			join(kubernetes, bpfLibs, []string{mod + "daemon", mod + "sim", "github.com/prometheus"}, testInfra),
+			"the standalone proxy binary carries the proxy and nothing of the node agent: every linked package's initialisers and interface tables are resident memory"},
 		{[]string{"sim"}, join(kubernetes, bpfLibs, []string{mod + "proxy", mod + "daemon", "net/http"}, testInfra),
 			"the simulator drives the zone package and nothing else of the product"},
 		{[]string{"daemon/discovery"}, join(bpfLibs, []string{mod + "proxy"}),

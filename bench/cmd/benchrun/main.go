@@ -79,7 +79,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	fs.StringVar(&bin.HAProxy, "haproxy", "haproxy", "haproxy binary")
 	fs.StringVar(&bin.Nginx, "nginx", "nginx", "nginx binary")
 	fs.StringVar(&bin.Caddy, "caddy", "caddy", "caddy binary")
-	fs.StringVar(&bin.Zonelb, "zonelb", "bin/zonelb", "zonelb binary")
+	fs.StringVar(&bin.Zonelb, "zonelb", "bin/zonelb-proxy", "the standalone proxy binary (zonelb-proxy)")
 	fs.StringVar(&bin.Backend, "backend", ".cache/bench/benchbackend", "benchbackend binary")
 	fs.StringVar(&bin.Taskset, "taskset", "taskset", "taskset binary")
 	fs.StringVar(&bin.Nice, "nice-bin", "nice", "nice binary")

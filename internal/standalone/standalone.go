@@ -1,4 +1,10 @@
-package main
+// Package standalone is the standalone proxy command: one upstream
+// service, endpoints and zones from flags, no Kubernetes, no root. Two
+// binaries run it: zonelb (as `zonelb proxy`) and zonelb-proxy, which is
+// built from cmd/zonelb-proxy with nothing of the node agent, so that a
+// standalone proxy's memory is the proxy's (docs/proxy.md, "Memory of the
+// process").
+package standalone
 
 import (
 	"context"
@@ -18,13 +24,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/zonelb/zonelb/internal/cli"
 	"github.com/zonelb/zonelb/internal/pprofmux"
 	"github.com/zonelb/zonelb/internal/sockopt"
 	"github.com/zonelb/zonelb/proxy"
 	"github.com/zonelb/zonelb/zone"
 )
 
-const proxySynopsis = `
+const synopsis = `
 Run the proxy for one upstream service with explicit endpoints and their
 zones: no Kubernetes, no root. Clients connect to --listen with cleartext
 HTTP/2 (gRPC) or HTTP/1.1; every request is balanced on its own over the
@@ -37,7 +44,7 @@ SIGINT drains: GOAWAY to clients, in-flight requests finish within
 --drain-timeout.
 
 Example:
-  zonelb proxy --listen 127.0.0.1:15001 --zone zone-a \
+  %s --listen 127.0.0.1:15001 --zone zone-a \
     --to zone-a=127.0.0.1:9001 --to zone-b=127.0.0.1:9002`
 
 // endpointFlags collects repeated --to ZONE=IP:PORT flags.
@@ -79,7 +86,7 @@ type proxyFlags struct {
 	spillBudget                       string
 	price                             float64
 	endpoints                         endpointFlags
-	logs                              logFlags
+	logs                              cli.LogFlags
 }
 
 func (f *proxyFlags) register(fs *flag.FlagSet) {
@@ -94,10 +101,10 @@ func (f *proxyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.protocol, "protocol", "auto", "what clients speak: auto (HTTP/2, HTTP/1.1 or opaque TCP, told apart by the first bytes) or h2 (HTTP/2 with prior knowledge only)")
 	fs.BoolVar(&f.ignoreZones, "ignore-zones", false, "balance over all endpoints by latency alone, ignoring zones")
 	fs.StringVar(&f.spillBudget, "spill-budget", zone.FormatSpillBudget(zone.DefaultSpillBudget),
-		"how far the local zone's latency may rise above its unloaded level before requests spill to other zones (a percentage), or parity")
+		"how far the local zone's latency may rise above its unloaded level before requests spill to other zones (a percentage), parity, or latency")
 	fs.Float64Var(&f.price, "price-per-gb", zone.DefaultPricePerGB, "USD per GB (10^9 bytes) crossing zones, charged on each side (for the cost estimate)")
 	fs.Var(&f.endpoints, "to", "endpoint as ZONE=IP:PORT (repeatable; ZONE may be omitted)")
-	f.logs.register(fs)
+	f.logs.Register(fs)
 }
 
 // proxyGCPercent is the collector's GOGC for `zonelb proxy` when the
@@ -119,16 +126,19 @@ func setProxyGC(getenv func(string) string) {
 	}
 }
 
-func runProxy(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("proxy", proxySynopsis)
+// Run runs the command called name ("zonelb proxy" or "zonelb-proxy") with
+// args until SIGTERM or SIGINT has drained it, and returns the process's
+// exit status: 0, 1 on a runtime failure, 2 on bad usage.
+func Run(name string, args []string, stdout, stderr io.Writer) int {
+	fs := cli.NewFlagSet(name)
 	var f proxyFlags
 	f.register(fs)
-	if code, done := parseFlags(fs, proxySynopsis, args, stdout, stderr); done {
+	if code, done := cli.Parse(fs, fmt.Sprintf(synopsis, name), args, stdout, stderr); done {
 		return code
 	}
 	setProxyGC(os.Getenv)
 	if len(f.endpoints) == 0 {
-		return usageError(stderr, "proxy", "no endpoints: give at least one --to ZONE=IP:PORT")
+		return cli.UsageError(stderr, name, "no endpoints: give at least one --to ZONE=IP:PORT")
 	}
 	var proto proxy.Protocol
 	switch f.protocol {
@@ -136,22 +146,22 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	case "h2":
 		proto = proxy.ProtocolHTTP2
 	default:
-		return usageError(stderr, "proxy", "--protocol %q: want auto or h2", f.protocol)
+		return cli.UsageError(stderr, name, "--protocol %q: want auto or h2", f.protocol)
 	}
 	if _, err := netip.ParseAddrPort(f.listen); err != nil {
-		return usageError(stderr, "proxy", "--listen %q: want IP:PORT", f.listen)
+		return cli.UsageError(stderr, name, "--listen %q: want IP:PORT", f.listen)
 	}
-	log, err := f.logs.logger(stderr)
+	log, err := f.logs.Logger(stderr)
 	if err != nil {
-		return usageError(stderr, "proxy", "%v", err)
+		return cli.UsageError(stderr, name, "%v", err)
 	}
 	acct, err := zone.NewAccounting(f.price)
 	if err != nil {
-		return usageError(stderr, "proxy", "--price-per-gb: %v", err)
+		return cli.UsageError(stderr, name, "--price-per-gb: %v", err)
 	}
 	p, err := f.newProxy(acct, proto, log)
 	if err != nil {
-		return usageError(stderr, "proxy", "%v", err)
+		return cli.UsageError(stderr, name, "%v", err)
 	}
 	if err := f.serve(p, log); err != nil {
 		return 1
