@@ -381,13 +381,7 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 	set := g.unloaded + max(g.unloaded*cfg.Budget, float64(minBudgetedRise))
 	g.setpoint = set
 	secs := min(float64(dt)/1e9, 1) // a long gap is not a long push
-	if secs > 0 {
-		w := okRateSmoothing
-		if g.okRate == 0 {
-			w = 1 // the first rate measured, not a fraction of it
-		}
-		g.okRate += (from.ok/secs - g.okRate) * w
-	}
+	g.noteRate(from.ok, secs)
 	// A queue shows as requests slower than the ones that had their
 	// endpoint to themselves; a service that became slower as a whole
 	// does not, and is no capacity step.
@@ -424,6 +418,38 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 		}
 		return
 	}
+	share := g.openShare(cfg, from, to, measured, set, reach, secs)
+	if share < cfg.MinShare {
+		if from.slow >= set {
+			share = cfg.MinShare
+		} else {
+			g.active, share = false, 0
+			g.flips.Add(1)
+			b.log.Info("zone: spillover off", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
+				"level", time.Duration(from.slow), "budgeted_level", time.Duration(set))
+		}
+	}
+	g.share = share
+}
+
+// noteRate folds the tier before g's successful completions over the
+// last secs into okRate, the rate the in-flight limit is set from.
+func (g *spillGate) noteRate(ok, secs float64) {
+	if secs <= 0 {
+		return
+	}
+	w := okRateSmoothing
+	if g.okRate == 0 {
+		w = 1 // the first rate measured, not a fraction of it
+	}
+	g.okRate += (ok/secs - g.okRate) * w
+}
+
+// openShare is the share an open gate spills from the next step on (see
+// controlBudget): integral action on the error against the budgeted level
+// set, proportional action on the backlog growth, capped so that from
+// keeps throughputFloor of what it completed.
+func (g *spillGate) openShare(cfg SpillConfig, from, to tierStats, measured [2]float64, set, reach, secs float64) float64 {
 	e := from.fast/set - 1
 	if to.known {
 		// Not into a slower tier, as measured: the pessimistic bound
@@ -444,21 +470,11 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 		// it now, once (it stays known). A balancer started into an
 		// overload learnt the overload as its unloaded level, and only a
 		// remote level shows that level was not unloaded (the bound on
-		// the unloaded level above). Measured without this:
+		// the unloaded level in controlBudget). Measured without this:
 		// TestColdStartIntoOverloadLearnsTheRemoteLevel.
 		share = max(share, learnProbeShare)
 	}
-	if share < cfg.MinShare {
-		if from.slow >= set {
-			share = cfg.MinShare
-		} else {
-			g.active, share = false, 0
-			g.flips.Add(1)
-			b.log.Info("zone: spillover off", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
-				"level", time.Duration(from.slow), "budgeted_level", time.Duration(set))
-		}
-	}
-	g.share = share
+	return share
 }
 
 // spilling tells whether the tier before g spills: its gate is open, or
