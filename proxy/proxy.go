@@ -26,6 +26,7 @@ type Proxy struct {
 	stats    stats
 	shutdown atomic.Bool
 	replays  bytesPool // streams' replay copies of request bodies
+	streams  sync.Pool // stream records to reuse (see stream.recycle)
 
 	mu         sync.Mutex
 	listeners  map[net.Listener]struct{}

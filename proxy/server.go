@@ -305,6 +305,10 @@ func (sc *serverConn) headers(b *batch, f *headerBlock) error {
 		// Trailers.
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		if !s.current(sc, id) {
+			sc.endedStreamError(b, id, http2.ErrCodeStreamClosed)
+			return nil
+		}
 		if s.reqH.end || s.done {
 			sc.streamErrorLocked(b, s, http2.ErrCodeStreamClosed)
 			return nil
@@ -492,6 +496,11 @@ func (sc *serverConn) data(b *batch, f *http2.DataFrame) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.current(sc, id) {
+		sc.creditConnLocked(b, flow)
+		sc.endedStreamError(b, id, http2.ErrCodeStreamClosed)
+		return nil
+	}
 	if s.reqH.end || s.done {
 		sc.creditConnLocked(b, flow)
 		sc.streamErrorLocked(b, s, http2.ErrCodeStreamClosed)
@@ -549,6 +558,9 @@ func (sc *serverConn) rstStream(b *batch, f *http2.RSTStreamFrame) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.current(sc, f.StreamID) {
+		return nil // it ended meanwhile, and its record was reused
+	}
 	if !s.headersSent {
 		sc.resets++
 		if sc.opened >= resetMinStreams && 2*sc.resets > sc.opened && !sc.p.cfg.DisableFloodGuard {
@@ -606,6 +618,7 @@ func (sc *serverConn) settings(b *batch, f *http2.SettingsFrame) error {
 			sc.peerMaxFrame = st.Val
 		case http2.SettingHeaderTableSize:
 			sc.enc.SetMaxDynamicTableSizeLimit(st.Val)
+			sc.forgetBlocks()
 		case http2.SettingMaxHeaderListSize:
 			sc.peerMaxList = st.Val
 		}
@@ -621,7 +634,9 @@ func (sc *serverConn) settings(b *batch, f *http2.SettingsFrame) error {
 	b.add(&sc.h2conn)
 	for _, s := range pushed {
 		s.mu.Lock()
-		s.pushResponse(b)
+		if s.sc == sc && s.h1 == nil {
+			s.pushResponse(b)
+		}
 		s.mu.Unlock()
 	}
 	return nil
@@ -657,7 +672,9 @@ func (sc *serverConn) windowUpdate(b *batch, f *http2.WindowUpdateFrame) error {
 	s.respH.win += int32(inc)
 	sc.wmu.Unlock()
 	s.mu.Lock()
-	s.pushResponse(b)
+	if s.current(sc, f.StreamID) {
+		s.pushResponse(b)
+	}
 	s.mu.Unlock()
 	return nil
 }
@@ -685,7 +702,11 @@ func (sc *serverConn) drained() {
 func (sc *serverConn) streamError(b *batch, id uint32, code http2.ErrCode) {
 	if s := sc.lookup(id); s != nil {
 		s.mu.Lock()
-		sc.streamErrorLocked(b, s, code)
+		if s.current(sc, id) {
+			sc.streamErrorLocked(b, s, code)
+		} else {
+			sc.endedStreamError(b, id, code)
+		}
 		s.mu.Unlock()
 		return
 	}
@@ -693,6 +714,17 @@ func (sc *serverConn) streamError(b *batch, id uint32, code http2.ErrCode) {
 	sc.fr.WriteRSTStream(id, code)
 	sc.wmu.Unlock()
 	b.add(&sc.h2conn)
+}
+
+// endedStreamError resets stream id, which ended while a frame for it was
+// handled (its record was reused since), as streamErrorLocked does for an
+// ended stream.
+func (sc *serverConn) endedStreamError(b *batch, id uint32, code http2.ErrCode) {
+	sc.wmu.Lock()
+	sc.fr.WriteRSTStream(id, code)
+	sc.wmu.Unlock()
+	b.add(&sc.h2conn)
+	sc.streamClosed()
 }
 
 // streamErrorLocked resets s for a protocol error. Call with s.mu held.
@@ -798,6 +830,12 @@ func (sc *serverConn) teardown(b *batch, err error) {
 	}
 	for _, s := range left {
 		s.mu.Lock()
+		if s.sc != sc || !s.downOpen {
+			// It ended meanwhile (and its record may serve another
+			// stream now).
+			s.mu.Unlock()
+			continue
+		}
 		sc.wmu.Lock()
 		delete(sc.streams, s.id)
 		sc.wmu.Unlock()

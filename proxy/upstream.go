@@ -90,7 +90,7 @@ type endpointPool struct {
 	conns   []*clientConn
 	next    int
 	dialing bool
-	waiting []*stream
+	waiting []streamGen // streams waiting, with their gen then (records are reused)
 	closed  bool
 }
 
@@ -148,7 +148,7 @@ func (ep *endpointPool) acquire(s *stream) *clientConn {
 func (ep *endpointPool) queueLocked(s *stream) {
 	s.waiting = true
 	s.waitPool = ep
-	ep.waiting = append(ep.waiting, s)
+	ep.waiting = append(ep.waiting, streamGen{s, s.gen})
 }
 
 // reserveLocked reserves a stream slot on the next connection, round robin,
@@ -183,7 +183,7 @@ func (p *Proxy) unwait(s *stream) {
 	}
 	ep.mu.Lock()
 	for i, w := range ep.waiting {
-		if w == s {
+		if w.s == s {
 			ep.waiting = append(ep.waiting[:i], ep.waiting[i+1:]...)
 			break
 		}
@@ -247,9 +247,10 @@ func (ep *endpointPool) dial() {
 		ep.waiting = nil
 		ep.mu.Unlock()
 		u.log.Debug("upstream connect failed", "endpoint", ep.addrStr, "err", err)
-		for _, s := range waiting {
+		for _, w := range waiting {
+			s := w.s
 			s.mu.Lock()
-			if s.waiting && s.waitPool == ep {
+			if s.gen == w.gen && s.waiting && s.waitPool == ep {
 				s.waiting, s.waitPool = false, nil
 				s.notAnswered(&b, true, "connect: "+err.Error())
 			}
@@ -288,13 +289,14 @@ func (ep *endpointPool) serveWaiting(b *batch) {
 			ep.mu.Unlock()
 			return
 		}
-		s := ep.waiting[0]
-		ep.waiting[0] = nil
+		w := ep.waiting[0]
+		ep.waiting[0] = streamGen{}
 		ep.waiting = ep.waiting[1:]
 		ep.mu.Unlock()
 
+		s := w.s
 		s.mu.Lock()
-		if s.waiting && s.waitPool == ep && !s.done {
+		if s.gen == w.gen && s.waiting && s.waitPool == ep && !s.done {
 			s.waiting, s.waitPool = false, nil
 			s.open(b, cc)
 		} else {
@@ -995,6 +997,7 @@ func (cc *clientConn) applySettings(b *batch, f *http2.SettingsFrame) error {
 			cc.peerMaxFrame = st.Val
 		case http2.SettingHeaderTableSize:
 			cc.enc.SetMaxDynamicTableSizeLimit(st.Val)
+			cc.forgetBlocks()
 		case http2.SettingMaxHeaderListSize:
 			cc.peerMaxList = st.Val
 		}
@@ -1010,7 +1013,9 @@ func (cc *clientConn) applySettings(b *batch, f *http2.SettingsFrame) error {
 	b.add(&cc.h2conn)
 	for _, s := range pushed {
 		s.mu.Lock()
-		s.pushRequest(b)
+		if s.cc == cc {
+			s.pushRequest(b)
+		}
 		s.mu.Unlock()
 	}
 	b.kick(cc.pool)
@@ -1062,10 +1067,18 @@ func (cc *clientConn) windowUpdate(b *batch, f *http2.WindowUpdateFrame) error {
 	return nil
 }
 
+// idStream is a stream and its id on a connection, taken together so that
+// the stream's record can be checked to be that stream still (records are
+// reused: see stream.recycle).
+type idStream struct {
+	s  *stream
+	id uint32
+}
+
 // goAwayReceived stops new streams on cc; streams above lastID never
 // reached the endpoint's application and go elsewhere.
 func (cc *clientConn) goAwayReceived(b *batch, lastID uint32, code http2.ErrCode) {
-	var unseen []*stream
+	var unseen []idStream
 	cc.wmu.Lock()
 	cc.goingAway = true
 	if !cc.goAwaySeen || lastID > cc.goAwayLast {
@@ -1073,15 +1086,16 @@ func (cc *clientConn) goAwayReceived(b *batch, lastID uint32, code http2.ErrCode
 	}
 	for id, s := range cc.streams {
 		if id > lastID {
-			unseen = append(unseen, s)
+			unseen = append(unseen, idStream{s, id})
 		}
 	}
 	empty := cc.active == len(unseen)
 	cc.wmu.Unlock()
 	cc.pool.remove(cc)
-	for _, s := range unseen {
+	for _, u := range unseen {
+		s := u.s
 		s.mu.Lock()
-		if s.cc == cc && s.upOpen && !s.done {
+		if s.cc == cc && s.upID == u.id && s.upOpen && !s.done {
 			s.reqH.endSent, s.respH.end = true, true // no reset: the stream does not exist there
 			s.detachUpstream(b, false)
 			s.notAnswered(b, true, "stream above the endpoint's GOAWAY last stream id")
