@@ -121,18 +121,29 @@ func TestLearningIsFree(t *testing.T) {
 	}
 }
 
+// stepOffered is the capacity step's offered load, calls/s (see
+// stepWindows).
+const stepOffered = 600.0
+
+// stepModel is the queue model of the capacity step before it (see
+// stepWindows): zone a's two endpoints of 5 ms calls serve 8 calls at
+// once each; b and c, 1 ms away, idle but for their own 20% load.
+func stepModel(t *testing.T, cfg zone.Config) (*sim.Model, *zone.Balancer) {
+	m, b := newModel(t, cfg, threeZones(2))
+	m.ServiceTime, m.Workers = 5*time.Millisecond, 8
+	m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
+	m.Background = map[string]float64{"b": 0.2 * m.Capacity(), "c": 0.2 * m.Capacity()}
+	return m, b
+}
+
 // stepWindows runs the capacity step the demo shows: zone a's two
 // endpoints (5 ms calls) serve 8 calls at once each, then from the step on
 // 1 call each (400 calls/s together) while 600 calls/s are offered; b and
 // c idle but for their own 20% load. It returns the local share and p99 of
 // each second from the step on, and p99 over the whole first second.
 func stepWindows(t *testing.T, cfg zone.Config, phase time.Duration) (shares []float64, p99s []time.Duration) {
-	m, _ := newModel(t, cfg, threeZones(2))
-	m.ServiceTime, m.Workers = 5*time.Millisecond, 8
-	m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
-	m.Background = map[string]float64{"b": 0.2 * m.Capacity(), "c": 0.2 * m.Capacity()}
-	const offered = 600.0
-	m.Run(10*time.Second, offered)
+	m, _ := stepModel(t, cfg)
+	m.Run(10*time.Second, stepOffered)
 	m.Reset()
 	m.ZoneWorkers["a"] = 1
 	m.Every(time.Second, func() {
@@ -140,7 +151,7 @@ func stepWindows(t *testing.T, cfg zone.Config, phase time.Duration) (shares []f
 		p99s = append(p99s, m.Percentile(0.99))
 		m.Reset()
 	})
-	m.Run(phase, offered)
+	m.Run(phase, stepOffered)
 	return shares, p99s
 }
 

@@ -14,17 +14,13 @@ import (
 // zone a's endpoints then serve 8 at once again, and it returns the local
 // share of the 5 s after that.
 func stepSettled(t *testing.T, cfg zone.Config, queueLimits, restore bool) (local float64, p99 time.Duration, after float64) {
-	m, b := newModel(t, cfg, threeZones(2))
+	m, b := stepModel(t, cfg)
 	b.SetQueueLimits(queueLimits)
-	m.ServiceTime, m.Workers = 5*time.Millisecond, 8
-	m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
-	m.Background = map[string]float64{"b": 0.2 * m.Capacity(), "c": 0.2 * m.Capacity()}
-	const offered = 600.0
-	m.Run(10*time.Second, offered)
+	m.Run(10*time.Second, stepOffered)
 	m.ZoneWorkers["a"] = 1
-	m.Run(time.Second, offered)
+	m.Run(time.Second, stepOffered)
 	m.Reset()
-	m.Run(11*time.Second, offered)
+	m.Run(11*time.Second, stepOffered)
 	local, p99 = m.Share("a"), m.Percentile(0.99)
 	if st := b.State(); len(st.Spill) > 0 && st.Spill[0].QueueLimit > 0 && (!st.Spill[0].Active || st.Spill[0].Share < st.Spill[0].QueueShare) {
 		sp := st.Spill[0]
@@ -37,9 +33,9 @@ func stepSettled(t *testing.T, cfg zone.Config, queueLimits, restore bool) (loca
 	t.Logf("budget %v blind %v queue limits %v: local %.3f p99 %v; %+v", cfg.Spill.Budget, cfg.IgnoreZones, queueLimits, local, p99, b.State().Spill)
 	if restore {
 		m.ZoneWorkers["a"] = 8
-		m.Run(5*time.Second, offered)
+		m.Run(5*time.Second, stepOffered)
 		m.Reset()
-		m.Run(5*time.Second, offered)
+		m.Run(5*time.Second, stepOffered)
 		after = m.Share("a")
 		t.Logf("capacity back: local %.3f; %+v", after, b.State().Spill)
 	}
@@ -86,15 +82,11 @@ func TestQueueLimitLiftsWhenCapacityReturns(t *testing.T) {
 // share and p99 over the whole phase after it, its first second included
 // (12 s).
 func stepPhase(t *testing.T, cfg zone.Config) (local float64, p99 time.Duration) {
-	m, b := newModel(t, cfg, threeZones(2))
-	m.ServiceTime, m.Workers = 5*time.Millisecond, 8
-	m.RTT = map[string]time.Duration{"b": time.Millisecond, "c": time.Millisecond}
-	m.Background = map[string]float64{"b": 0.2 * m.Capacity(), "c": 0.2 * m.Capacity()}
-	const offered = 600.0
-	m.Run(10*time.Second, offered)
+	m, b := stepModel(t, cfg)
+	m.Run(10*time.Second, stepOffered)
 	m.Reset()
 	m.ZoneWorkers["a"] = 1
-	m.Run(12*time.Second, offered)
+	m.Run(12*time.Second, stepOffered)
 	t.Logf("budget %v blind %v: local %.3f p99 %v; %s", cfg.Spill.Budget, cfg.IgnoreZones, m.Share("a"), m.Percentile(0.99), b.State().Reason)
 	return m.Share("a"), m.Percentile(0.99)
 }
