@@ -233,12 +233,24 @@ func (w Window) ConnOf(f Failure) (Conn, bool) {
 	if local == "" {
 		return Conn{}, false
 	}
+	// A local address can come back on a later connection (the kernel
+	// reuses ports): the call's is the last one dialled before it started,
+	// or, if none was, the first listed.
+	var best Conn
+	found := false
 	for _, c := range w.Conns {
-		if c.Local == local {
-			return c, true
+		if c.Local != local {
+			continue
+		}
+		if !found {
+			best, found = c, true
+			continue
+		}
+		if c.DialStart <= f.Start && (best.DialStart > f.Start || c.DialStart > best.DialStart) {
+			best = c
 		}
 	}
-	return Conn{}, false
+	return best, found
 }
 
 // ProxyDeath is one death of the node proxy under load (a SIGKILL, an OOM

@@ -213,3 +213,20 @@ func TestFailureOnKilledPod(t *testing.T) {
 		t.Errorf("Upstream of a message naming none = %q", got)
 	}
 }
+
+// A local port reused by a later connection does not take over the
+// failures of the earlier one: a call is matched with the connection
+// dialled last before it started.
+func TestConnOfReusedLocalAddress(t *testing.T) {
+	early := Conn{Local: "10.0.0.1:5000", Remote: "169.254.20.11:15001", DialStart: 100}
+	late := Conn{Local: "10.0.0.1:5000", Remote: "10.96.0.10:80", DialStart: 900}
+	for _, conns := range [][]Conn{{early, late}, {late, early}} {
+		w := Window{Conns: conns}
+		if c, ok := w.ConnOf(Failure{Conn: "10.0.0.1:5000", Start: 200}); !ok || c != early {
+			t.Errorf("conns %v: call at 200 matched %+v, want the one dialled at 100", conns, c)
+		}
+		if c, ok := w.ConnOf(Failure{Conn: "10.0.0.1:5000", Start: 950}); !ok || c != late {
+			t.Errorf("conns %v: call at 950 matched %+v, want the one dialled at 900", conns, c)
+		}
+	}
+}
