@@ -164,8 +164,10 @@ func fuzzProxy(tb testing.TB, ep netip.AddrPort) *Proxy {
 
 // runClient plays a client that sends the preface and data, reads
 // whatever comes back, and hangs up; it waits for the proxy's read loop to
-// end and for no request to be left in flight.
-func runClient(t *testing.T, p *Proxy, data []byte, wait <-chan struct{}) {
+// end and for no request to be left in flight. Over a socket (loopback
+// TCP) the proxy reads with frameLoop, over net.Pipe with the Framer
+// reading as it needs: the two paths of connReader.readFrames.
+func runClient(t *testing.T, p *Proxy, data []byte, wait <-chan struct{}, socket bool) {
 	start := time.Now()
 	defer func() {
 		if d := time.Since(start); d > 5*time.Second {
@@ -173,10 +175,13 @@ func runClient(t *testing.T, p *Proxy, data []byte, wait <-chan struct{}) {
 		}
 	}()
 	c, s := net.Pipe()
+	if socket {
+		c, s = loopbackPair(t)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.serveH2(s, nil, s, p.cfg.Router.(StaticRouter).route())
+		p.serveH2(s, nil, newSockReader(s), p.cfg.Router.(StaticRouter).route())
 	}()
 	go io.Copy(io.Discard, c)
 	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
@@ -251,7 +256,8 @@ func FuzzServerReadLoop(f *testing.F) {
 		checkNoLeak(f)
 	})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		runClient(t, p, data, nil)
+		runClient(t, p, data, nil, false)
+		runClient(t, p, data, nil, true)
 	})
 }
 
@@ -286,7 +292,7 @@ func FuzzClientReadLoop(f *testing.F) {
 		req.fr.WriteSettings()
 		req.headers(1, false, grpcRequest...)
 		req.fr.WriteData(1, true, []byte{0, 0, 0, 0, 0})
-		runClient(t, p, req.bytes(), served)
+		runClient(t, p, req.bytes(), served, len(data)%2 == 0)
 		shutdown(t, p)
 		l.Close()
 		<-served

@@ -319,8 +319,19 @@ func (w *connWriter) fail(err error) {
 	if w.beforeClose != nil {
 		w.beforeClose()
 	}
-	w.conn.Close()
+	closeSocket(w.conn)
 }
+
+// closeSocket closes c without waiting for the close to complete.
+// internal/poll's Close of a non-blocking socket marks it closing, wakes
+// whoever waits on it, then waits until no call uses it any more; and a
+// read loop is inside its socket's read call while it handles the frames
+// of a read (frameLoop). A Close from that loop itself, or from a
+// goroutine holding a lock the loop needs, would wait forever. Here the
+// close goes on in a goroutine of its own: the loop sees the socket
+// closing at its next wait or read and lets go, and the socket is closed
+// then. Nothing is written after a failure either way (connWriter.err).
+func closeSocket(c net.Conn) { go c.Close() }
 
 // settle closes the connection if a drain is writing, and waits for that
 // write to return: then sent counts all the kernel accepted. Call with the
@@ -329,7 +340,7 @@ func (w *connWriter) settle() {
 	if !w.draining {
 		return
 	}
-	w.conn.Close()
+	closeSocket(w.conn)
 	for w.draining {
 		w.idle.Wait()
 	}

@@ -325,7 +325,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		c.Close()
 	}
 	for sc := range p.h2conns {
-		sc.conn.Close()
+		closeSocket(sc.conn)
 	}
 	p.mu.Unlock()
 	<-allDone

@@ -53,13 +53,8 @@ const maxHeaderListSize = 64 << 10
 // readBufferSize is the buffer protocol detection reads a new connection's
 // first bytes into; an HTTP/2 connection drops it once it has read them
 // and reads through buffers of readBufs (connReader), an HTTP/1.1 or
-// opaque one keeps it. upstreamReadBufferSize is an upstream connection's
-// read buffer, held for the connection's life: an upstream connection
-// carries many clients' responses, and one read takes many of them.
-const (
-	readBufferSize         = 2 << 10
-	upstreamReadBufferSize = 16 << 10
-)
+// opaque one keeps it. Upstream connections read through readBufs too.
+const readBufferSize = 2 << 10
 
 // serveH2 runs a downstream HTTP/2 connection until it ends. src reads the
 // connection (newSockReader); first, if not nil, holds what was read of it
@@ -127,26 +122,11 @@ func (sc *serverConn) serve(b *batch) error {
 	}
 
 	sawSettings := false
-	for {
+	frame := func() error {
 		sc.in.reset()
 		f, err := sc.rf.ReadFrame()
 		if err != nil {
-			var se http2.StreamError
-			var ce http2.ConnectionError
-			switch {
-			case errors.As(err, &se):
-				sc.streamError(b, se.StreamID, se.Code)
-				goto next
-			case errors.As(err, &ce):
-				return sc.goAway(http2.ErrCode(ce), "invalid frame")
-			case errors.Is(err, http2.ErrFrameTooLarge):
-				return sc.goAway(http2.ErrCodeFrameSize, "frame too large")
-			case errors.Is(err, errFrameBudget):
-				sc.p.stats.floods.Add(1)
-				sc.p.log.Warn("closing abusive client connection", "remote", sc.remote, "reason", err.Error())
-				return sc.goAway(http2.ErrCodeEnhanceYourCalm, err.Error())
-			}
-			return err
+			return sc.readError(b, err)
 		}
 		if !sawSettings {
 			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
@@ -154,17 +134,34 @@ func (sc *serverConn) serve(b *batch) error {
 			}
 			sawSettings = true
 		}
-		if err := sc.frame(b, f); err != nil {
-			return err
-		}
-	next:
-		if sc.br.Buffered() == 0 {
-			b.flush()
-			if sc.closable() {
-				return nil
-			}
-		}
+		return sc.frame(b, f)
 	}
+	idle := func() bool {
+		b.flush()
+		return sc.closable()
+	}
+	return sc.br.readFrames(frame, idle)
+}
+
+// readError handles an error of the Framer's: nil when the connection
+// goes on (a stream error resets only its stream).
+func (sc *serverConn) readError(b *batch, err error) error {
+	var se http2.StreamError
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &se):
+		sc.streamError(b, se.StreamID, se.Code)
+		return nil
+	case errors.As(err, &ce):
+		return sc.goAway(http2.ErrCode(ce), "invalid frame")
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		return sc.goAway(http2.ErrCodeFrameSize, "frame too large")
+	case errors.Is(err, errFrameBudget):
+		sc.p.stats.floods.Add(1)
+		sc.p.log.Warn("closing abusive client connection", "remote", sc.remote, "reason", err.Error())
+		return sc.goAway(http2.ErrCodeEnhanceYourCalm, err.Error())
+	}
+	return err
 }
 
 // closable reports whether a draining connection has no stream left.
@@ -800,7 +797,7 @@ func (sc *serverConn) closeConn() {
 		time.AfterFunc(100*time.Millisecond, func() { sc.conn.Close() })
 		return
 	}
-	sc.conn.Close()
+	closeSocket(sc.conn)
 }
 
 // teardown ends every stream left when the connection ends.

@@ -3,7 +3,6 @@ package proxy
 import (
 	"github.com/zonelb/zonelb/internal/grpccode"
 
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -335,7 +334,7 @@ type clientConn struct {
 	u    *upstreams
 	pool *endpointPool
 	conn net.Conn
-	br   *bufio.Reader
+	br   *connReader
 	in   budgetReader
 	hdr  headerBlock
 	rf   *http2.Framer
@@ -403,7 +402,7 @@ func (u *upstreams) connect(ep *endpointPool) (*clientConn, error) {
 	cc.peek = cc.peekFD
 	cc.credit = floodBurst
 	cc.h2conn.outFrames = &cc.outFrames
-	cc.br = bufio.NewReaderSize(newSockReader(c), upstreamReadBufferSize)
+	cc.br = newConnReader(nil, newSockReader(c))
 	cc.in.r = cc.br
 	cc.rf = http2.NewFramer(nil, &cc.in)
 	cc.hdr.init()
@@ -443,7 +442,7 @@ func (cc *clientConn) reserve() bool {
 		// yet seen by the read loop): a request sent on it would be
 		// lost with it, and could not be retried safely.
 		cc.closed = true
-		cc.conn.Close()
+		closeSocket(cc.conn)
 		return false
 	}
 	cc.reserved++
@@ -590,7 +589,7 @@ func (cc *clientConn) close(err error) {
 	cc.wmu.Lock()
 	cc.closed = true
 	cc.wmu.Unlock()
-	cc.conn.Close()
+	closeSocket(cc.conn)
 }
 
 // readLoop reads the endpoint's frames until the connection ends.
@@ -600,6 +599,7 @@ func (cc *clientConn) readLoop() {
 	b.flush()
 	cc.teardown(&b, err)
 	b.flush()
+	cc.br.release()
 }
 
 // errCodeConnLost stands for the loss of the whole upstream connection
@@ -618,26 +618,11 @@ func (e errUpstreamProtocol) Error() string {
 
 func (cc *clientConn) readFrames(b *batch) error {
 	sawSettings := false
-	for {
+	frame := func() error {
 		cc.in.reset()
 		f, err := cc.rf.ReadFrame()
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				cc.streamError(b, se.StreamID, se.Code, "invalid frame")
-				goto next
-			}
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				return cc.goAway(b, http2.ErrCode(ce), "invalid frame")
-			}
-			if errors.Is(err, http2.ErrFrameTooLarge) {
-				return cc.goAway(b, http2.ErrCodeFrameSize, "frame too large")
-			}
-			if errors.Is(err, errFrameBudget) {
-				return cc.abusive(b, err.Error())
-			}
-			return err
+			return cc.readError(b, err)
 		}
 		if !sawSettings {
 			if _, ok := f.(*http2.SettingsFrame); !ok {
@@ -648,106 +633,134 @@ func (cc *clientConn) readFrames(b *batch) error {
 		if cc.floodGuard(f) {
 			return cc.abusive(b, "flood of control or empty frames")
 		}
-		switch f := f.(type) {
-		case *http2.HeadersFrame:
-			if err := cc.headerBlock(b, f); err != nil {
-				return err
-			}
-		case *http2.ContinuationFrame:
-			if !cc.hdr.active {
-				return cc.goAway(b, http2.ErrCodeProtocol, "CONTINUATION without HEADERS")
-			}
-			if err := cc.headerBlock(b, f); err != nil {
-				return err
-			}
-		case *http2.DataFrame:
-			flow := int32(f.Length)
-			cc.wmu.Lock()
-			if flow > cc.recvWin {
-				cc.wmu.Unlock()
-				return cc.goAway(b, http2.ErrCodeFlowControl, "connection window exceeded")
-			}
-			cc.recvWin -= flow
-			if flow > 0 {
-				cc.creditConn(flow, cc.connThreshold)
-			}
-			s := cc.streams[f.StreamID]
-			cc.wmu.Unlock()
-			if flow > 0 {
-				b.add(&cc.h2conn)
-			}
-			if s == nil {
-				if cc.idleID(f.StreamID) {
-					return cc.goAway(b, http2.ErrCodeProtocol, "DATA on idle stream")
-				}
-				break
-			}
-			s.mu.Lock()
-			if s.cc == cc && s.upID == f.StreamID && !s.done {
-				switch {
-				case !s.committed:
-					s.upstreamFailed(b, http2.ErrCodeProtocol, "DATA before response headers")
-					cc.resetStream(b, f.StreamID, http2.ErrCodeProtocol)
-				case flow > s.respH.recvWin:
-					s.upstreamFailed(b, http2.ErrCodeFlowControl, "stream window exceeded")
-					cc.resetStream(b, f.StreamID, http2.ErrCodeFlowControl)
-				case s.respH.end:
-					s.upstreamFailed(b, http2.ErrCodeStreamClosed, "DATA after END_STREAM")
-				default:
-					s.respH.recvWin -= flow
-					if pad := flow - int32(len(f.Data())); pad > 0 {
-						s.respH.recvWin += pad // padding is returned at once
-						s.respH.unacked += pad
-					}
-					s.responseData(b, f.Data(), f.StreamEnded())
-				}
-			}
-			s.mu.Unlock()
-		case *http2.RSTStreamFrame:
-			s := cc.lookup(f.StreamID)
-			if s == nil {
-				if cc.idleID(f.StreamID) {
-					return cc.goAway(b, http2.ErrCodeProtocol, "RST_STREAM on idle stream")
-				}
-				break
-			}
-			s.mu.Lock()
-			if s.cc == cc && s.upID == f.StreamID {
-				s.resetByEndpoint(b, f.ErrCode)
-			}
-			s.mu.Unlock()
-		case *http2.SettingsFrame:
-			if f.IsAck() {
-				break
-			}
-			if err := cc.applySettings(b, f); err != nil {
-				return err
-			}
-		case *http2.WindowUpdateFrame:
-			if err := cc.windowUpdate(b, f); err != nil {
-				return err
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				cc.wmu.Lock()
-				cc.fr.WritePing(true, f.Data)
-				cc.wmu.Unlock()
-				b.add(&cc.h2conn)
-			}
-		case *http2.GoAwayFrame:
-			cc.goAwayReceived(b, f.LastStreamID, f.ErrCode)
-		case *http2.PushPromiseFrame:
-			return cc.goAway(b, http2.ErrCodeProtocol, "PUSH_PROMISE with push disabled")
-		}
-	next:
-		if cc.br.Buffered() == 0 {
-			cc.reads.Add(1)
-			b.flush()
-			if pause := upstreamReadPause.Load(); pause != nil {
-				(*pause)(cc)
-			}
-		}
+		return cc.frame(b, f)
 	}
+	idle := func() bool {
+		cc.reads.Add(1)
+		b.flush()
+		if pause := upstreamReadPause.Load(); pause != nil {
+			(*pause)(cc)
+		}
+		return false
+	}
+	return cc.br.readFrames(frame, idle)
+}
+
+// readError handles an error of the Framer's: nil when the connection
+// goes on (a stream error resets only its stream).
+func (cc *clientConn) readError(b *batch, err error) error {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		cc.streamError(b, se.StreamID, se.Code, "invalid frame")
+		return nil
+	}
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		return cc.goAway(b, http2.ErrCode(ce), "invalid frame")
+	}
+	if errors.Is(err, http2.ErrFrameTooLarge) {
+		return cc.goAway(b, http2.ErrCodeFrameSize, "frame too large")
+	}
+	if errors.Is(err, errFrameBudget) {
+		return cc.abusive(b, err.Error())
+	}
+	return err
+}
+
+// frame handles one frame from the endpoint.
+func (cc *clientConn) frame(b *batch, f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.HeadersFrame:
+		if err := cc.headerBlock(b, f); err != nil {
+			return err
+		}
+	case *http2.ContinuationFrame:
+		if !cc.hdr.active {
+			return cc.goAway(b, http2.ErrCodeProtocol, "CONTINUATION without HEADERS")
+		}
+		if err := cc.headerBlock(b, f); err != nil {
+			return err
+		}
+	case *http2.DataFrame:
+		flow := int32(f.Length)
+		cc.wmu.Lock()
+		if flow > cc.recvWin {
+			cc.wmu.Unlock()
+			return cc.goAway(b, http2.ErrCodeFlowControl, "connection window exceeded")
+		}
+		cc.recvWin -= flow
+		if flow > 0 {
+			cc.creditConn(flow, cc.connThreshold)
+		}
+		s := cc.streams[f.StreamID]
+		cc.wmu.Unlock()
+		if flow > 0 {
+			b.add(&cc.h2conn)
+		}
+		if s == nil {
+			if cc.idleID(f.StreamID) {
+				return cc.goAway(b, http2.ErrCodeProtocol, "DATA on idle stream")
+			}
+			break
+		}
+		s.mu.Lock()
+		if s.cc == cc && s.upID == f.StreamID && !s.done {
+			switch {
+			case !s.committed:
+				s.upstreamFailed(b, http2.ErrCodeProtocol, "DATA before response headers")
+				cc.resetStream(b, f.StreamID, http2.ErrCodeProtocol)
+			case flow > s.respH.recvWin:
+				s.upstreamFailed(b, http2.ErrCodeFlowControl, "stream window exceeded")
+				cc.resetStream(b, f.StreamID, http2.ErrCodeFlowControl)
+			case s.respH.end:
+				s.upstreamFailed(b, http2.ErrCodeStreamClosed, "DATA after END_STREAM")
+			default:
+				s.respH.recvWin -= flow
+				if pad := flow - int32(len(f.Data())); pad > 0 {
+					s.respH.recvWin += pad // padding is returned at once
+					s.respH.unacked += pad
+				}
+				s.responseData(b, f.Data(), f.StreamEnded())
+			}
+		}
+		s.mu.Unlock()
+	case *http2.RSTStreamFrame:
+		s := cc.lookup(f.StreamID)
+		if s == nil {
+			if cc.idleID(f.StreamID) {
+				return cc.goAway(b, http2.ErrCodeProtocol, "RST_STREAM on idle stream")
+			}
+			break
+		}
+		s.mu.Lock()
+		if s.cc == cc && s.upID == f.StreamID {
+			s.resetByEndpoint(b, f.ErrCode)
+		}
+		s.mu.Unlock()
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			break
+		}
+		if err := cc.applySettings(b, f); err != nil {
+			return err
+		}
+	case *http2.WindowUpdateFrame:
+		if err := cc.windowUpdate(b, f); err != nil {
+			return err
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			cc.wmu.Lock()
+			cc.fr.WritePing(true, f.Data)
+			cc.wmu.Unlock()
+			b.add(&cc.h2conn)
+		}
+	case *http2.GoAwayFrame:
+		cc.goAwayReceived(b, f.LastStreamID, f.ErrCode)
+	case *http2.PushPromiseFrame:
+		return cc.goAway(b, http2.ErrCodeProtocol, "PUSH_PROMISE with push disabled")
+	}
+	return nil
 }
 
 // runPinger checks every upstream connection for silence once per

@@ -1,0 +1,229 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// loopbackPair returns the two ends of a TCP connection over loopback:
+// real sockets, which the read loops read with frameLoop (net.Pipe takes
+// the plain io.Reader path).
+func loopbackPair(tb testing.TB) (client, server net.Conn) {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		tb.Fatal("accept failed")
+	}
+	tb.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// frameSink runs connReader.readFrames over the server end of a loopback
+// pair with a Framer, as both read loops do, and reports what it saw.
+type frameSink struct {
+	cr     *connReader
+	rf     *http2.Framer
+	got    chan []byte // each frame's type and payload, as it is handled
+	idles  chan idleState
+	result chan error
+}
+
+// idleState is what the connection's buffer held when idle was called.
+type idleState struct {
+	box      bool
+	buffered int
+}
+
+func startFrameSink(tb testing.TB, server net.Conn) *frameSink {
+	src := newSockReader(server)
+	if _, ok := src.(*sockReader); !ok {
+		tb.Fatal("a TCP connection is not read as a socket")
+	}
+	s := &frameSink{
+		cr:     newConnReader(nil, src),
+		got:    make(chan []byte, 1000),
+		idles:  make(chan idleState, 1000),
+		result: make(chan error, 1),
+	}
+	s.rf = http2.NewFramer(nil, s.cr)
+	s.rf.SetMaxReadFrameSize(maxFrameSize)
+	frame := func() error {
+		f, err := s.rf.ReadFrame()
+		if err != nil {
+			return err
+		}
+		d, ok := f.(*http2.DataFrame)
+		if !ok {
+			return errors.New("not a DATA frame")
+		}
+		s.got <- append([]byte(nil), d.Data()...)
+		return nil
+	}
+	idle := func() bool {
+		s.idles <- idleState{s.cr.box != nil, s.cr.Buffered()}
+		return false
+	}
+	go func() { s.result <- s.cr.readFrames(frame, idle) }()
+	return s
+}
+
+func (s *frameSink) end(tb testing.TB) error {
+	tb.Helper()
+	select {
+	case err := <-s.result:
+		return err
+	case <-time.After(10 * time.Second):
+		tb.Fatal("the read loop did not end")
+		return nil
+	}
+}
+
+func dataFrames(payloads ...[]byte) []byte {
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	for _, p := range payloads {
+		fr.WriteData(1, false, p)
+	}
+	return buf.Bytes()
+}
+
+// Over a socket, the read loop hands the Framer whole frames only, however
+// the bytes are cut: one byte at a time, a frame split across writes, many
+// frames in one read, frames of the largest size the proxy reads. A frame
+// cut at the end of a read stays buffered for the next; with no part of a
+// frame left, the connection holds no buffer when it waits.
+func TestFrameLoopWholeFramesOverASocket(t *testing.T) {
+	client, server := loopbackPair(t)
+	s := startFrameSink(t, server)
+
+	var want [][]byte
+	for i := range 40 {
+		want = append(want, bytes.Repeat([]byte{byte(i)}, i*37))
+	}
+	want = append(want, bytes.Repeat([]byte{'m'}, maxFrameSize), bytes.Repeat([]byte{'n'}, maxFrameSize), nil)
+	stream := dataFrames(want...)
+
+	// One frame a byte at a time.
+	first := dataFrames(want[3])
+	for _, c := range first {
+		client.Write([]byte{c})
+	}
+	if got := <-s.got; !bytes.Equal(got, want[3]) {
+		t.Fatalf("frame sent byte by byte: %d bytes, want %d", len(got), len(want[3]))
+	}
+	if st := <-s.idles; st.box || st.buffered != 0 {
+		t.Fatalf("after a whole frame, idle with buffer %v and %d bytes buffered; want no buffer held", st.box, st.buffered)
+	}
+	// A frame and half of the next in one write: the half is kept.
+	two := dataFrames(want[5], want[6])
+	half := len(dataFrames(want[5])) + 20
+	client.Write(two[:half])
+	if got := <-s.got; !bytes.Equal(got, want[5]) {
+		t.Fatalf("first of two frames: %d bytes, want %d", len(got), len(want[5]))
+	}
+	if st := <-s.idles; !st.box || st.buffered != 20 {
+		t.Fatalf("with part of a frame read, idle with buffer %v and %d bytes buffered; want the 20 bytes kept", st.box, st.buffered)
+	}
+	client.Write(two[half:])
+	if got := <-s.got; !bytes.Equal(got, want[6]) {
+		t.Fatalf("frame completed by a second read: %d bytes, want %d", len(got), len(want[6]))
+	}
+	<-s.idles
+	// The rest in pieces that cut frames anywhere, in one go.
+	for off, step := 0, 1; off < len(stream); off, step = off+step, step*3%7919+1 {
+		client.Write(stream[off:min(off+step, len(stream))])
+	}
+	for i, w := range want {
+		select {
+		case got := <-s.got:
+			if !bytes.Equal(got, w) {
+				t.Fatalf("frame %d: %d bytes, want %d", i, len(got), len(w))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("frame %d of %d never handled", i, len(want))
+		}
+	}
+	client.Close()
+	if err := s.end(t); err != io.EOF {
+		t.Fatalf("read loop ended with %v, want EOF", err)
+	}
+}
+
+// The lever: after a read that drained the socket, the loop waits for the
+// next bytes without reading the empty socket first. Twenty bursts, each
+// written once the last was handled, cost at most the one empty read of
+// the loop's start (and one for a spurious wake-up); a loop that reads
+// until EAGAIN makes one per burst.
+func TestFrameLoopWaitsWithoutAnEmptyRead(t *testing.T) {
+	client, server := loopbackPair(t)
+	s := startFrameSink(t, server)
+	for i := range 20 {
+		client.Write(dataFrames([]byte("ping"), bytes.Repeat([]byte{byte(i)}, 1000)))
+		<-s.got
+		<-s.got
+		<-s.idles
+	}
+	client.Close()
+	if err := s.end(t); err != io.EOF {
+		t.Fatalf("read loop ended with %v, want EOF", err)
+	}
+	if n := s.cr.emptyReads; n > 2 {
+		t.Fatalf("%d reads found the socket empty in 20 bursts; want at most 2", n)
+	}
+}
+
+// A read loop waiting in the poller without having read the empty socket
+// still ends when the connection is closed or a read deadline passes.
+func TestFrameLoopEndsOnCloseAndDeadline(t *testing.T) {
+	client, server := loopbackPair(t)
+	s := startFrameSink(t, server)
+	client.Write(dataFrames([]byte("x")))
+	<-s.got
+	<-s.idles
+	server.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if err := s.end(t); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after the deadline: %v", err)
+	}
+
+	client, server = loopbackPair(t)
+	s = startFrameSink(t, server)
+	client.Write(dataFrames([]byte("y")))
+	<-s.got
+	<-s.idles
+	server.Close()
+	if err := s.end(t); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// A frame longer than the proxy reads fails from its header: the loop
+// does not wait for a payload it would not read.
+func TestFrameLoopRejectsOversizedFrameFromItsHeader(t *testing.T) {
+	client, server := loopbackPair(t)
+	s := startFrameSink(t, server)
+	client.Write([]byte{0, 0x40, 1, byte(http2.FrameData), 0, 0, 0, 0, 1})
+	if err := s.end(t); !errors.Is(err, http2.ErrFrameTooLarge) {
+		t.Fatalf("oversized frame: %v, want ErrFrameTooLarge", err)
+	}
+}
