@@ -44,6 +44,9 @@ func loopbackPair(tb testing.TB) (client, server net.Conn) {
 type frameSink struct {
 	cr     *connReader
 	rf     *http2.Framer
+	b      batch
+	clocks int // clock reads through b.now, one per frame asked
+	times  chan time.Time
 	got    chan []byte // each frame's type and payload, as it is handled
 	idles  chan idleState
 	result chan error
@@ -65,6 +68,11 @@ func startFrameSink(tb testing.TB, server net.Conn) *frameSink {
 		got:    make(chan []byte, 1000),
 		idles:  make(chan idleState, 1000),
 		result: make(chan error, 1),
+		times:  make(chan time.Time, 1000),
+	}
+	clock := func() time.Time {
+		s.clocks++
+		return time.Unix(int64(s.clocks), 0)
 	}
 	s.rf = http2.NewFramer(nil, s.cr)
 	s.rf.SetMaxReadFrameSize(maxFrameSize)
@@ -77,6 +85,7 @@ func startFrameSink(tb testing.TB, server net.Conn) *frameSink {
 		if !ok {
 			return errors.New("not a DATA frame")
 		}
+		s.times <- s.b.now(clock)
 		s.got <- append([]byte(nil), d.Data()...)
 		return nil
 	}
@@ -84,7 +93,7 @@ func startFrameSink(tb testing.TB, server net.Conn) *frameSink {
 		s.idles <- idleState{s.cr.box != nil, s.cr.Buffered()}
 		return false
 	}
-	go func() { s.result <- s.cr.readFrames(frame, idle) }()
+	go func() { s.result <- s.cr.readFrames(&s.b, frame, idle) }()
 	return s
 }
 
@@ -225,5 +234,28 @@ func TestFrameLoopRejectsOversizedFrameFromItsHeader(t *testing.T) {
 	client.Write([]byte{0, 0x40, 1, byte(http2.FrameData), 0, 0, 0, 0, 1})
 	if err := s.end(t); !errors.Is(err, http2.ErrFrameTooLarge) {
 		t.Fatalf("oversized frame: %v, want ErrFrameTooLarge", err)
+	}
+}
+
+// The frames of one read share one clock read (batch.now); the next read
+// reads the clock again.
+func TestFrameLoopReadsTheClockOncePerRead(t *testing.T) {
+	client, server := loopbackPair(t)
+	s := startFrameSink(t, server)
+	var seen []time.Time
+	for range 3 {
+		client.Write(dataFrames([]byte("a"), []byte("b"), []byte("c")))
+		for range 3 {
+			<-s.got
+			seen = append(seen, <-s.times)
+		}
+		<-s.idles
+	}
+	client.Close()
+	s.end(t)
+	for i, tm := range seen {
+		if want := time.Unix(int64(i/3+1), 0); !tm.Equal(want) {
+			t.Fatalf("frame %d of 3 reads of 3 frames saw clock read %d, want %d", i, tm.Unix(), want.Unix())
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -311,6 +312,7 @@ const frameHeaderLen = 9
 // frameLoop is the state of connReader.readFrames on a socket.
 type frameLoop struct {
 	cr      *connReader
+	b       *batch                // the loop's batch: its clock is read again after each read
 	frame   func() error          // reads and handles one frame
 	idle    func() bool           // the frames read were handled; true ends the loop
 	read    func(fd uintptr) bool // readFD, allocated once
@@ -320,15 +322,16 @@ type frameLoop struct {
 }
 
 // readFrames runs a connection's read loop until frame fails or idle
-// returns true. frame reads one frame from cr (through the connection's
+// returns true; b is the batch frame and idle use. frame reads one frame from cr (through the connection's
 // Framer) and handles it; idle is called when the frames of a read were
 // handled and the loop is about to wait for the socket (the batch is
 // flushed there). Over a socket, frame is called only with a whole frame
 // buffered; over anything else (net.Pipe in tests) the Framer reads as it
 // needs.
-func (cr *connReader) readFrames(frame func() error, idle func() bool) error {
+func (cr *connReader) readFrames(b *batch, frame func() error, idle func() bool) error {
 	if cr.sock == nil {
 		for {
+			b.t = time.Time{} // the Framer may read: a clock read per frame
 			if err := frame(); err != nil {
 				return err
 			}
@@ -337,7 +340,7 @@ func (cr *connReader) readFrames(frame func() error, idle func() bool) error {
 			}
 		}
 	}
-	fl := &frameLoop{cr: cr, frame: frame, idle: idle}
+	fl := &frameLoop{cr: cr, b: b, frame: frame, idle: idle}
 	fl.read = fl.readFD
 	cr.takeFirst()
 	cr.inLoop = true
@@ -384,6 +387,7 @@ func (fl *frameLoop) readFD(fd uintptr) bool {
 		return true
 	}
 	cr.w += int(n)
+	fl.b.t = time.Time{} // the frames of this read share a clock read (batch.now)
 	full := int(n) == len(p)
 	if fl.frames() {
 		return true

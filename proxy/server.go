@@ -140,7 +140,7 @@ func (sc *serverConn) serve(b *batch) error {
 		b.flush()
 		return sc.closable()
 	}
-	return sc.br.readFrames(frame, idle)
+	return sc.br.readFrames(b, frame, idle)
 }
 
 // readError handles an error of the Framer's: nil when the connection
@@ -348,7 +348,7 @@ func (sc *serverConn) headers(b *batch, f *headerBlock) error {
 	p := sc.p
 	s := p.newStream()
 	s.sc, s.id, s.route = sc, id, sc.route
-	s.start = p.cfg.Now()
+	s.start = b.now(p.cfg.Now)
 	s.reqBox = reqFieldsPool.Get().(*reqFields)
 	if code := s.parseRequest(append(s.reqBox[:0], f.fields...)); code != http2.ErrCodeNo {
 		s.releaseReq()

@@ -347,7 +347,7 @@ func (s *stream) afterResponseWrite(b *batch) {
 	}
 	if len(s.respH.held) > 0 {
 		if s.stallSince.IsZero() && s.p.cfg.StalledWriteTimeout > 0 && s.sc != nil {
-			s.stallSince = s.p.cfg.Now()
+			s.stallSince = b.now(s.p.cfg.Now)
 			s.stallGen++
 			s.sc.timers.add(s.stallSince.Add(s.p.cfg.StalledWriteTimeout), s, s.gen, timerStall, s.stallGen)
 		}
@@ -478,7 +478,7 @@ func (s *stream) responseHeaders(b *batch, fields []hpack.HeaderField, end bool)
 			return // informational: not forwarded
 		}
 		s.commit()
-		s.info.TTFB = s.p.cfg.Now().Sub(s.sent)
+		s.info.TTFB = b.now(s.p.cfg.Now).Sub(s.sent)
 		s.info.Status = status
 		s.picked.Responded()
 		s.respHdrN = fieldsSize(fields)
@@ -587,7 +587,7 @@ func (s *stream) upstreamFailed(b *batch, code http2.ErrCode, reason string) {
 		return
 	}
 	s.detachUpstream(b, code != http2.ErrCodeNo)
-	if !s.deadline.IsZero() && s.p.cfg.Now().After(s.deadline.Add(-deadlineSlack)) {
+	if !s.deadline.IsZero() && b.now(s.p.cfg.Now).After(s.deadline.Add(-deadlineSlack)) {
 		// The endpoint gave up at the call's deadline (its copy of it
 		// runs a little behind ours): the client's answer is the
 		// deadline's.
@@ -774,7 +774,7 @@ func (s *stream) finish(b *batch, outcome zone.Outcome) {
 	}
 	s.done = true
 	s.gen++
-	end := s.p.cfg.Now()
+	end := b.now(s.p.cfg.Now)
 	if s.upOpen {
 		s.detachUpstream(b, true)
 	} else if s.waiting {

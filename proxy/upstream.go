@@ -107,7 +107,7 @@ func (p *Proxy) dispatch(b *batch, s *stream) {
 	}
 	s.picked, s.hasPick = picked, true
 	s.info.Endpoint = picked.Endpoint
-	if !s.deadline.IsZero() && !s.deadline.After(p.cfg.Now()) {
+	if !s.deadline.IsZero() && !s.deadline.After(b.now(p.cfg.Now)) {
 		s.hasPick = false
 		picked.Done(zone.Result{Outcome: zone.Canceled})
 		s.fail(b, http.StatusGatewayTimeout, grpccode.DeadlineExceeded, "zonelb: deadline exceeded before the call was sent", zone.Canceled)
@@ -514,7 +514,7 @@ func (s *stream) open(b *batch, cc *clientConn) {
 	s.respH.end, s.respH.endSent, s.respH.trailers = false, false, nil
 	s.respH.recvWin = int32(p.cfg.StreamWindow)
 	s.respH.unacked = 0
-	now := p.cfg.Now()
+	now := b.now(p.cfg.Now)
 	s.sent = now
 	endStream := s.reqH.end && len(s.reqH.held) == 0 && s.reqH.trailers == nil
 	if !s.deadline.IsZero() {
@@ -544,7 +544,7 @@ func (cc *clientConn) streamClosed(b *batch) {
 	cc.active--
 	idle := cc.active == 0
 	if idle {
-		cc.idleSince = cc.u.cfg.Now()
+		cc.idleSince = b.now(cc.u.cfg.Now)
 	}
 	closeNow := idle && cc.goingAway && !cc.closed
 	cc.wmu.Unlock()
@@ -643,7 +643,7 @@ func (cc *clientConn) readFrames(b *batch) error {
 		}
 		return false
 	}
-	return cc.br.readFrames(frame, idle)
+	return cc.br.readFrames(b, frame, idle)
 }
 
 // readError handles an error of the Framer's: nil when the connection
