@@ -49,8 +49,9 @@ import (
 // HAProxy's 33.5-38 (36), with fewer writes (3.4-3.6 against 4.2) but more
 // reads (4.4-4.8 plus 0.8 idle-connection peeks, against 2.3: most of the
 // extra ones are the read that finds the socket empty before the goroutine
-// parks) and two epoll_waits per wake-up (the scheduler's non-blocking one,
-// then the blocking one) against one, at about the same number of context
+// parks; frameLoop in rawio.go has removed it since) and two epoll_waits
+// per wake-up (the scheduler's non-blocking one, then the blocking one)
+// against one, at about the same number of context
 // switches (1.5-1.7 against 1.4 per call). The difference is user time:
 // 11.5-18 us (median 15) against 11-13 (12.3). Sampled with perf record -g
 // (6 s at 5000 calls/s), zonelb's 12 us of user time per call were: the
