@@ -6,10 +6,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/sys/unix"
+
+	"github.com/zonelb/zonelb/internal/testenv"
 )
 
 // loopbackPair returns the two ends of a TCP connection over loopback:
@@ -47,6 +51,9 @@ type frameSink struct {
 	b      batch
 	clocks int // clock reads through b.now, one per frame asked
 	times  chan time.Time
+	// hold, if set before the loop's first idle, keeps that idle (and the
+	// loop, inside its socket's read call) until it is closed.
+	hold chan struct{}
 	got    chan []byte // each frame's type and payload, as it is handled
 	idles  chan idleState
 	result chan error
@@ -58,7 +65,7 @@ type idleState struct {
 	buffered int
 }
 
-func startFrameSink(tb testing.TB, server net.Conn) *frameSink {
+func newFrameSink(tb testing.TB, server net.Conn) (*frameSink, func() error, func() bool) {
 	src := newSockReader(server)
 	if _, ok := src.(*sockReader); !ok {
 		tb.Fatal("a TCP connection is not read as a socket")
@@ -91,8 +98,22 @@ func startFrameSink(tb testing.TB, server net.Conn) *frameSink {
 	}
 	idle := func() bool {
 		s.idles <- idleState{s.cr.box != nil, s.cr.Buffered()}
+		if s.hold != nil {
+			<-s.hold
+			s.hold = nil
+		}
 		return false
 	}
+	return s, frame, idle
+}
+
+func startFrameSink(tb testing.TB, server net.Conn) *frameSink {
+	return startFrameSinkHeld(tb, server, nil)
+}
+
+func startFrameSinkHeld(tb testing.TB, server net.Conn, hold chan struct{}) *frameSink {
+	s, frame, idle := newFrameSink(tb, server)
+	s.hold = hold
 	go func() { s.result <- s.cr.readFrames(&s.b, frame, idle) }()
 	return s
 }
@@ -257,5 +278,41 @@ func TestFrameLoopReadsTheClockOncePerRead(t *testing.T) {
 		if want := time.Unix(int64(i/3+1), 0); !tm.Equal(want) {
 			t.Fatalf("frame %d of 3 reads of 3 frames saw clock read %d, want %d", i, tm.Unix(), want.Unix())
 		}
+	}
+}
+
+// A FIN that came with the last bytes is reported by the read after them,
+// and its readiness edge was raised before the read that took the bytes:
+// the loop must not wait after that read (it would wait forever; the
+// kernel's TCP_INQ count says a FIN is pending). Here the bytes and the
+// FIN arrive while the loop is busy with the previous read's frames.
+func TestFrameLoopSeesAFinThatCameWithData(t *testing.T) {
+	client, server := loopbackPair(t)
+	hold := make(chan struct{})
+	s := startFrameSinkHeld(t, server, hold)
+	client.Write(dataFrames([]byte("first")))
+	<-s.got
+	<-s.idles // the loop is held inside its read call
+	client.Write(dataFrames([]byte("last")))
+	client.(*net.TCPConn).CloseWrite()
+	raw, err := server.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the FIN to reach the socket", func() bool {
+		var state uint8
+		raw.Control(func(fd uintptr) {
+			if info, err := unix.GetsockoptTCPInfo(int(fd), syscall.SOL_TCP, unix.TCP_INFO); err == nil {
+				state = info.State
+			}
+		})
+		return state == 8 // TCP_CLOSE_WAIT (include/net/tcp_states.h): the FIN arrived
+	})
+	close(hold)
+	if got := <-s.got; string(got) != "last" {
+		t.Fatalf("frame read with the FIN: %q", got)
+	}
+	if err := s.end(t); err != io.EOF {
+		t.Fatalf("read loop ended with %v, want EOF", err)
 	}
 }
