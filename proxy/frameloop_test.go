@@ -53,7 +53,7 @@ type frameSink struct {
 	times  chan time.Time
 	// hold, if set before the loop's first idle, keeps that idle (and the
 	// loop, inside its socket's read call) until it is closed.
-	hold chan struct{}
+	hold   chan struct{}
 	got    chan []byte // each frame's type and payload, as it is handled
 	idles  chan idleState
 	result chan error
