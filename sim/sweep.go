@@ -65,14 +65,58 @@ type sweepJob struct {
 	seed  uint64
 }
 
-// runSweep runs every point of every sweep scenario for seeds 1..seeds,
-// on as many goroutines as the runtime has processors.
-func runSweep(seeds int) (map[string][]*sweepPoint, error) {
+// sweepSet is what a sweep runs: scenarios (of sweepScenarios) and
+// budgets (zonelb's points); the whole grid by default.
+type sweepSet struct {
+	scenarios []string
+	budgets   []float64
+}
+
+func (s sweepSet) orAll() sweepSet {
+	if len(s.scenarios) == 0 {
+		s.scenarios = sweepScenarios
+	}
+	if len(s.budgets) == 0 {
+		s.budgets = sweepBudgets
+	}
+	return s
+}
+
+// parseSweepSet reads -scenario and -budgets for a sweep: "all" or empty
+// for the whole grid, else comma-separated sweep scenarios and budgets
+// as zone.ParseSpillBudget reads them.
+func parseSweepSet(scenarios, budgets string) (sweepSet, error) {
+	var s sweepSet
+	if scenarios != "" && scenarios != "all" {
+		for _, name := range strings.Split(scenarios, ",") {
+			name = strings.TrimSpace(name)
+			if !slices.Contains(sweepScenarios, name) {
+				return s, fmt.Errorf("-scenario %q: a sweep runs %s", name, strings.Join(sweepScenarios, ", "))
+			}
+			s.scenarios = append(s.scenarios, name)
+		}
+	}
+	if budgets != "" && budgets != "all" {
+		for _, t := range strings.Split(budgets, ",") {
+			b, err := zone.ParseSpillBudget(t)
+			if err != nil {
+				return s, err
+			}
+			s.budgets = append(s.budgets, b)
+		}
+	}
+	return s, nil
+}
+
+// runSweep runs every point of set's scenarios for seeds 1..seeds, on as
+// many goroutines as the runtime has processors.
+func runSweep(seeds int, set sweepSet) (map[string][]*sweepPoint, error) {
+	set = set.orAll()
 	out := map[string][]*sweepPoint{}
 	var jobs []sweepJob
-	for _, name := range sweepScenarios {
+	for _, name := range set.scenarios {
 		var pts []*sweepPoint
-		for _, b := range sweepBudgets {
+		for _, b := range set.budgets {
 			pts = append(pts, &sweepPoint{Policy: Zonelb, Budget: b})
 		}
 		for _, p := range sweepBaselines {
@@ -168,6 +212,9 @@ func summarise(pts []*sweepPoint) {
 // one chart per scenario.
 func writeSweep(w io.Writer, res map[string][]*sweepPoint, seeds int, o options) error {
 	for _, name := range sweepScenarios {
+		if res[name] == nil {
+			continue
+		}
 		sc, _ := findScenario(name)
 		writeSweepTable(w, sc, res[name], seeds, o.markdown)
 		if o.plots != "" {
