@@ -51,6 +51,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	sweep := fs.Bool("sweep", false, "sweep zonelb's spill budget against the zone-aware baselines on "+strings.Join(sweepScenarios, ", ")+
 		" over seeds 1..-seeds (medians, spread, which budgets are at least as good as each baseline; with -plots, one chart per scenario); -scenario and -budgets select a part of it; ignores -policy and -seed")
 	seeds := fs.Int("seeds", 10, "with -sweep: how many seeds")
+	byZone := fs.Bool("by-zone", false, "with -sweep: also print p99 and the share of the requests by client zone and endpoint zone")
 	budgets := fs.String("budgets", "all", "with -sweep: comma-separated budgets (\"10%\", \"latency\", \"parity\"), or all (the grid)")
 	serviceExtra := fs.Duration("service-extra", 0, "add this to every service time (calibration: cmd/zonelb-bench-spill's measured mean service time minus the nominal mean)")
 	crossRTT := fs.Duration("cross-rtt", 0, "override every scenario's cross-zone round trip (calibration: the median of remote calls minus that of local ones in cmd/zonelb-bench-spill's zone-blind run); 0: each scenario's own")
@@ -78,7 +79,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "zonelb sim: unexpected argument %q (see -h)\n", fs.Arg(0))
 		return 2
 	}
-	opts := options{seed: *seed, price: *price, duration: *duration, plots: *plots, markdown: *format == "markdown"}
+	opts := options{seed: *seed, price: *price, duration: *duration, plots: *plots, markdown: *format == "markdown", byZone: *byZone}
 	if *logEvents {
 		opts.log = stderr
 	}
@@ -124,6 +125,7 @@ type options struct {
 	serviceExtra, crossRTT time.Duration
 	plots                  string
 	markdown               bool
+	byZone                 bool      // sweep: the table by client and endpoint zone too
 	log                    io.Writer // zone package events, or nil
 	policies               []Policy
 	scenarios              []*Scenario

@@ -50,6 +50,9 @@ type sweepPoint struct {
 	DominatedBy        []string // budgets with cross <= and p99 <= (medians); baselines only
 	crossRuns, p99Runs []float64
 	stepRuns, stepDips []float64
+	// pairP99 and pairShare: each run's ByPair figures (p99 in ms,
+	// share), by pairKey.
+	pairP99, pairShare map[string][]float64
 }
 
 func (p *sweepPoint) label() string {
@@ -184,6 +187,13 @@ func (p *sweepPoint) add(r Result) {
 	p.p99Runs = append(p.p99Runs, float64(r.P99)/1e6)
 	p.stepRuns = append(p.stepRuns, float64(r.StepP99)/1e6)
 	p.stepDips = append(p.stepDips, r.StepDip)
+	if p.pairP99 == nil {
+		p.pairP99, p.pairShare = map[string][]float64{}, map[string][]float64{}
+	}
+	for k, f := range r.ByPair {
+		p.pairP99[k] = append(p.pairP99[k], float64(f.P99)/1e6)
+		p.pairShare[k] = append(p.pairShare[k], f.Share)
+	}
 }
 
 // summarise computes the spreads and, for each baseline, the budgets
@@ -217,6 +227,9 @@ func writeSweep(w io.Writer, res map[string][]*sweepPoint, seeds int, o options)
 		}
 		sc, _ := findScenario(name)
 		writeSweepTable(w, sc, res[name], seeds, o.markdown)
+		if o.byZone {
+			writeSweepPairs(w, sc, res[name], seeds, o.markdown)
+		}
 		if o.plots != "" {
 			path := filepath.Join(o.plots, "sim-sweep-"+name+".svg")
 			if err := sweepChart(path, sc, res[name], seeds); err != nil {
@@ -263,4 +276,39 @@ func fmtSpread(s spread, scale float64, unit string) string {
 		return fmt.Sprintf("%.3g", v)
 	}
 	return fmt.Sprintf("%s%s [%s-%s]", f(s.Median), unit, f(s.Min), f(s.Max))
+}
+
+// writeSweepPairs prints, for each point, p99 and the share of the
+// requests by client zone and endpoint zone (medians over the seeds; a
+// pair a run did not have counts as none there): where each zone's
+// requests were served, and how fast.
+func writeSweepPairs(w io.Writer, sc *Scenario, pts []*sweepPoint, seeds int, markdown bool) {
+	var keys []string
+	for _, p := range pts {
+		for k := range p.pairP99 {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	slices.Sort(keys)
+	header := []string{"policy"}
+	for _, k := range keys {
+		header = append(header, k)
+	}
+	var rows [][]string
+	for _, p := range pts {
+		row := []string{p.label()}
+		for _, k := range keys {
+			if len(p.pairP99[k]) < p.Runs {
+				row = append(row, "-")
+				continue
+			}
+			row = append(row, fmt.Sprintf("%.1f (%.1f%%)", spreadOf(p.pairP99[k]).Median, 100*spreadOf(p.pairShare[k]).Median))
+		}
+		rows = append(rows, row)
+	}
+	title := fmt.Sprintf("sweep, %s, by client zone > endpoint zone: p99 (ms) of the requests served there and (their share of all requests); medians over seeds 1..%d",
+		sc.Name, seeds)
+	printRows(w, title, header, rows, markdown)
 }
