@@ -279,9 +279,9 @@ func fmtSpread(s spread, scale float64, unit string) string {
 }
 
 // writeSweepPairs prints, for each point, p99 and the share of the
-// requests by client zone and endpoint zone (medians over the seeds; a
-// pair a run did not have counts as none there): where each zone's
-// requests were served, and how fast.
+// requests by client zone and endpoint zone (medians over the seeds; "-"
+// where some run served none there): where each zone's requests were
+// served, and how fast.
 func writeSweepPairs(w io.Writer, sc *Scenario, pts []*sweepPoint, seeds int, markdown bool) {
 	var keys []string
 	for _, p := range pts {
