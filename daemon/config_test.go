@@ -81,11 +81,11 @@ func TestConfigFileIsStrict(t *testing.T) {
 	}
 }
 
-// The spill budget is a percentage or "parity"; it reaches every
+// The spill budget is a percentage, "parity" or "latency"; it reaches every
 // balancer's configuration, and its absence leaves zone's default.
 func TestConfigSpillBudget(t *testing.T) {
 	base := Config{NodeName: "n", Source: "kubernetes"}.WithDefaults(func(string) string { return "" })
-	for in, want := range map[string]float64{"": 0, "80%": 0.8, "parity": zone.ParityBudget} {
+	for in, want := range map[string]float64{"": 0, "80%": 0.8, "parity": zone.ParityBudget, "latency": zone.LatencyBudget} {
 		c := base
 		c.Balancer.SpillBudget = in
 		zc, err := c.zoneConfig("a", nil)

@@ -55,7 +55,7 @@ func TestDaemonFollowsAPIServer(t *testing.T) {
 	// A spill budget set on the Service reaches its running balancer
 	// within a second; a bad value is ignored (the default applies).
 	for _, tc := range []struct{ annotation, want string }{
-		{"300%", "300%"}, {"parity", "parity"}, {"lots", "50%"},
+		{"300%", "300%"}, {"parity", "parity"}, {"latency", "latency"}, {"lots", "50%"},
 	} {
 		svc.Annotations = map[string]string{discovery.SpillBudgetKey: tc.annotation}
 		if svc, err = client.CoreV1().Services("default").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {

@@ -130,6 +130,20 @@ func TestApplySpillBudgetPerService(t *testing.T) {
 	if after != before {
 		t.Error("the balancer was replaced: a budget change must keep its state")
 	}
+	a3 := testService("a", 80, "10.0.0.1:8080")
+	a3.SpillBudget = zone.LatencyBudget
+	if err := s.apply(testSnapshot("a", a3, b)); err != nil {
+		t.Fatal(err)
+	}
+	if got := budgetOf("a"); got != zone.LatencyBudget {
+		t.Errorf("after the annotation changed to latency: budget %v, want the latency rule", got)
+	}
+	s.mu.Lock()
+	after = s.ports[a.Ports[0].ID(a.Name)].bal.Load()
+	s.mu.Unlock()
+	if after != before {
+		t.Error("the balancer was replaced on a change to the latency rule")
+	}
 	if err := s.apply(testSnapshot("a", testService("a", 80, "10.0.0.1:8080"), b)); err != nil {
 		t.Fatal(err)
 	}

@@ -195,6 +195,10 @@ func TestConvertServiceSpillBudget(t *testing.T) {
 		if m, _ := convertService(svc, nil, nil); m == nil || m.SpillBudget != zone.ParityBudget {
 			t.Fatalf("parity: got %+v", m)
 		}
+		svc.Annotations[SpillBudgetKey] = " Latency "
+		if m, warn := convertService(svc, nil, nil); len(warn) != 0 || m == nil || m.SpillBudget != zone.LatencyBudget {
+			t.Fatalf("latency: got %+v, %v; want the latency rule", m, warn)
+		}
 	})
 	t.Run("bad spill budget is ignored with a warning naming the service", func(t *testing.T) {
 		for _, bad := range []string{"0.8", "-1%", "fast", ""} {
