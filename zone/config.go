@@ -321,6 +321,21 @@ func setFloat(f *float64, def float64) {
 	}
 }
 
+// validateZones reports the bad entries of ZoneDistance and ZoneClients
+// to bad (see Validate).
+func (c Config) validateZones(bad func(field string, v any, want string)) {
+	for z, d := range c.ZoneDistance {
+		if z != c.LocalZone && d < 1 {
+			bad(fmt.Sprintf("ZoneDistance[%q]", z), d, ">= 1")
+		}
+	}
+	for z, n := range c.ZoneClients {
+		if math.IsNaN(n) || math.IsInf(n, 0) || n < 0 {
+			bad(fmt.Sprintf("ZoneClients[%q]", z), n, "finite and >= 0")
+		}
+	}
+}
+
 // Validate reports every field of c, after defaults, that is out of range.
 func (c Config) Validate() error {
 	c = c.withDefaults()
@@ -340,17 +355,7 @@ func (c Config) Validate() error {
 	if w := c.SlowStartMinWeight; !finite(w) || w <= 0 || w > 1 {
 		bad("SlowStartMinWeight", w, "in (0, 1]")
 	}
-	for z, d := range c.ZoneDistance {
-		if z != c.LocalZone && d < 1 {
-			bad(fmt.Sprintf("ZoneDistance[%q]", z), d, ">= 1")
-		}
-	}
-
-	for z, n := range c.ZoneClients {
-		if !finite(n) || n < 0 {
-			bad(fmt.Sprintf("ZoneClients[%q]", z), n, "finite and >= 0")
-		}
-	}
+	c.validateZones(bad)
 
 	e := c.Ejection
 	positiveDur("Ejection.BaseBackoff", e.BaseBackoff)
