@@ -371,10 +371,11 @@ func (b *Balancer) setResidual(s *snapshot, n int) {
 			continue
 		}
 		w := make([]float64, len(t.zones))
-		alike := true
 		for j, z := range t.zones {
 			w[j] = max(0, float64(z.count)/float64(n)-b.cfg.ZoneClients[z.zs.name]/clients)
-			perEndpoint := w[0] / float64(t.zones[0].count)
+		}
+		alike, perEndpoint := true, w[0]/float64(t.zones[0].count)
+		for j, z := range t.zones {
 			alike = alike && math.Abs(w[j]/float64(z.count)-perEndpoint) <= 1e-9*perEndpoint
 		}
 		if alike {
