@@ -137,6 +137,16 @@ func TestConfigZoneClients(t *testing.T) {
 	if err != nil || len(zc.ZoneClients) != 3 || zc.ZoneClients["c"] != 2.5 {
 		t.Fatalf("balancer.zoneClients from a file: zone gets %v, %v", zc.ZoneClients, err)
 	}
+	// An empty map, unlike none, is configured: the rule is off, the
+	// Nodes per zone are not followed (services.applyLocked).
+	os.WriteFile(path, []byte("nodeName: n\nbalancer: {zoneClients: {}}\n"), 0o644)
+	off, err := LoadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zc, err := off.WithDefaults(func(string) string { return "" }).zoneConfig("a", nil); err != nil || zc.ZoneClients == nil || len(zc.ZoneClients) != 0 {
+		t.Errorf("balancer.zoneClients {}: zone gets %#v, %v; want an empty map, not nil", zc.ZoneClients, err)
+	}
 	c.Balancer.ZoneClients["b"] = -1
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "balancer") || !strings.Contains(err.Error(), `ZoneClients["b"]`) {
 		t.Errorf("negative zoneClients: %v, want an error naming it", err)

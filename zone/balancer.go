@@ -2,6 +2,7 @@ package zone
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -348,6 +349,34 @@ func (b *Balancer) rebuild(now int64) {
 	}
 	b.setResidual(s, len(usable))
 	b.snap.Store(s)
+}
+
+// SetZoneClients changes the clients' spread over zones (Config.ZoneClients;
+// nil for none) without losing what the balancer has learnt: the next
+// pick spills by the new weights. The daemon calls it as Nodes join or
+// leave zones.
+func (b *Balancer) SetZoneClients(clients map[string]float64) error {
+	var errs []error
+	Config{ZoneClients: clients}.validateZones(func(field string, v any, want string) {
+		errs = append(errs, fmt.Errorf("zone config: %s = %v, want %s", field, v, want))
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	now := b.clock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cfg.ZoneClients = maps.Clone(clients)
+	b.rebuild(now)
+	return nil
+}
+
+// ZoneClients returns the clients' spread over zones the balancer spills
+// by (Config.ZoneClients), a copy; nil for none.
+func (b *Balancer) ZoneClients() map[string]float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.cfg.ZoneClients)
 }
 
 // setResidual weighs the zones of each tier after the first by residual

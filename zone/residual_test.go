@@ -17,16 +17,58 @@ import (
 // and returns the model.
 func unevenModel(t *testing.T, clients map[string]float64) *sim.Model {
 	t.Helper()
+	return unevenModelLearnt(t, clients, func(*zone.Balancer) {})
+}
+
+// unevenModelLearnt is unevenModel with learnt called on the balancer
+// between the learning run and the measured one.
+func unevenModelLearnt(t *testing.T, clients map[string]float64, learnt func(*zone.Balancer)) *sim.Model {
+	t.Helper()
 	cfg := zone.Config{LocalZone: "c", ZoneClients: clients}
 	cfg.Spill.Budget = 0.1
-	m, _ := newModel(t, cfg, zone.MakeSpread([]string{"c", "a", "b"}, []int{2, 6, 4}))
+	m, b := newModel(t, cfg, zone.MakeSpread([]string{"c", "a", "b"}, []int{2, 6, 4}))
 	m.Workers = 2
 	m.RTT = map[string]time.Duration{"c": 100 * time.Microsecond, "a": time.Millisecond, "b": time.Millisecond}
 	m.Background = map[string]float64{"c": 2 * 160 * 0.65 / 2, "a": (3*160 + 2*160*0.35) / 6, "b": 3 * 160 / 4}
 	m.Run(10*time.Second, 160)
+	learnt(b)
 	m.Reset()
 	m.Run(20*time.Second, 160)
 	return m
+}
+
+// The spread can change under a running balancer (the daemon follows the
+// Nodes of each zone): from the next pick the spill goes by it, and what
+// the balancer learnt stays (its budget's unloaded level, its gate).
+func TestSetZoneClientsOnARunningBalancer(t *testing.T) {
+	clients := map[string]float64{"a": 3, "b": 3, "c": 3}
+	m := unevenModelLearnt(t, nil, func(b *zone.Balancer) {
+		before := b.State().Spill[0].Share
+		if err := b.SetZoneClients(clients); err != nil {
+			t.Fatal(err)
+		}
+		clients["b"] = 100 // the balancer keeps its own copy
+		if got := b.ZoneClients(); got["b"] != 3 {
+			t.Errorf("ZoneClients after the caller changed its map: %v", got)
+		}
+		st := b.State()
+		if after := st.Spill[0].Share; after != before {
+			t.Errorf("spill share %v before, %v after: the gate's state was lost", before, after)
+		}
+		// a: 6 of 12 endpoints for 3 of 9 clients; b: 4 for 3, no room.
+		if got := st.Spill[0].SpillTo; len(got) != 1 || got["a"] != 1 || st.ZoneClients["c"] != 3 {
+			t.Errorf("State: spill to %v by clients %v; want all of it to a, by the spread set", got, st.ZoneClients)
+		}
+		if err := b.SetZoneClients(map[string]float64{"b": -1}); err == nil {
+			t.Error("a negative count was taken")
+		}
+	})
+	if got := m.Share("b"); got > 0.005 {
+		t.Errorf("%.3f of the calls went to zone b after the spread was set: want none", got)
+	}
+	if got := m.Share("a"); got < 0.2 {
+		t.Errorf("%.3f of the calls went to zone a: want the spill there", got)
+	}
 }
 
 // Where the spill goes: given the clients' spread over zones, the requests
