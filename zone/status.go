@@ -54,7 +54,8 @@ type SpillState struct {
 	// Share is the share of requests reaching the boundary that cross it,
 	// by the gate's share and the queue limit together (0 when inactive).
 	Share float64
-	// Flips counts spillover turning on or off since the balancer began.
+	// Flips counts spillover turning on or off since the balancer began
+	// (Active changing, under the budget rule by the gate or the queue limit).
 	Flips uint64
 	// Probes counts single requests sent to refresh a stale level.
 	Probes uint64
