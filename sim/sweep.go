@@ -292,10 +292,7 @@ func writeSweepPairs(w io.Writer, sc *Scenario, pts []*sweepPoint, seeds int, ma
 		}
 	}
 	slices.Sort(keys)
-	header := []string{"policy"}
-	for _, k := range keys {
-		header = append(header, k)
-	}
+	header := append([]string{"policy"}, keys...)
 	var rows [][]string
 	for _, p := range pts {
 		row := []string{p.label()}
