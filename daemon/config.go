@@ -112,6 +112,10 @@ type BalancerConfig struct {
 	MaxEjectedShare *float64 `json:"maxEjectedShare,omitempty"`
 	// ZoneDistance ranks other zones for spillover (nearest first).
 	ZoneDistance map[string]int `json:"zoneDistance,omitempty"`
+	// ZoneClients is how the services' clients spread over the zones
+	// (say, the cluster's nodes per zone), for where spilled requests go
+	// (zone.Config.ZoneClients). Default none: P2C over the remote zones.
+	ZoneClients map[string]float64 `json:"zoneClients,omitempty"`
 	// SpillBudget is every service's latency budget, as a percentage of
 	// the local zone's unloaded latency level ("50%"), "parity" or
 	// "latency" (see docs/zone-balancing.md). A Service overrides it with
@@ -306,6 +310,7 @@ func (c Config) zoneConfig(localZone string, acct *zone.Accounting) (zone.Config
 		LocalZone:      localZone,
 		IgnoreZones:    b.IgnoreZones,
 		ZoneDistance:   b.ZoneDistance,
+		ZoneClients:    b.ZoneClients,
 		Accounting:     acct,
 		Decay:          time.Duration(b.Decay),
 		ProbeAfter:     time.Duration(b.ProbeAfter),

@@ -123,6 +123,36 @@ func TestConfigProbeAfter(t *testing.T) {
 	}
 }
 
+// The clients' spread over zones reaches every balancer's configuration,
+// from the file too, and a negative count is refused naming the key.
+func TestConfigZoneClients(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("nodeName: n\nbalancer: {zoneClients: {a: 3, b: 3, c: 2.5}}\n"), 0o644)
+	c, err := LoadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = c.WithDefaults(func(string) string { return "" })
+	zc, err := c.zoneConfig("a", nil)
+	if err != nil || len(zc.ZoneClients) != 3 || zc.ZoneClients["c"] != 2.5 {
+		t.Fatalf("balancer.zoneClients from a file: zone gets %v, %v", zc.ZoneClients, err)
+	}
+	// An empty map, unlike none, is configured: the rule is off, the
+	// Nodes per zone are not followed (services.applyLocked).
+	os.WriteFile(path, []byte("nodeName: n\nbalancer: {zoneClients: {}}\n"), 0o644)
+	off, err := LoadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zc, err := off.WithDefaults(func(string) string { return "" }).zoneConfig("a", nil); err != nil || zc.ZoneClients == nil || len(zc.ZoneClients) != 0 {
+		t.Errorf("balancer.zoneClients {}: zone gets %#v, %v; want an empty map, not nil", zc.ZoneClients, err)
+	}
+	c.Balancer.ZoneClients["b"] = -1
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "balancer") || !strings.Contains(err.Error(), `ZoneClients["b"]`) {
+		t.Errorf("negative zoneClients: %v, want an error naming it", err)
+	}
+}
+
 // Validate reports every bad setting at once, not only the first.
 func TestConfigValidationJoinsEveryError(t *testing.T) {
 	c := Config{NodeName: "n", Source: "kubernetes"}.WithDefaults(func(string) string { return "" })

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"sort"
@@ -118,6 +119,14 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 		return err
 	}
 	prev := s.snap.Load()
+	// Where spilled requests go: balancer.zoneClients if configured, else
+	// the Nodes of each zone, followed as they come and go.
+	followNodes := cfg.ZoneClients == nil
+	spreadMoved := false
+	if followNodes {
+		cfg.ZoneClients = nodeSpread(snap.ZoneNodes)
+		spreadMoved = prev == nil || !maps.Equal(prev.ZoneNodes, snap.ZoneNodes)
+	}
 	seen := make(map[discovery.PortID]bool)
 	var errs []error
 	for name, svc := range snap.Services {
@@ -147,10 +156,17 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 				nb.Update(port.Endpoints)
 				e.updates++
 				e.bal.Store(nb)
-			case !unchanged:
-				s.setBudget(id, b, svcCfg.Spill.Budget)
-				b.Update(port.Endpoints)
-				e.updates++
+			default:
+				if spreadMoved {
+					if err := b.SetZoneClients(svcCfg.ZoneClients); err != nil {
+						errs = append(errs, fmt.Errorf("balancer for %s: %w", id, err))
+					}
+				}
+				if !unchanged {
+					s.setBudget(id, b, svcCfg.Spill.Budget)
+					b.Update(port.Endpoints)
+					e.updates++
+				}
 			}
 		}
 	}
@@ -162,6 +178,19 @@ func (s *services) applyLocked(snap *discovery.Snapshot, rebuild bool) error {
 	}
 	s.snap.Store(snap)
 	return errors.Join(errs...)
+}
+
+// nodeSpread is the clients' spread over zones (zone.Config.ZoneClients)
+// that the Nodes per zone give; nil when no Node has a zone.
+func nodeSpread(zoneNodes map[string]int) map[string]float64 {
+	if len(zoneNodes) == 0 {
+		return nil
+	}
+	spread := make(map[string]float64, len(zoneNodes))
+	for z, n := range zoneNodes {
+		spread[z] = float64(n)
+	}
+	return spread
 }
 
 // setBudget gives a running balancer a new spill budget (0: the default),

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"testing"
@@ -191,5 +192,55 @@ func TestRouteProtocolFromAppProtocol(t *testing.T) {
 		if r.Protocol != tc.want {
 			t.Errorf("appProtocol %q: route protocol %v, want %v", tc.appProtocol, r.Protocol, tc.want)
 		}
+	}
+}
+
+// Where a balancer's spill goes follows the Nodes per zone of the
+// snapshot (the clients' spread): a new balancer starts with it, a
+// running one follows a change of it and keeps its state, and
+// balancer.zoneClients, when configured, wins over it.
+func TestApplyZoneNodesAsClientSpread(t *testing.T) {
+	s := newTestServices(t)
+	a := testService("a", 80, "10.0.0.1:8080")
+	bal := func() *zone.Balancer {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.ports[a.Ports[0].ID(a.Name)].bal.Load()
+	}
+	snap := testSnapshot("a", a)
+	snap.ZoneNodes = map[string]int{"a": 3, "b": 3, "c": 2}
+	if err := s.apply(snap); err != nil {
+		t.Fatal(err)
+	}
+	first := bal()
+	if got, want := first.ZoneClients(), map[string]float64{"a": 3, "b": 3, "c": 2}; !maps.Equal(got, want) {
+		t.Errorf("new balancer spills by %v, want the nodes per zone %v", got, want)
+	}
+	next := testSnapshot("a", a) // the same Service: only the nodes moved
+	next.ZoneNodes = map[string]int{"a": 3, "b": 3, "c": 5}
+	if err := s.apply(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := bal().ZoneClients(); got["c"] != 5 || bal() != first {
+		t.Errorf("after zone c gained nodes: spread %v, balancer replaced %v; want c 5 on the same balancer", got, bal() != first)
+	}
+	if err := s.apply(testSnapshot("a", a)); err != nil {
+		t.Fatal(err)
+	}
+	if got := bal().ZoneClients(); got != nil {
+		t.Errorf("a source that knows no nodes: spread %v, want none", got)
+	}
+
+	cfg := Config{Source: "file:/dev/null"}.WithDefaults(func(string) string { return "" })
+	cfg.Balancer.ZoneClients = map[string]float64{"a": 1, "b": 1}
+	told := newServices(slog.New(slog.DiscardHandler), nil, cfg.balancerConfigs(nil, slog.New(slog.DiscardHandler)), nil)
+	if err := told.apply(next); err != nil {
+		t.Fatal(err)
+	}
+	told.mu.Lock()
+	got := told.ports[a.Ports[0].ID(a.Name)].bal.Load().ZoneClients()
+	told.mu.Unlock()
+	if !maps.Equal(got, cfg.Balancer.ZoneClients) {
+		t.Errorf("with balancer.zoneClients configured: spread %v, want the configured %v", got, cfg.Balancer.ZoneClients)
 	}
 }

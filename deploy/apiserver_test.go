@@ -206,13 +206,12 @@ func listAndWatch(name string, list func(ctx context.Context) error, watch func(
 
 // daemonCalls are the calls the daemon makes: its discovery's informers
 // list and watch Services and Namespaces in every namespace, the
-// EndpointSlices that belong to a Service (label selector), and its own
-// Node (field selector); its pod opt-out watches the opted-out pods of
-// its own node (field and label selectors).
+// EndpointSlices that belong to a Service (label selector), and the
+// Nodes (their zones); its pod opt-out watches the opted-out pods of its
+// own node (field and label selectors).
 func daemonCalls(c kubernetes.Interface) []kubeCall {
 	all := metav1.NamespaceAll
 	slices := metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName}
-	node := metav1.ListOptions{FieldSelector: "metadata.name=" + testNode}
 	pods := metav1.ListOptions{FieldSelector: "spec.nodeName=" + testNode, LabelSelector: "zonelb.io/redirect=false"}
 	var calls []kubeCall
 	calls = append(calls, listAndWatch("own node's opted-out pods",
@@ -242,9 +241,11 @@ func daemonCalls(c kubernetes.Interface) []kubeCall {
 		func(ctx context.Context) (interface{ Stop() }, error) {
 			return c.DiscoveryV1().EndpointSlices(all).Watch(ctx, slices)
 		})...)
-	calls = append(calls, listAndWatch("own node",
-		func(ctx context.Context) error { _, err := c.CoreV1().Nodes().List(ctx, node); return err },
-		func(ctx context.Context) (interface{ Stop() }, error) { return c.CoreV1().Nodes().Watch(ctx, node) })...)
+	calls = append(calls, listAndWatch("nodes",
+		func(ctx context.Context) error { _, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); return err },
+		func(ctx context.Context) (interface{ Stop() }, error) {
+			return c.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
+		})...)
 	return calls
 }
 

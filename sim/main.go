@@ -49,8 +49,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	plots := fs.String("plots", "", "directory to write SVG plots into (none when empty)")
 	format := fs.String("format", "text", "output: text or markdown")
 	sweep := fs.Bool("sweep", false, "sweep zonelb's spill budget against the zone-aware baselines on "+strings.Join(sweepScenarios, ", ")+
-		" over seeds 1..-seeds (medians, spread, which budgets are at least as good as each baseline; with -plots, one chart per scenario); ignores -scenario, -policy and -seed")
+		" over seeds 1..-seeds (medians, spread, which budgets are at least as good as each baseline; with -plots, one chart per scenario); -scenario and -budgets select a part of it; ignores -policy and -seed")
 	seeds := fs.Int("seeds", 10, "with -sweep: how many seeds")
+	byZone := fs.Bool("by-zone", false, "with -sweep: also print p99 and the share of the requests by client zone and endpoint zone")
+	budgets := fs.String("budgets", "all", "with -sweep: comma-separated budgets (\"10%\", \"latency\", \"parity\"), or all (the grid)")
 	serviceExtra := fs.Duration("service-extra", 0, "add this to every service time (calibration: cmd/zonelb-bench-spill's measured mean service time minus the nominal mean)")
 	crossRTT := fs.Duration("cross-rtt", 0, "override every scenario's cross-zone round trip (calibration: the median of remote calls minus that of local ones in cmd/zonelb-bench-spill's zone-blind run); 0: each scenario's own")
 	logEvents := fs.Bool("log", false, "log the zone package's events (spillover on/off, ejections) with simulated time on stderr")
@@ -77,7 +79,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "zonelb sim: unexpected argument %q (see -h)\n", fs.Arg(0))
 		return 2
 	}
-	opts := options{seed: *seed, price: *price, duration: *duration, plots: *plots, markdown: *format == "markdown"}
+	opts := options{seed: *seed, price: *price, duration: *duration, plots: *plots, markdown: *format == "markdown", byZone: *byZone}
 	if *logEvents {
 		opts.log = stderr
 	}
@@ -91,7 +93,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *sweep {
-		return mainSweep(opts, *seeds, stdout, stderr)
+		set, err := parseSweepSet(*scenarios, *budgets)
+		if err != nil {
+			fmt.Fprintf(stderr, "zonelb sim: %v\n", err)
+			return 2
+		}
+		return mainSweep(opts, *seeds, set, stdout, stderr)
 	}
 	var err error
 	if opts.policies, err = parsePolicies(*policies); err != nil {
@@ -118,6 +125,7 @@ type options struct {
 	serviceExtra, crossRTT time.Duration
 	plots                  string
 	markdown               bool
+	byZone                 bool      // sweep: the table by client and endpoint zone too
 	log                    io.Writer // zone package events, or nil
 	policies               []Policy
 	scenarios              []*Scenario
@@ -233,13 +241,13 @@ func simLogger(w io.Writer, e **engine, scenario string) *slog.Logger {
 	return slog.New(h).With("scenario", scenario)
 }
 
-func mainSweep(o options, seeds int, stdout, stderr io.Writer) int {
+func mainSweep(o options, seeds int, set sweepSet, stdout, stderr io.Writer) int {
 	if seeds < 1 {
 		fmt.Fprintf(stderr, "zonelb sim: -seeds %d, want >= 1\n", seeds)
 		return 2
 	}
 	start := time.Now() // wall time, reported only
-	res, err := runSweep(seeds)
+	res, err := runSweep(seeds, set)
 	if err == nil && o.plots != "" {
 		err = os.MkdirAll(o.plots, 0o755)
 	}

@@ -117,6 +117,12 @@ func newPicker(e *engine, p Policy, n *node, seed uint64) (picker, error) {
 			Rand:         rand.NewPCG(seed, uint64(n.idx)+1<<33),
 		}
 		cfg.Spill.Budget = e.budget
+		// The clients' spread over zones, as Envoy's zone-aware routing
+		// is given it: the scenario's client nodes.
+		cfg.ZoneClients = map[string]float64{}
+		for _, z := range e.sc.Zones {
+			cfg.ZoneClients[z.Name] += float64(z.Nodes)
+		}
 		if e.log != nil {
 			cfg.Logger = e.log.With("policy", p, "node", n.idx)
 		}

@@ -34,6 +34,8 @@ func TestMainBadUsage(t *testing.T) {
 		{"-service-extra", "-1ms"},
 		{"-cross-rtt", "-1ms"},
 		{"extra"},
+		{"-sweep", "-scenario", "balanced"},
+		{"-sweep", "-budgets", "10"},
 	} {
 		var out, errb bytes.Buffer
 		if code := Main(args, &out, &errb); code != 2 {

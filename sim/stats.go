@@ -23,7 +23,10 @@ type runStats struct {
 	sc     *Scenario
 	series []bucket
 
-	lat          []int64 // measured requests; failures count as the timeout
+	lat []int64 // measured requests; failures count as the timeout
+	// pairLat is the latency of measured requests served, by client zone
+	// and endpoint zone (pairKey).
+	pairLat      map[string][]int64
 	stepLat      []int64 // requests sent in the first second after a capacity step
 	requests, ok int
 	served       int // measured requests served
@@ -33,7 +36,7 @@ type runStats struct {
 }
 
 func newRunStats(sc *Scenario) *runStats {
-	return &runStats{sc: sc, series: make([]bucket, int(sc.Duration/bucketLen)+1)}
+	return &runStats{sc: sc, series: make([]bucket, int(sc.Duration/bucketLen)+1), pairLat: map[string][]int64{}}
 }
 
 func (s *runStats) bucketAt(t int64) *bucket {
@@ -91,6 +94,10 @@ func (s *runStats) finish(e *engine, r *request, ok bool, ep *endpoint) {
 	if ok {
 		s.ok++
 		s.lat = append(s.lat, e.now-r.sent)
+		if ep != nil {
+			k := pairKey(r.node.zone, ep.zone)
+			s.pairLat[k] = append(s.pairLat[k], e.now-r.sent)
+		}
 	} else {
 		s.lat = append(s.lat, int64(s.sc.Timeout))
 	}
@@ -130,6 +137,10 @@ type Result struct {
 	// first second after the step on, fell below StepSettled.
 	StepP99              time.Duration
 	StepSettled, StepDip float64
+	// ByPair is, by client zone and endpoint zone (pairKey: "c>a"), p99
+	// of the measured requests served there and their share of all the
+	// measured requests.
+	ByPair map[string]PairFigures
 	// Series is the share of first attempts sent to other zones and the
 	// success share, per second (for plots).
 	CrossSeries, SuccessSeries []float64
@@ -165,6 +176,7 @@ func (e *engine) result(pricePerGB float64) Result {
 	res.UtilMean = sum / float64(len(e.eps))
 
 	res.watchFigures(sc, s)
+	res.pairFigures(s)
 	res.stepFigures(sc, s)
 
 	var flips uint64
@@ -194,6 +206,26 @@ func (e *engine) result(pricePerGB float64) Result {
 		res.SuccessSeries = append(res.SuccessSeries, ratio(b.ok, b.requests))
 	}
 	return res
+}
+
+// PairFigures are the requests of one client zone served in one
+// endpoint zone.
+type PairFigures struct {
+	P99   time.Duration
+	Share float64 // of all measured requests
+}
+
+// pairKey names the requests of client zone from served in zone to.
+func pairKey(from, to string) string { return from + ">" + to }
+
+// pairFigures fills ByPair.
+func (res *Result) pairFigures(s *runStats) {
+	res.ByPair = map[string]PairFigures{}
+	for k, l := range s.pairLat {
+		slices.Sort(l)
+		res.ByPair[k] = PairFigures{P99: time.Duration(l[min(len(l)-1, int(0.99*float64(len(l))))]),
+			Share: ratio(len(l), s.requests)}
+	}
 }
 
 func ratio(a, b int) float64 {

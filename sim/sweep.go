@@ -50,6 +50,9 @@ type sweepPoint struct {
 	DominatedBy        []string // budgets with cross <= and p99 <= (medians); baselines only
 	crossRuns, p99Runs []float64
 	stepRuns, stepDips []float64
+	// pairP99 and pairShare: each run's ByPair figures (p99 in ms,
+	// share), by pairKey.
+	pairP99, pairShare map[string][]float64
 }
 
 func (p *sweepPoint) label() string {
@@ -65,14 +68,58 @@ type sweepJob struct {
 	seed  uint64
 }
 
-// runSweep runs every point of every sweep scenario for seeds 1..seeds,
-// on as many goroutines as the runtime has processors.
-func runSweep(seeds int) (map[string][]*sweepPoint, error) {
+// sweepSet is what a sweep runs: scenarios (of sweepScenarios) and
+// budgets (zonelb's points); the whole grid by default.
+type sweepSet struct {
+	scenarios []string
+	budgets   []float64
+}
+
+func (s sweepSet) orAll() sweepSet {
+	if len(s.scenarios) == 0 {
+		s.scenarios = sweepScenarios
+	}
+	if len(s.budgets) == 0 {
+		s.budgets = sweepBudgets
+	}
+	return s
+}
+
+// parseSweepSet reads -scenario and -budgets for a sweep: "all" or empty
+// for the whole grid, else comma-separated sweep scenarios and budgets
+// as zone.ParseSpillBudget reads them.
+func parseSweepSet(scenarios, budgets string) (sweepSet, error) {
+	var s sweepSet
+	if scenarios != "" && scenarios != "all" {
+		for _, name := range strings.Split(scenarios, ",") {
+			name = strings.TrimSpace(name)
+			if !slices.Contains(sweepScenarios, name) {
+				return s, fmt.Errorf("-scenario %q: a sweep runs %s", name, strings.Join(sweepScenarios, ", "))
+			}
+			s.scenarios = append(s.scenarios, name)
+		}
+	}
+	if budgets != "" && budgets != "all" {
+		for _, t := range strings.Split(budgets, ",") {
+			b, err := zone.ParseSpillBudget(t)
+			if err != nil {
+				return s, err
+			}
+			s.budgets = append(s.budgets, b)
+		}
+	}
+	return s, nil
+}
+
+// runSweep runs every point of set's scenarios for seeds 1..seeds, on as
+// many goroutines as the runtime has processors.
+func runSweep(seeds int, set sweepSet) (map[string][]*sweepPoint, error) {
+	set = set.orAll()
 	out := map[string][]*sweepPoint{}
 	var jobs []sweepJob
-	for _, name := range sweepScenarios {
+	for _, name := range set.scenarios {
 		var pts []*sweepPoint
-		for _, b := range sweepBudgets {
+		for _, b := range set.budgets {
 			pts = append(pts, &sweepPoint{Policy: Zonelb, Budget: b})
 		}
 		for _, p := range sweepBaselines {
@@ -140,6 +187,13 @@ func (p *sweepPoint) add(r Result) {
 	p.p99Runs = append(p.p99Runs, float64(r.P99)/1e6)
 	p.stepRuns = append(p.stepRuns, float64(r.StepP99)/1e6)
 	p.stepDips = append(p.stepDips, r.StepDip)
+	if p.pairP99 == nil {
+		p.pairP99, p.pairShare = map[string][]float64{}, map[string][]float64{}
+	}
+	for k, f := range r.ByPair {
+		p.pairP99[k] = append(p.pairP99[k], float64(f.P99)/1e6)
+		p.pairShare[k] = append(p.pairShare[k], f.Share)
+	}
 }
 
 // summarise computes the spreads and, for each baseline, the budgets
@@ -168,8 +222,14 @@ func summarise(pts []*sweepPoint) {
 // one chart per scenario.
 func writeSweep(w io.Writer, res map[string][]*sweepPoint, seeds int, o options) error {
 	for _, name := range sweepScenarios {
+		if res[name] == nil {
+			continue
+		}
 		sc, _ := findScenario(name)
 		writeSweepTable(w, sc, res[name], seeds, o.markdown)
+		if o.byZone {
+			writeSweepPairs(w, sc, res[name], seeds, o.markdown)
+		}
 		if o.plots != "" {
 			path := filepath.Join(o.plots, "sim-sweep-"+name+".svg")
 			if err := sweepChart(path, sc, res[name], seeds); err != nil {
@@ -216,4 +276,36 @@ func fmtSpread(s spread, scale float64, unit string) string {
 		return fmt.Sprintf("%.3g", v)
 	}
 	return fmt.Sprintf("%s%s [%s-%s]", f(s.Median), unit, f(s.Min), f(s.Max))
+}
+
+// writeSweepPairs prints, for each point, p99 and the share of the
+// requests by client zone and endpoint zone (medians over the seeds; "-"
+// where some run served none there): where each zone's requests were
+// served, and how fast.
+func writeSweepPairs(w io.Writer, sc *Scenario, pts []*sweepPoint, seeds int, markdown bool) {
+	var keys []string
+	for _, p := range pts {
+		for k := range p.pairP99 {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	slices.Sort(keys)
+	header := append([]string{"policy"}, keys...)
+	var rows [][]string
+	for _, p := range pts {
+		row := []string{p.label()}
+		for _, k := range keys {
+			if len(p.pairP99[k]) < p.Runs {
+				row = append(row, "-")
+				continue
+			}
+			row = append(row, fmt.Sprintf("%.1f (%.1f%%)", spreadOf(p.pairP99[k]).Median, 100*spreadOf(p.pairShare[k]).Median))
+		}
+		rows = append(rows, row)
+	}
+	title := fmt.Sprintf("sweep, %s, by client zone > endpoint zone: p99 (ms) of the requests served there and (their share of all requests); medians over seeds 1..%d",
+		sc.Name, seeds)
+	printRows(w, title, header, rows, markdown)
 }

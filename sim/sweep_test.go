@@ -1,11 +1,15 @@
 package sim
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/zonelb/zonelb/zone"
 )
 
 // A baseline is "under the curve" exactly when some budget's median point
@@ -62,6 +66,68 @@ func TestSweepChart(t *testing.T) {
 			if !strings.Contains(string(b), w) {
 				t.Errorf("chart lacks %q", w)
 			}
+		}
+	}
+}
+
+// -scenario and -budgets select a part of the sweep; all, or nothing
+// given, is the whole grid.
+func TestSweepSet(t *testing.T) {
+	s, err := parseSweepSet("uneven, overload", "10%,latency,parity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.scenarios, []string{"uneven", "overload"}) ||
+		!slices.Equal(s.budgets, []float64{0.1, zone.LatencyBudget, zone.ParityBudget}) {
+		t.Errorf("set %+v", s)
+	}
+	all, err := parseSweepSet("all", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all = all.orAll(); !slices.Equal(all.scenarios, sweepScenarios) || !slices.Equal(all.budgets, sweepBudgets) {
+		t.Errorf("whole grid %+v", all)
+	}
+	for _, bad := range [][2]string{{"balanced", ""}, {"", "10"}, {"", "0%"}} {
+		if _, err := parseSweepSet(bad[0], bad[1]); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// The figures by client and endpoint zone say where each zone's requests
+// were served: under Envoy zone-aware routing in the uneven scenario,
+// zones a and b (host shares not below their client shares) keep all
+// theirs, and zone c sends the rest to a alone (by residual capacity: b
+// has none). The shares add up to the requests served.
+func TestFiguresByZonePair(t *testing.T) {
+	r := runOne(t, "uneven", EnvoyZoneAware, 4*time.Second, 1)
+	var keys []string
+	var sum float64
+	for k, f := range r.ByPair {
+		keys = append(keys, k)
+		sum += f.Share
+		if f.P99 <= 0 {
+			t.Errorf("%s: p99 %v", k, f.P99)
+		}
+	}
+	slices.Sort(keys)
+	if want := []string{"a>a", "b>b", "c>a", "c>c"}; !slices.Equal(keys, want) {
+		t.Errorf("pairs %v, want %v", keys, want)
+	}
+	if math.Abs(sum-r.Success) > 1e-9 {
+		t.Errorf("shares add up to %v, want the success share %v", sum, r.Success)
+	}
+	var out strings.Builder
+	sc, _ := findScenario("uneven")
+	pt := &sweepPoint{Policy: EnvoyZoneAware}
+	pt.add(r)
+	other := &sweepPoint{Policy: LeastRequest}
+	other.add(Result{ByPair: map[string]PairFigures{"a>b": {P99: 30e6, Share: 0.25}}})
+	writeSweepPairs(&out, sc, []*sweepPoint{pt, other}, 1, true)
+	for _, want := range []string{"| policy | a>a | a>b | b>b | c>a | c>c |", "| p2c-least-request | - | 30.0 (25.0%) | - | - | - |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
 	}
 }

@@ -2,6 +2,7 @@ package zone
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -106,6 +107,12 @@ type tier struct {
 	entries  []entry
 	zones    []tierZone
 	gate     *spillGate // into this tier from the one before; nil for tiers[0]
+	// byZone and upTo (Config.ZoneClients): the entries of each of zones,
+	// and the running sum of their residual capacities, by which a
+	// request spilled into this tier picks its zone; nil for P2C over
+	// entries.
+	byZone [][]entry
+	upTo   []float64
 }
 
 // live is this balancer's requests in flight in the tier's zones.
@@ -340,7 +347,97 @@ func (b *Balancer) rebuild(now int64) {
 		slices.SortFunc(t.zones, func(x, y tierZone) int { return cmp.Compare(x.zs.name, y.zs.name) })
 		s.tiers = append(s.tiers, t)
 	}
+	b.setResidual(s, len(usable))
 	b.snap.Store(s)
+}
+
+// SetZoneClients changes the clients' spread over zones (Config.ZoneClients;
+// nil for none) without losing what the balancer has learnt: the next
+// pick spills by the new weights. The daemon calls it as Nodes join or
+// leave zones.
+func (b *Balancer) SetZoneClients(clients map[string]float64) error {
+	var errs []error
+	Config{ZoneClients: clients}.validateZones(func(field string, v any, want string) {
+		errs = append(errs, fmt.Errorf("zone config: %s = %v, want %s", field, v, want))
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	now := b.clock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cfg.ZoneClients = maps.Clone(clients)
+	b.rebuild(now)
+	return nil
+}
+
+// ZoneClients returns the clients' spread over zones the balancer spills
+// by (Config.ZoneClients), a copy; nil for none.
+func (b *Balancer) ZoneClients() map[string]float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.cfg.ZoneClients)
+}
+
+// setResidual weighs the zones of each tier after the first by residual
+// capacity (Config.ZoneClients) out of n usable endpoints: a zone's
+// share of them less its share of the clients, at least 0. A tier keeps
+// P2C over all its entries when it has one zone, when no zone has room,
+// and when the weights are proportional to the zones' endpoint counts
+// (the same spill as P2C over the tier: where the other zones are alike,
+// as in the simulator's overload, nothing changes).
+func (b *Balancer) setResidual(s *snapshot, n int) {
+	var clients float64
+	for _, c := range b.cfg.ZoneClients {
+		clients += c
+	}
+	if s.zoneBlind || clients <= 0 || n == 0 {
+		return
+	}
+	for i := 1; i < len(s.tiers); i++ {
+		t := &s.tiers[i]
+		if len(t.zones) < 2 {
+			continue
+		}
+		w := make([]float64, len(t.zones))
+		for j, z := range t.zones {
+			w[j] = max(0, float64(z.count)/float64(n)-b.cfg.ZoneClients[z.zs.name]/clients)
+		}
+		alike, perEndpoint := true, w[0]/float64(t.zones[0].count)
+		for j, z := range t.zones {
+			alike = alike && math.Abs(w[j]/float64(z.count)-perEndpoint) <= 1e-9*perEndpoint
+		}
+		if alike {
+			continue
+		}
+		t.byZone, t.upTo = make([][]entry, len(t.zones)), make([]float64, len(t.zones))
+		sum := 0.0
+		for j, z := range t.zones {
+			sum += w[j]
+			t.upTo[j] = sum
+			for _, e := range t.entries {
+				if e.st.zone == z.zs {
+					t.byZone[j] = append(t.byZone[j], e)
+				}
+			}
+		}
+	}
+}
+
+// spillEntries are the entries a request that reached tier t picks
+// from: a zone drawn by residual capacity, if t has weights
+// (setResidual), else all of t's.
+func (b *Balancer) spillEntries(t *tier) []entry {
+	if t.upTo == nil {
+		return t.entries
+	}
+	x := float64(b.rnd.Uint64()>>11) / (1 << 53) * t.upTo[len(t.upTo)-1]
+	for j, u := range t.upTo {
+		if x < u {
+			return t.byZone[j]
+		}
+	}
+	return t.entries
 }
 
 // inClass tells whether m is in the class of endpoints in use.
@@ -380,7 +477,10 @@ func (b *Balancer) Pick(avoid netip.AddrPort) (Picked, error) {
 	t := 0
 	for {
 		t = b.walk(s, t, now)
-		e, probe := b.p2c(s, s.tiers[t].entries, now, nil, nil)
+		e, probe := b.p2c(s, b.spillEntries(&s.tiers[t]), now, nil, nil)
+		if e == nil && s.tiers[t].upTo != nil { // the zone drawn lost its endpoints
+			e, probe = b.p2c(s, s.tiers[t].entries, now, nil, nil)
+		}
 		if e == nil {
 			break
 		}

@@ -412,7 +412,6 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 		slower := to.known && to.slow >= from.slow
 		if from.slow > set && !slower {
 			g.active, g.share = true, cfg.InitialShare
-			g.flips.Add(1)
 			b.log.Info("zone: spillover on", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
 				"level", time.Duration(from.slow), "budgeted_level", time.Duration(set))
 		}
@@ -424,7 +423,6 @@ func (b *Balancer) controlBudget(g *spillGate, from, to tierStats, measured [2]f
 			share = cfg.MinShare
 		} else {
 			g.active, share = false, 0
-			g.flips.Add(1)
 			b.log.Info("zone: spillover off", "local_zone", b.cfg.LocalZone, "to_distance", g.distance,
 				"level", time.Duration(from.slow), "budgeted_level", time.Duration(set))
 		}

@@ -31,6 +31,21 @@ type Config struct {
 	// any, is ignored.
 	ZoneDistance map[string]int
 
+	// ZoneClients is how the service's clients spread over the zones (any
+	// unit: client nodes, or their capacity), for where spilled requests
+	// go: with it, a tier of several zones takes them by residual
+	// capacity, each zone weighted by its share of the usable endpoints
+	// less its share of the clients (none when that is 0 or less), as
+	// Envoy's zone-aware routing does; a zone that serves as many
+	// clients as it has endpoints for has no room for another zone's.
+	// Without it, or when the weights only restate the endpoint counts,
+	// the spill goes to P2C's choice over the whole tier, and so lands on
+	// each zone about in proportion to its endpoints, whatever its own
+	// clients load it with. Zones not listed have no clients. Values must
+	// be finite and >= 0. See docs/zone-balancing.md ("Where the spill
+	// goes").
+	ZoneClients map[string]float64
+
 	// Now returns the current time. Default: the monotonic clock (as
 	// time.Since, which reads one clock instead of time.Now's two).
 	// Everything that depends on time (decay, backoff, slow start,
@@ -306,6 +321,21 @@ func setFloat(f *float64, def float64) {
 	}
 }
 
+// validateZones reports the bad entries of ZoneDistance and ZoneClients
+// to bad (see Validate).
+func (c Config) validateZones(bad func(field string, v any, want string)) {
+	for z, d := range c.ZoneDistance {
+		if z != c.LocalZone && d < 1 {
+			bad(fmt.Sprintf("ZoneDistance[%q]", z), d, ">= 1")
+		}
+	}
+	for z, n := range c.ZoneClients {
+		if math.IsNaN(n) || math.IsInf(n, 0) || n < 0 {
+			bad(fmt.Sprintf("ZoneClients[%q]", z), n, "finite and >= 0")
+		}
+	}
+}
+
 // Validate reports every field of c, after defaults, that is out of range.
 func (c Config) Validate() error {
 	c = c.withDefaults()
@@ -325,11 +355,7 @@ func (c Config) Validate() error {
 	if w := c.SlowStartMinWeight; !finite(w) || w <= 0 || w > 1 {
 		bad("SlowStartMinWeight", w, "in (0, 1]")
 	}
-	for z, d := range c.ZoneDistance {
-		if z != c.LocalZone && d < 1 {
-			bad(fmt.Sprintf("ZoneDistance[%q]", z), d, ">= 1")
-		}
-	}
+	c.validateZones(bad)
 
 	e := c.Ejection
 	positiveDur("Ejection.BaseBackoff", e.BaseBackoff)

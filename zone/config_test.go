@@ -1,6 +1,7 @@
 package zone
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,8 @@ func TestConfigValidateRejects(t *testing.T) {
 		{"negative decay", func(c *Config) { c.Decay = -time.Second }, "Decay"},
 		{"min weight above 1", func(c *Config) { c.SlowStartMinWeight = 2 }, "SlowStartMinWeight"},
 		{"zone distance 0", func(c *Config) { c.ZoneDistance = map[string]int{"b": 0} }, `ZoneDistance["b"]`},
+		{"negative zone clients", func(c *Config) { c.ZoneClients = map[string]float64{"b": -1} }, `ZoneClients["b"]`},
+		{"NaN zone clients", func(c *Config) { c.ZoneClients = map[string]float64{"c": math.NaN()} }, `ZoneClients["c"]`},
 		{"max below base backoff", func(c *Config) { c.Ejection.MaxBackoff = time.Millisecond }, "MaxBackoff"},
 		{"jitter 1", func(c *Config) { c.Ejection.Jitter = 1 }, "Jitter"},
 		{"share above 1", func(c *Config) { c.Ejection.MaxEjectedShare = 1.5 }, "MaxEjectedShare"},

@@ -13,6 +13,15 @@ func MakeEndpoints(n int, zones ...string) []Endpoint {
 	return makeEndpoints(spec...)
 }
 
+// MakeSpread returns counts[i] ready endpoints in zones[i], for each i.
+func MakeSpread(zones []string, counts []int) []Endpoint {
+	spec := make([]zoneSpec, len(zones))
+	for i, z := range zones {
+		spec[i] = zoneSpec{z, counts[i]}
+	}
+	return makeEndpoints(spec...)
+}
+
 // SetDoubt sets how many standard errors a remote level is judged above
 // its estimate (1 by default; 0 takes remote levels at face value).
 func (b *Balancer) SetDoubt(d float64) { b.doubt = d }

@@ -412,7 +412,14 @@ func (b *Balancer) control(s *snapshot, k int, now, dt int64) {
 		return
 	}
 	if cfg.Budget >= 0 {
+		// A flip is the tier starting or stopping to spill, by its gate
+		// or its queue limit: what State.Active and the metrics' reason
+		// "spilling" say, whichever of the two sends requests across.
+		was := g.spilling()
 		b.controlBudget(g, from, to, toMeasured, reach, dt)
+		if g.spilling() != was {
+			g.flips.Add(1)
+		}
 		if g.raised {
 			// The level at the new limit was measured when requests at
 			// that count crossed, long ago: forget it, so that the

@@ -3,6 +3,7 @@ package zone
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -26,6 +27,9 @@ type State struct {
 	// configuration writes it ("50%", "parity").
 	SpillBudget     float64
 	SpillBudgetText string
+	// ZoneClients is the clients' spread over zones the spill goes by
+	// (Config.ZoneClients); nil for none.
+	ZoneClients map[string]float64 `json:",omitempty"`
 	// SplitReason says why the traffic is split as it is, as one of the
 	// Reason* codes; Reason says it for humans: "local under budget:
 	// 10.2ms of 15.3ms", "spilling 31%: local 7.9ms over budget 7.5ms",
@@ -50,7 +54,8 @@ type SpillState struct {
 	// Share is the share of requests reaching the boundary that cross it,
 	// by the gate's share and the queue limit together (0 when inactive).
 	Share float64
-	// Flips counts spillover turning on or off since the balancer began.
+	// Flips counts spillover turning on or off since the balancer began
+	// (Active changing, under the budget rule by the gate or the queue limit).
 	Flips uint64
 	// Probes counts single requests sent to refresh a stale level.
 	Probes uint64
@@ -67,6 +72,10 @@ type SpillState struct {
 	// requests reaching that tier it sent across lately.
 	QueueLimit int
 	QueueShare float64
+	// SpillTo is the share of the spilled requests each zone of the tier
+	// takes by residual capacity (Config.ZoneClients: only zones with
+	// room); nil when P2C picks over the whole tier.
+	SpillTo map[string]float64 `json:",omitempty"`
 }
 
 // ZoneState describes one zone of the endpoint set.
@@ -115,6 +124,7 @@ func (b *Balancer) State() State {
 		IgnoringEjection: s.ignoreEjection,
 		SpillBudget:      b.cfg.Spill.Budget,
 		SpillBudgetText:  FormatSpillBudget(b.cfg.Spill.Budget),
+		ZoneClients:      maps.Clone(b.cfg.ZoneClients),
 	}
 	st.SplitReason, st.Reason = b.reasonLocked(s)
 	for _, t := range s.tiers[1:] {
@@ -134,8 +144,20 @@ func (b *Balancer) State() State {
 		if g.toKnown {
 			sp.ToLevel = time.Duration(g.to)
 		}
-		for _, tz := range t.zones {
+		for j, tz := range t.zones {
 			sp.Zones = append(sp.Zones, tz.zs.name)
+			if t.upTo != nil {
+				if sp.SpillTo == nil {
+					sp.SpillTo = make(map[string]float64, len(t.zones))
+				}
+				w := t.upTo[j]
+				if j > 0 {
+					w -= t.upTo[j-1]
+				}
+				if w > 0 {
+					sp.SpillTo[tz.zs.name] = w / t.upTo[len(t.upTo)-1]
+				}
+			}
 		}
 		st.Spill = append(st.Spill, sp)
 	}

@@ -24,3 +24,25 @@ func TestStatusShowsBudgetAndReason(t *testing.T) {
 		}
 	}
 }
+
+// zonelb status names where a spill goes: every zone of the tier, or,
+// by residual capacity, the zones with room and their shares.
+func TestStatusShowsWhereTheSpillGoes(t *testing.T) {
+	for _, tc := range []struct {
+		sp   zone.SpillState
+		want string
+	}{
+		{zone.SpillState{Active: true, Share: 0.31, Zones: []string{"a", "b"}}, "on (31% to a,b)"},
+		{zone.SpillState{Active: true, Share: 0.31, Zones: []string{"a", "b", "c"}, SpillTo: map[string]float64{"a": 0.8, "c": 0.2}}, "on (31% to a 80%,c 20%)"},
+	} {
+		st := daemon.StateReport{Services: []daemon.ServiceReport{{
+			Service:  "default/greeter:grpc",
+			Balancer: zone.State{ZoneAware: true, Spill: []zone.SpillState{tc.sp}},
+		}}}
+		var b strings.Builder
+		printStatus(&b, st)
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("status lacks %q:\n%s", tc.want, b.String())
+		}
+	}
+}

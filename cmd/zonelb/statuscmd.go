@@ -13,6 +13,7 @@ import (
 	"github.com/zonelb/zonelb/daemon"
 
 	"github.com/zonelb/zonelb/internal/cli"
+	"github.com/zonelb/zonelb/zone"
 )
 
 const statusSynopsis = `
@@ -76,7 +77,7 @@ func printStatus(w io.Writer, st daemon.StateReport) {
 		spill := "off"
 		for _, sp := range s.Balancer.Spill {
 			if sp.Active {
-				spill = fmt.Sprintf("on (%.0f%% to %s)", 100*sp.Share, strings.Join(sp.Zones, ","))
+				spill = fmt.Sprintf("on (%.0f%% to %s)", 100*sp.Share, spillZones(sp))
 				break
 			}
 		}
@@ -129,4 +130,19 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// spillZones names the zones a tier's spill goes to: with the share each
+// takes when they go by residual capacity ("a 80%,c 20%"), else all.
+func spillZones(sp zone.SpillState) string {
+	if len(sp.SpillTo) == 0 {
+		return strings.Join(sp.Zones, ",")
+	}
+	var parts []string
+	for _, z := range sp.Zones {
+		if w := sp.SpillTo[z]; w > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f%%", z, 100*w))
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -31,6 +31,20 @@ func nodeZone(node *corev1.Node) string {
 	return ""
 }
 
+// nodeCounts tells whether a Node counts among its zone's clients
+// (Snapshot.ZoneNodes): it is Ready and not cordoned, so pods run there.
+func nodeCounts(node *corev1.Node) bool {
+	if node == nil || node.Spec.Unschedulable {
+		return false
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
 // convertService turns a Service, its Namespace (nil when unknown) and the
 // EndpointSlices labelled with its name into the model. It returns nil when
 // zonelb takes over none of the Service's ports, or the Service has no

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -417,4 +418,39 @@ func sortedSlices(in []*discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice 
 	out := slices.Clone(in)
 	slices.SortFunc(out, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// slimNode keeps what discovery reads of a Node and nothing else: every
+// Node of the cluster is cached.
+func TestSlimNode(t *testing.T) {
+	n := &corev1.Node{}
+	n.Name, n.ResourceVersion = "n1", "42"
+	n.Labels = map[string]string{"topology.kubernetes.io/zone": "a", "kubernetes.io/hostname": "n1", "team": "x"}
+	n.Annotations = map[string]string{"big": strings.Repeat("x", 1000)}
+	n.Spec.Unschedulable = true
+	n.Spec.PodCIDR = "10.0.0.0/24"
+	n.Status.Images = []corev1.ContainerImage{{Names: []string{"img"}, SizeBytes: 1}}
+	n.Status.Conditions = []corev1.NodeCondition{
+		{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse},
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Message: "kubelet is posting ready status"},
+	}
+	obj, err := slimNode(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &corev1.Node{}
+	want.Name, want.ResourceVersion = "n1", "42"
+	want.Labels = map[string]string{"topology.kubernetes.io/zone": "a"}
+	want.Spec.Unschedulable = true
+	want.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+	if got := obj.(*corev1.Node); !reflect.DeepEqual(got, want) {
+		t.Errorf("slimNode kept %+v, want %+v", got, want)
+	}
+	if nodeZone(want) != "a" || nodeCounts(want) {
+		t.Errorf("the slim node: zone %q, counts %v; want a, not counted (cordoned)", nodeZone(want), nodeCounts(want))
+	}
+	want.Spec.Unschedulable = false
+	if !nodeCounts(want) {
+		t.Error("a Ready, uncordoned node does not count")
+	}
 }

@@ -14,7 +14,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -141,9 +140,9 @@ func (s *KubeSource) newInformers(w *watchState) ([]cache.SharedIndexInformer, *
 	svcInformer := client.Services(nil)
 	nsInformer := client.Namespaces(nil)
 	sliceInformer := client.EndpointSlices(func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName })
-	nodeInformer := client.Nodes(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector(metav1.ObjectNameField, s.cfg.NodeName).String()
-	})
+	// Every Node, not only ours: their zones are the clients' spread
+	// (Snapshot.ZoneNodes). slimNode keeps a few fields of each.
+	nodeInformer := client.Nodes(nil)
 
 	handlers := []struct {
 		name     string
@@ -160,7 +159,11 @@ func (s *KubeSource) newInformers(w *watchState) ([]cache.SharedIndexInformer, *
 	}
 	infs := make([]cache.SharedIndexInformer, 0, len(handlers))
 	for _, h := range handlers {
-		if err := h.informer.SetTransform(stripManagedFields); err != nil {
+		transform := stripManagedFields
+		if h.informer == nodeInformer {
+			transform = slimNode
+		}
+		if err := h.informer.SetTransform(transform); err != nil {
 			return nil, nil, fmt.Errorf("watch %s: %w", h.name, err)
 		}
 		if _, err := h.informer.AddEventHandler(h.handler); err != nil {
@@ -231,6 +234,34 @@ func stripManagedFields(obj any) (any, error) {
 		m.SetManagedFields(nil)
 	}
 	return obj, nil
+}
+
+// slimNode keeps of a Node what discovery reads: its name, its zone
+// labels, whether it is cordoned and whether it is Ready. Every Node of
+// the cluster is cached (Snapshot.ZoneNodes), and most of a Node's size is
+// status discovery never reads (images, addresses, capacity).
+func slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return stripManagedFields(obj)
+	}
+	out := &corev1.Node{}
+	out.Name, out.UID, out.ResourceVersion = n.Name, n.UID, n.ResourceVersion
+	for _, key := range zoneLabels {
+		if z, ok := n.Labels[key]; ok {
+			if out.Labels == nil {
+				out.Labels = make(map[string]string, len(zoneLabels))
+			}
+			out.Labels[key] = z
+		}
+	}
+	out.Spec.Unschedulable = n.Spec.Unschedulable
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			out.Status.Conditions = []corev1.NodeCondition{{Type: c.Type, Status: c.Status}}
+		}
+	}
+	return out, nil
 }
 
 // sliceServiceIndex keys an EndpointSlice by namespace/service.
@@ -365,15 +396,15 @@ func (w *watchState) namespaceHandler() cache.ResourceEventHandler {
 }
 
 func (w *watchState) nodeHandler() cache.ResourceEventHandler {
-	// Node objects change every few seconds (status heartbeats); only
-	// the zone matters.
+	// Node objects change often (status); only the zone, and whether the
+	// node counts in ZoneNodes, matter.
 	markNode := func() { w.mark(func(d *dirtySet) { d.node = true }) }
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { markNode() },
 		UpdateFunc: func(oldObj, newObj any) {
 			o, ok1 := oldObj.(*corev1.Node)
 			n, ok2 := newObj.(*corev1.Node)
-			if ok1 && ok2 && nodeZone(o) == nodeZone(n) {
+			if ok1 && ok2 && nodeZone(o) == nodeZone(n) && nodeCounts(o) == nodeCounts(n) {
 				return
 			}
 			markNode()
@@ -404,15 +435,16 @@ func (b *kubeBuilder) full() *Snapshot {
 			services[m.Name] = m
 		}
 	}
-	return &Snapshot{Node: b.node, Zone: b.zone(), Services: services, Frontends: frontendsOf(services)}
+	return &Snapshot{Node: b.node, Zone: b.zone(), ZoneNodes: b.zoneNodes(), Services: services, Frontends: frontendsOf(services)}
 }
 
 // apply builds the snapshot that follows prev after the changes in d,
 // reconverting only the Services that d touches.
 func (b *kubeBuilder) apply(prev *Snapshot, d dirtySet) *Snapshot {
-	next := &Snapshot{Node: b.node, Zone: prev.Zone, Services: maps.Clone(prev.Services)}
+	next := &Snapshot{Node: b.node, Zone: prev.Zone, ZoneNodes: prev.ZoneNodes, Services: maps.Clone(prev.Services)}
 	if d.node {
 		next.Zone = b.zone()
+		next.ZoneNodes = b.zoneNodes()
 	}
 	names := maps.Clone(d.services)
 	if names == nil {
@@ -468,6 +500,21 @@ func (b *kubeBuilder) zone() string {
 	return nodeZone(node)
 }
 
+// zoneNodes counts the Nodes in the cache by zone (Snapshot.ZoneNodes).
+func (b *kubeBuilder) zoneNodes() map[string]int {
+	nodes, err := b.nodes.List(labels.Everything())
+	if err != nil { // listers read a local cache and do not fail
+		b.log.Error("list nodes from cache", "err", err)
+	}
+	counts := make(map[string]int)
+	for _, n := range nodes {
+		if z := nodeZone(n); z != "" && nodeCounts(n) {
+			counts[z]++
+		}
+	}
+	return counts
+}
+
 func (b *kubeBuilder) convert(svc *corev1.Service) *Service {
 	ns, err := b.ns.Get(svc.Namespace)
 	if err != nil {
@@ -501,7 +548,7 @@ func (b *kubeBuilder) getService(name ServiceName) (*corev1.Service, error) {
 // sameSnapshot reports whether next says nothing new after prev, so that
 // it need not be published.
 func sameSnapshot(prev, next *Snapshot) bool {
-	if prev.Zone != next.Zone || len(prev.Services) != len(next.Services) {
+	if prev.Zone != next.Zone || !maps.Equal(prev.ZoneNodes, next.ZoneNodes) || len(prev.Services) != len(next.Services) {
 		return false
 	}
 	for name, svc := range next.Services {

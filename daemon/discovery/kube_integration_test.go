@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -112,6 +113,17 @@ type apiObjects struct {
 
 func (a apiObjects) ctx() context.Context { return a.t.Context() }
 
+// node creates a Node in zone whose Ready condition has status ready (a
+// Node's status may be set on create).
+func (a apiObjects) node(name, zone string, ready corev1.ConditionStatus) {
+	a.t.Helper()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"topology.kubernetes.io/zone": zone}}}
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: ready}}
+	if _, err := a.client.CoreV1().Nodes().Create(a.ctx(), n, metav1.CreateOptions{}); err != nil {
+		a.t.Fatalf("create node %s: %v", name, err)
+	}
+}
+
 func (a apiObjects) namespace(name string, labels map[string]string) {
 	a.t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
@@ -206,15 +218,9 @@ func startKubeScenario(t *testing.T) *kubeScenario {
 	client := srv.Client(t)
 	api := apiObjects{t: t, client: client}
 
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{"topology.kubernetes.io/zone": "zone-a"}}}
-	if _, err := client.CoreV1().Nodes().Create(t.Context(), node, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create node: %v", err)
-	}
-	// Another node, to show that only our own is read.
-	other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b", Labels: map[string]string{"topology.kubernetes.io/zone": "zone-b"}}}
-	if _, err := client.CoreV1().Nodes().Create(t.Context(), other, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create node: %v", err)
-	}
+	api.node("node-a", "zone-a", corev1.ConditionTrue)
+	// Another node: its zone is not ours, but it counts in ZoneNodes.
+	api.node("node-b", "zone-b", corev1.ConditionTrue)
 	api.namespace("apps", nil)
 
 	// Objects that exist before the source starts are in its first snapshot.
@@ -253,6 +259,9 @@ func (k *kubeScenario) checkFirstSnapshot() (first *Snapshot) {
 	first = f.waitFor(t, reconnectWithin, "first snapshot", func(s *Snapshot) bool { return true })
 	if first.Zone != "zone-a" || first.Node != "node-a" {
 		t.Errorf("first snapshot zone %q node %q, want zone-a node-a", first.Zone, first.Node)
+	}
+	if want := map[string]int{"zone-a": 1, "zone-b": 1}; !maps.Equal(first.ZoneNodes, want) {
+		t.Errorf("first snapshot: nodes per zone %v, want %v", first.ZoneNodes, want)
 	}
 	if got := addrs(endpointsOf(first, "apps", "before", "grpc")); !slices.Equal(got, []string{"10.1.0.1:50051"}) {
 		t.Errorf("first snapshot: endpoints of apps/before = %v", got)
@@ -355,6 +364,39 @@ func (k *kubeScenario) changeEndpoints(s1 *discoveryv1.EndpointSlice) {
 	})
 }
 
+// changeNodes: the nodes per zone follow Nodes that join, are cordoned,
+// and stop being Ready; a Node without a Ready condition does not count.
+func (k *kubeScenario) changeNodes() {
+	t, client, f := k.t, k.client, k.f
+	t.Helper()
+	nodesAre := func(what string, want map[string]int) {
+		t.Helper()
+		f.waitFor(t, followWithin, what, func(s *Snapshot) bool { return maps.Equal(s.ZoneNodes, want) })
+	}
+	nodesAre("node-a relabelled", map[string]int{"zone-c": 1, "zone-b": 1})
+	k.api.node("node-c2", "zone-c", corev1.ConditionTrue)
+	k.api.node("node-c3", "zone-c", corev1.ConditionFalse)
+	nodesAre("a Ready node joined zone-c", map[string]int{"zone-c": 2, "zone-b": 1})
+	n, err := client.CoreV1().Nodes().Get(t.Context(), "node-c2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.Unschedulable = true
+	if _, err := client.CoreV1().Nodes().Update(t.Context(), n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	nodesAre("node-c2 cordoned", map[string]int{"zone-c": 1, "zone-b": 1})
+	b, err := client.CoreV1().Nodes().Get(t.Context(), "node-b", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Status.Conditions[0].Status = corev1.ConditionUnknown // the node controller's mark of a lost node
+	if _, err := client.CoreV1().Nodes().UpdateStatus(t.Context(), b, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	nodesAre("node-b not Ready", map[string]int{"zone-c": 1})
+}
+
 func (k *kubeScenario) changeSelection() {
 	t, client, f := k.t, k.client, k.f
 	t.Helper()
@@ -368,6 +410,7 @@ func (k *kubeScenario) changeSelection() {
 		t.Fatal(err)
 	}
 	f.waitFor(t, followWithin, "node zone", func(s *Snapshot) bool { return s.Zone == "zone-c" })
+	k.changeNodes()
 
 	// Opt-in by annotation, and opt-out by namespace label and back.
 	web, err := client.CoreV1().Services("apps").Get(t.Context(), "web", metav1.GetOptions{})

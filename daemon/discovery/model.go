@@ -74,6 +74,13 @@ type Snapshot struct {
 	Zone string
 	// Services holds every Service with at least one selected port.
 	Services map[ServiceName]*Service
+	// ZoneNodes counts the cluster's Ready, schedulable Nodes in each zone
+	// (those with a zone label): how the clients of the Services spread
+	// over zones, for where a balancer's spill goes
+	// (zone.Config.ZoneClients; a node proxy serves the pods of its node,
+	// so the nodes are its peers, as the proxies of a service's callers
+	// are Envoy's). nil when the source does not know (a file).
+	ZoneNodes map[string]int
 	// Frontends maps each ClusterIP:port of every selected port (every IP
 	// family; IPv4 addresses in their 4-byte form) to that port: what
 	// the BPF service map is programmed with, and how the proxy resolves

@@ -9,8 +9,8 @@ import rbacv1 "k8s.io/api/rbac/v1"
 func PolicyRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		// services: ports, ClusterIPs, opt-in annotation; namespaces:
-		// the opt-out label; nodes: the own node's zone (watched with a
-		// field selector on its name, but RBAC still needs list/watch).
+		// the opt-out label; nodes: the own node's zone, and every
+		// node's zone for the clients' spread (Snapshot.ZoneNodes).
 		{APIGroups: []string{""}, Resources: []string{"services", "namespaces", "nodes"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
 	}

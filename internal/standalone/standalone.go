@@ -14,12 +14,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -76,6 +79,39 @@ func (e *endpointFlags) Set(v string) error {
 	return nil
 }
 
+// zoneClientsFlag is --zone-clients: how the clients spread over zones,
+// as ZONE=N pairs (zone.Config.ZoneClients).
+type zoneClientsFlag map[string]float64
+
+func (z *zoneClientsFlag) String() string {
+	if z == nil || len(*z) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(*z))
+	for name, n := range *z {
+		parts = append(parts, name+"="+strconv.FormatFloat(n, 'g', -1, 64))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+func (z *zoneClientsFlag) Set(v string) error {
+	m := make(map[string]float64)
+	for _, pair := range strings.Split(v, ",") {
+		name, num, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		n, err := strconv.ParseFloat(num, 64)
+		if !ok || name == "" || err != nil || math.IsNaN(n) || math.IsInf(n, 0) || n < 0 {
+			return fmt.Errorf("%q: want ZONE=N pairs with N >= 0, such as a=3,b=3,c=2", pair)
+		}
+		if _, dup := m[name]; dup {
+			return fmt.Errorf("zone %q given twice", name)
+		}
+		m[name] = n
+	}
+	*z = m
+	return nil
+}
+
 // proxyFlags are the flags of `zonelb proxy`.
 type proxyFlags struct {
 	listen, localZone, service, admin string
@@ -86,6 +122,7 @@ type proxyFlags struct {
 	spillBudget                       string
 	price                             float64
 	endpoints                         endpointFlags
+	zoneClients                       zoneClientsFlag
 	logs                              cli.LogFlags
 }
 
@@ -104,6 +141,7 @@ func (f *proxyFlags) register(fs *flag.FlagSet) {
 		"how far the local zone's latency may rise above its unloaded level before requests spill to other zones (a percentage), parity, or latency")
 	fs.Float64Var(&f.price, "price-per-gb", zone.DefaultPricePerGB, "USD per GB (10^9 bytes) crossing zones, charged on each side (for the cost estimate)")
 	fs.Var(&f.endpoints, "to", "endpoint as ZONE=IP:PORT (repeatable; ZONE may be omitted)")
+	fs.Var(&f.zoneClients, "zone-clients", "how the clients spread over zones, as ZONE=N pairs (a=3,b=3,c=2): spilled requests go to the zones with room, endpoints less clients (default: over the other zones' endpoints alike)")
 	f.logs.Register(fs)
 }
 
@@ -178,6 +216,21 @@ func Run(name string, args []string, stdout, stderr io.Writer) int {
 
 // newProxy builds the balancer over the --to endpoints and the proxy.
 func (f *proxyFlags) newProxy(acct *zone.Accounting, proto proxy.Protocol, log *slog.Logger) (*proxy.Proxy, error) {
+	bal, err := f.newBalancer(acct, log)
+	if err != nil {
+		return nil, err
+	}
+	return proxy.New(proxy.Config{
+		Router:              proxy.StaticRouter{Service: f.service, Picker: bal, Protocol: proto},
+		Logger:              log,
+		MinConnsPerEndpoint: f.minConns,
+		MaxConnsPerEndpoint: f.maxConns,
+		StreamWindow:        f.streamWindow,
+	})
+}
+
+// newBalancer builds the balancer over the --to endpoints.
+func (f *proxyFlags) newBalancer(acct *zone.Accounting, log *slog.Logger) (*zone.Balancer, error) {
 	budget, err := zone.ParseSpillBudget(f.spillBudget)
 	if err != nil {
 		return nil, fmt.Errorf("--spill-budget: %w", err)
@@ -185,6 +238,7 @@ func (f *proxyFlags) newProxy(acct *zone.Accounting, proto proxy.Protocol, log *
 	zc := zone.Config{
 		LocalZone:   f.localZone,
 		IgnoreZones: f.ignoreZones,
+		ZoneClients: f.zoneClients,
 		Accounting:  acct,
 		Logger:      log.With("component", "balancer"),
 	}
@@ -194,13 +248,7 @@ func (f *proxyFlags) newProxy(acct *zone.Accounting, proto proxy.Protocol, log *
 		return nil, err
 	}
 	bal.Update(f.endpoints)
-	return proxy.New(proxy.Config{
-		Router:              proxy.StaticRouter{Service: f.service, Picker: bal, Protocol: proto},
-		Logger:              log,
-		MinConnsPerEndpoint: f.minConns,
-		MaxConnsPerEndpoint: f.maxConns,
-		StreamWindow:        f.streamWindow,
-	})
+	return bal, nil
 }
 
 // serve runs p on --listen (and the admin endpoints) until SIGTERM or
