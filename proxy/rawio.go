@@ -34,7 +34,7 @@ import (
 // as for net.Conn.Read.
 type sockReader struct {
 	raw  syscall.RawConn
-	conn deadliner // the connection, for frameLoop's backstop
+	dl   deadlines // the read deadline, shared with frameLoop's backstop
 	p    []byte
 	n    int
 	err  syscall.Errno
@@ -58,14 +58,59 @@ func newSockReader(c net.Conn) io.Reader {
 	if err != nil {
 		return c
 	}
-	r := &sockReader{raw: raw, conn: c}
+	r := &sockReader{raw: raw}
+	r.dl.conn = c
 	r.read = r.readFD
 	return r
 }
 
-// deadliner is the part of net.Conn frameLoop arms its backstop with.
+// deadliner is the part of net.Conn that sets its read deadline.
 type deadliner interface {
 	SetReadDeadline(time.Time) error
+}
+
+// deadlines is a socket's read deadline, which frameLoop's backstop
+// shares with the deadline its owner sets (connReader.SetReadDeadline):
+// a connection has one, so it is set to the earlier of the two, and the
+// clock tells which passed. The lock is taken when either changes (the
+// backstop about 10 times a second on a busy connection), never per read.
+type deadlines struct {
+	mu       sync.Mutex
+	conn     deadliner
+	owner    time.Time // zero: none
+	backstop time.Time // zero: none
+}
+
+// apply sets the connection's deadline to the earlier of the two; d.mu
+// is held.
+func (d *deadlines) apply() {
+	t := d.owner
+	if t.IsZero() || !d.backstop.IsZero() && d.backstop.Before(t) {
+		t = d.backstop
+	}
+	d.conn.SetReadDeadline(t)
+}
+
+// setBackstop sets (or with a zero t clears) the backstop's deadline.
+func (d *deadlines) setBackstop(t time.Time) {
+	d.mu.Lock()
+	d.backstop = t
+	d.apply()
+	d.mu.Unlock()
+}
+
+// backstopPassed reports whether the deadline that passed is the
+// backstop's and not the owner's, and then clears the backstop's.
+func (d *deadlines) backstopPassed() bool {
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.owner.IsZero() && !now.Before(d.owner) || d.backstop.IsZero() || now.Before(d.backstop) {
+		return false
+	}
+	d.backstop = time.Time{}
+	d.apply()
+	return true
 }
 
 func (r *sockReader) Read(p []byte) (int, error) {
@@ -217,6 +262,25 @@ func newConnReader(first *bufio.Reader, src io.Reader) *connReader {
 	cr := &connReader{first: first, src: src}
 	cr.sock, _ = src.(*sockReader)
 	return cr
+}
+
+// SetReadDeadline sets the connection's read deadline as
+// net.Conn.SetReadDeadline does. While frameLoop reads the connection its
+// deadlines go through here: set on the connection itself, one would be
+// replaced by the loop's backstop.
+func (cr *connReader) SetReadDeadline(t time.Time) error {
+	if cr.sock == nil {
+		if d, ok := cr.src.(deadliner); ok {
+			return d.SetReadDeadline(t)
+		}
+		return nil
+	}
+	d := &cr.sock.dl
+	d.mu.Lock()
+	d.owner = t
+	d.apply()
+	d.mu.Unlock()
+	return nil
 }
 
 // Buffered is the number of bytes a Read returns without reading the
@@ -414,10 +478,7 @@ func (cr *connReader) readFrames(b *batch, frame func() error, idle func() bool)
 	for !fl.done {
 		err := cr.sock.raw.Read(fl.read)
 		if err != nil && !fl.backstopPassed(err) {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				fl.armed = time.Time{} // the deadline that passed is not ours: leave it
-			}
-			return err // closed, or another deadline passed
+			return err // closed, or the owner's deadline passed
 		}
 		// The backstop passed: the next RawConn.Read makes the read
 		// skipped, with no deadline.
@@ -435,7 +496,7 @@ func (cr *connReader) readFrames(b *batch, frame func() error, idle func() bool)
 // one timer firing and one empty read per quiet period.
 const frameBackstop = 200 * time.Millisecond
 
-// arm makes sure the read deadline passes at most frameBackstop from now,
+// arm makes sure a read deadline passes at most frameBackstop from now,
 // before the loop waits without an empty read. It moves the deadline only
 // when less than half of frameBackstop is left, so that a connection
 // woken thousands of times a second moves it about 10 times a second.
@@ -446,31 +507,25 @@ func (fl *frameLoop) arm() {
 	}
 	fl.armed = now.Add(frameBackstop)
 	fl.cr.arms++
-	fl.cr.sock.conn.SetReadDeadline(fl.armed)
+	fl.cr.sock.dl.setBackstop(fl.armed)
 }
 
 // backstopPassed reports whether err, from RawConn.Read, is the backstop's
-// deadline passing, and then clears the deadline. A read deadline set from
-// outside while the loop runs replaces the backstop's (a connection has
-// one); it ends the loop if it passes before the backstop would have (the
-// clock says which passed), as the tests' deadlines do. The proxy sets
-// none while the loop runs: protocol detection and the preface clear
-// theirs before it, lingerClose sets its own after it.
+// deadline passing (not the owner's, see deadlines), and then clears it.
 func (fl *frameLoop) backstopPassed(err error) bool {
-	if fl.armed.IsZero() || !errors.Is(err, os.ErrDeadlineExceeded) || time.Now().Before(fl.armed) {
+	if fl.armed.IsZero() || !errors.Is(err, os.ErrDeadlineExceeded) || !fl.cr.sock.dl.backstopPassed() {
 		return false
 	}
 	fl.armed = time.Time{}
-	fl.cr.sock.conn.SetReadDeadline(time.Time{})
 	fl.cr.backstops.Add(1)
 	return true
 }
 
-// disarm clears the backstop's deadline when the loop ends, so that the
-// connection's later reads (lingerClose) are not cut by it.
+// disarm clears the backstop's deadline when the loop ends, leaving the
+// owner's: the connection's later reads (lingerClose) are not cut by it.
 func (fl *frameLoop) disarm() {
 	if !fl.armed.IsZero() {
-		fl.cr.sock.conn.SetReadDeadline(time.Time{})
+		fl.cr.sock.dl.setBackstop(time.Time{})
 	}
 }
 

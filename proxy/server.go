@@ -96,11 +96,11 @@ func (p *Proxy) serveH2(c net.Conn, first *bufio.Reader, src io.Reader, route Ro
 
 func (sc *serverConn) serve(b *batch) error {
 	preface := make([]byte, len(http2.ClientPreface))
-	sc.conn.SetReadDeadline(time.Now().Add(sc.p.cfg.DetectTimeout + 10*time.Second))
+	sc.br.SetReadDeadline(time.Now().Add(sc.p.cfg.DetectTimeout + 10*time.Second))
 	if _, err := io.ReadFull(sc.br, preface); err != nil {
 		return err
 	}
-	sc.conn.SetReadDeadline(time.Time{})
+	sc.br.SetReadDeadline(time.Time{})
 	if !bytes.Equal(preface, []byte(http2.ClientPreface)) {
 		return sc.goAway(http2.ErrCodeProtocol, "invalid connection preface")
 	}
@@ -862,7 +862,7 @@ const (
 // http2/7/1, now and then).
 func (sc *serverConn) lingerClose() {
 	defer sc.conn.Close()
-	sc.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	sc.br.SetReadDeadline(time.Now().Add(lingerTimeout))
 	io.CopyN(io.Discard, sc.br, lingerBytes)
 }
 
