@@ -381,10 +381,10 @@ func TestFrameLoopBackstopOnAQuietConnection(t *testing.T) {
 	}
 }
 
-// A busy connection moves the backstop's deadline at most once per half
-// of frameBackstop, not once per wake-up: 200 bursts, each a wake-up
-// that waits without an empty read, arm it at most once per half
-// backstop of the time they took (plus the first).
+// A busy connection sets the backstop's deadline once per frameBackstop,
+// not once per wake-up: 200 bursts, each a wake-up that waits without an
+// empty read, arm it at most once per backstop of the time they took
+// (plus the first).
 func TestFrameLoopArmsTheBackstopRarely(t *testing.T) {
 	client, server := loopbackPair(t)
 	s := startFrameSink(t, server)
@@ -399,7 +399,7 @@ func TestFrameLoopArmsTheBackstopRarely(t *testing.T) {
 	if err := s.end(t); err != io.EOF {
 		t.Fatalf("read loop ended with %v, want EOF", err)
 	}
-	if n, most := s.cr.arms, 1+int(took/(frameBackstop/2))+1; n > most {
+	if n, most := s.cr.arms, 1+int(took/frameBackstop)+1; n > most {
 		t.Fatalf("200 wake-ups in %v armed the backstop %d times, want at most %d", took, n, most)
 	}
 }
