@@ -418,6 +418,14 @@ func (cr *connReader) release() {
 // 13 of 16) and 0.993x HAProxy's (median), against 1.020x; at 200 and 1000
 // calls/s and at saturation no difference this machine resolves (8, 8 and
 // 16 pairs: 1.01x, 0.98x, 0.97x).
+// The build with the backstop (9ce2289) against the one before frameLoop
+// (a550301), on a quiet machine, 10 alternating pairs of `benchrun -peers
+// zonelb,haproxy -workloads grpc -runs 1 -rates 1000,5000 -sat-phase 1s
+// -profile 0`: CPU per call 0.981x at 5000 calls/s (lower in 6 of 10;
+// 1.018x -> 0.998x HAProxy's, medians), 0.961x at 1000 (7 of 10), 1.05x at
+// saturation (3 of 10, 1 s phases; 0.77x -> 0.83x HAProxy's). The quiet
+// make bench that followed: 1.0006x HAProxy's at 5000 (rounds 1.06, 0.95,
+// 1.00), 0.78x at saturation.
 
 // errReadPastFrames is a Framer's read beyond the whole frames buffered
 // while frameLoop runs: a bug, not a peer's doing.
