@@ -297,19 +297,7 @@ func TestFrameLoopSeesAFinThatCameWithData(t *testing.T) {
 	<-s.idles // the loop is held inside its read call
 	client.Write(dataFrames([]byte("last")))
 	client.(*net.TCPConn).CloseWrite()
-	raw, err := server.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.WaitFor(t, 5*time.Second, "the FIN to reach the socket", func() bool {
-		var state uint8
-		raw.Control(func(fd uintptr) {
-			if info, err := unix.GetsockoptTCPInfo(int(fd), syscall.SOL_TCP, unix.TCP_INFO); err == nil {
-				state = info.State
-			}
-		})
-		return state == 8 // TCP_CLOSE_WAIT (include/net/tcp_states.h): the FIN arrived
-	})
+	waitTCPState(t, server, 8, "the FIN to reach the socket") // TCP_CLOSE_WAIT
 	close(hold)
 	if got := <-s.got; string(got) != "last" {
 		t.Fatalf("frame read with the FIN: %q", got)
