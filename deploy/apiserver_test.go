@@ -242,7 +242,10 @@ func daemonCalls(c kubernetes.Interface) []kubeCall {
 			return c.DiscoveryV1().EndpointSlices(all).Watch(ctx, slices)
 		})...)
 	calls = append(calls, listAndWatch("nodes",
-		func(ctx context.Context) error { _, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); return err },
+		func(ctx context.Context) error {
+			_, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			return err
+		},
 		func(ctx context.Context) (interface{ Stop() }, error) {
 			return c.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
 		})...)

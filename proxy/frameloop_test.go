@@ -289,13 +289,7 @@ func TestFrameLoopReadsTheClockOncePerRead(t *testing.T) {
 // kernel's TCP_INQ count says a FIN is pending). Here the bytes and the
 // FIN arrive while the loop is busy with the previous read's frames.
 func TestFrameLoopSeesAFinThatCameWithData(t *testing.T) {
-	client, server := loopbackPair(t)
-	hold := make(chan struct{})
-	s := startFrameSinkHeld(t, server, hold)
-	client.Write(dataFrames([]byte("first")))
-	<-s.got
-	<-s.idles // the loop is held inside its read call
-	client.Write(dataFrames([]byte("last")))
+	client, server, s, hold := lastBytesWhileHeld(t)
 	client.(*net.TCPConn).CloseWrite()
 	waitTCPState(t, server, 8, "the FIN to reach the socket") // TCP_CLOSE_WAIT
 	close(hold)
@@ -319,13 +313,7 @@ func TestFrameLoopSeesAFinThatCameWithData(t *testing.T) {
 // of them hangs all but surely.)
 func TestFrameLoopSeesAResetThatCameWithData(t *testing.T) {
 	for i := range 5 {
-		client, server := loopbackPair(t)
-		hold := make(chan struct{})
-		s := startFrameSinkHeld(t, server, hold)
-		client.Write(dataFrames([]byte("first")))
-		<-s.got
-		<-s.idles // the loop is held inside its read call
-		client.Write(dataFrames([]byte("last")))
+		client, server, s, hold := lastBytesWhileHeld(t)
 		client.(*net.TCPConn).SetLinger(0)
 		client.Close()                                              // a reset, after the bytes
 		waitTCPState(t, server, 7, "the reset to reach the socket") // TCP_CLOSE
@@ -390,6 +378,23 @@ func TestFrameLoopArmsTheBackstopRarely(t *testing.T) {
 	if n, most := s.cr.arms, 1+int(took/frameBackstop)+1; n > most {
 		t.Fatalf("200 wake-ups in %v armed the backstop %d times, want at most %d", took, n, most)
 	}
+}
+
+// lastBytesWhileHeld starts a frame loop on a loopback connection, lets
+// it handle a first frame, holds it inside its read call, and sends a
+// frame "last" that the loop has not read yet: what the peer does next
+// (close, reset) arrives with those bytes. The loop goes on when hold is
+// closed.
+func lastBytesWhileHeld(t *testing.T) (client, server net.Conn, s *frameSink, hold chan struct{}) {
+	t.Helper()
+	client, server = loopbackPair(t)
+	hold = make(chan struct{})
+	s = startFrameSinkHeld(t, server, hold)
+	client.Write(dataFrames([]byte("first")))
+	<-s.got
+	<-s.idles // the loop is held inside its read call
+	client.Write(dataFrames([]byte("last")))
+	return client, server, s, hold
 }
 
 // waitTCPState waits until the kernel's TCP state of c is state
