@@ -25,20 +25,12 @@ import (
 // they are for and leave in one write per connection when the reading
 // goroutine has nothing more buffered to process (see batch).
 //
-// Acknowledgements of PING and SETTINGS are frames like any other here:
-// they share the write of whatever else the same read produced for their
-// connection. gRPC's BDP PINGs still cost a write of their own most of the
-// time, because nothing else is due to that connection then: a client's
-// arrives alone, after the response it measures, and an endpoint's arrives
-// with the response, which goes to the client. HAProxy writes them alone
-// too. Holding an acknowledgement until other frames for its connection
-// come did not pay when tried (a throwaway gRPC load, 4 connections, 1 KB
-// each way, 20,000 calls at up to 5000 a second): held up to 1 ms, writes
-// per call fell from 3.9 to 2.6, but the timer that bounds the hold
-// doubled the futex calls and cost about 11 us of CPU per call (62 against
-// 51); held up to 20 ms, writes fell to 2.0 with no CPU saving the machine
-// could resolve, and every peer's PING round trip would grow by up to
-// 20 ms. So they are written at once.
+// Acknowledgements of SETTINGS are frames like any other here: they share
+// the write of whatever else the same read produced for their connection.
+// Acknowledgements of PING wait for the next frames to their connection
+// and follow them (pingack.go): gRPC's BDP PINGs would otherwise cost a
+// write of their own, to a peer with nothing else coming, per call and
+// direction.
 //
 // Where the CPU of a forwarded gRPC call goes beside HAProxy's (measured
 // 2026-12-05 on the shared 2-core VM: zonelb-proxy and HAProxy 2.6 pinned
@@ -217,6 +209,10 @@ type connWriter struct {
 	buf      []byte
 	spare    []byte
 	draining bool
+	// acks holds PING acknowledgements waiting to follow the next frames
+	// written (see queueAck); ackMode points Write there.
+	acks     []byte
+	ackMode  bool
 	inflight int // bytes the drain is writing, out of buf
 	err      error
 
@@ -262,6 +258,13 @@ func (w *connWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return len(p), nil
 	}
+	if w.ackMode {
+		w.acks = append(w.acks, p...)
+		if len(w.acks) > maxHeldAcks {
+			w.mergeAcks() // a flood: no more holding (the flood guard ends it)
+		}
+		return len(p), nil
+	}
 	w.queued += uint64(len(p))
 	w.buf = append(w.buf, p...)
 	if len(w.buf)+w.inflight > maxWriteBacklog {
@@ -275,8 +278,12 @@ func (w *connWriter) writeFD(fd uintptr) bool {
 	return true // never wait for the socket to become writable
 }
 
-// flush writes what is queued. Call with the lock held.
+// flush writes what is queued, followed by the PING acknowledgements
+// held; acknowledgements alone stay held. Call with the lock held.
 func (w *connWriter) flush() {
+	if len(w.acks) > 0 && (len(w.buf) > 0 || w.draining) {
+		w.mergeAcks()
+	}
 	if w.err != nil || w.draining || len(w.buf) == 0 {
 		return
 	}
@@ -304,6 +311,17 @@ func (w *connWriter) flush() {
 	}
 	w.draining = true
 	go w.drain()
+}
+
+// mergeAcks queues the held PING acknowledgements after what is queued.
+func (w *connWriter) mergeAcks() {
+	if w.err == nil && len(w.acks) > 0 {
+		mode := w.ackMode
+		w.ackMode = false
+		w.Write(w.acks) // copied into buf
+		w.ackMode = mode
+	}
+	w.acks = w.acks[:0]
 }
 
 // reset empties the buffer, giving back a large one.

@@ -246,6 +246,10 @@ type connReader struct {
 	// wait for the socket inside the socket's own read (a deadlock), so
 	// it fails instead.
 	inLoop bool
+	// quiet, if set, is called by frameLoop when it found the socket empty
+	// and when its backstop passed: the owner releases the PING
+	// acknowledgements it holds (pingack.go).
+	quiet func()
 	// emptyReads counts frameLoop's reads that found the socket empty
 	// (the test of the lever counts them).
 	emptyReads int
@@ -488,6 +492,9 @@ func (cr *connReader) readFrames(b *batch, frame func() error, idle func() bool)
 		if err != nil && !fl.backstopPassed(err) {
 			return err // closed, or the owner's deadline passed
 		}
+		if err != nil && cr.quiet != nil {
+			cr.quiet()
+		}
 		// The backstop passed: the next RawConn.Read makes the read
 		// skipped, with no deadline.
 	}
@@ -549,6 +556,9 @@ func (fl *frameLoop) readFD(fd uintptr) bool {
 	case e == syscall.EAGAIN:
 		// After a full read, or a spurious wake-up.
 		cr.emptyReads++
+		if cr.quiet != nil {
+			cr.quiet()
+		}
 		if fl.pending && fl.idleNow() {
 			return true
 		}

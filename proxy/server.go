@@ -140,6 +140,7 @@ func (sc *serverConn) serve(b *batch) error {
 		b.flush()
 		return sc.closable()
 	}
+	sc.br.quiet = func() { sc.releaseAcks(b) }
 	return sc.br.readFrames(b, frame, idle)
 }
 
@@ -215,9 +216,11 @@ func (sc *serverConn) frame(b *batch, f http2.Frame) error {
 			return sc.flood("flood of control or empty frames")
 		}
 		sc.wmu.Lock()
-		sc.fr.WritePing(true, f.Data)
+		held := sc.queueAck(f.Data)
 		sc.wmu.Unlock()
-		b.add(&sc.h2conn)
+		if !held {
+			b.add(&sc.h2conn)
+		}
 	case *http2.PriorityFrame:
 		if !sc.guardCheap() {
 			return sc.flood("flood of control or empty frames")

@@ -643,6 +643,7 @@ func (cc *clientConn) readFrames(b *batch) error {
 		}
 		return false
 	}
+	cc.br.quiet = func() { cc.releaseAcks(b) }
 	return cc.br.readFrames(b, frame, idle)
 }
 
@@ -751,9 +752,11 @@ func (cc *clientConn) frame(b *batch, f http2.Frame) error {
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			cc.wmu.Lock()
-			cc.fr.WritePing(true, f.Data)
+			held := cc.queueAck(f.Data)
 			cc.wmu.Unlock()
-			b.add(&cc.h2conn)
+			if !held {
+				b.add(&cc.h2conn)
+			}
 		}
 	case *http2.GoAwayFrame:
 		cc.goAwayReceived(b, f.LastStreamID, f.ErrCode)
