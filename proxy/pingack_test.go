@@ -20,7 +20,6 @@ import (
 // pingClient is an HTTP/2 client played frame by frame that reports the
 // frames it reads, in order.
 type pingClient struct {
-	c      net.Conn
 	mu     sync.Mutex // around the Framer's writes
 	fr     *http2.Framer
 	hb     bytes.Buffer
@@ -36,7 +35,7 @@ func newPingClient(t *testing.T, addr string) *pingClient {
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(30 * time.Second))
-	pc := &pingClient{c: c, frames: make(chan http2.Frame, 64)}
+	pc := &pingClient{frames: make(chan http2.Frame, 64)}
 	pc.fr = http2.NewFramer(c, c)
 	pc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	pc.enc = hpack.NewEncoder(&pc.hb)
@@ -76,18 +75,19 @@ func (pc *pingClient) next(t *testing.T) http2.Frame {
 // waitEnd reads frames until the end of the response on stream id.
 func (pc *pingClient) waitEnd(t *testing.T, id uint32) {
 	t.Helper()
-	for {
-		switch f := pc.next(t).(type) {
-		case *http2.DataFrame:
-			if f.StreamID == id && f.StreamEnded() {
-				return
-			}
-		case *http2.MetaHeadersFrame:
-			if f.StreamID == id && f.StreamEnded() {
-				return
-			}
-		}
+	for !endsStream(pc.next(t), id) {
 	}
+}
+
+// endsStream reports whether f is the last frame of stream id's response.
+func endsStream(f http2.Frame, id uint32) bool {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		return f.StreamID == id && f.StreamEnded()
+	case *http2.MetaHeadersFrame:
+		return f.StreamID == id && f.StreamEnded()
+	}
+	return false
 }
 
 // get sends a GET on stream id; ping, if not nil, goes just before it.
@@ -121,17 +121,14 @@ func TestPingAckRidesWithTheNextFrames(t *testing.T) {
 		pc.get(id, &data)
 		acked, responded, after := false, false, false
 		for !acked || !responded {
-			switch f := pc.next(t).(type) {
-			case *http2.PingFrame:
-				if !f.IsAck() || f.Data != data {
-					t.Fatalf("try %d: PING (ack %v) %q, want the acknowledgement of %q", try, f.IsAck(), f.Data, data)
+			f := pc.next(t)
+			if p, ok := f.(*http2.PingFrame); ok {
+				if !p.IsAck() || p.Data != data {
+					t.Fatalf("try %d: PING (ack %v) %q, want the acknowledgement of %q", try, p.IsAck(), p.Data, data)
 				}
 				acked, after = true, responded
-			case *http2.DataFrame:
-				responded = responded || f.StreamID == id && f.StreamEnded()
-			case *http2.MetaHeadersFrame:
-				responded = responded || f.StreamID == id && f.StreamEnded()
 			}
+			responded = responded || endsStream(f, id)
 		}
 		if after {
 			return
